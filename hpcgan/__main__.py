@@ -1,0 +1,140 @@
+"""``hpcgan <command>`` / ``python -m hpcgan <command>``.
+
+Launch multi-rank commands as ``mpiexec -n P python -m mpi4py -m hpcgan ...`` (or ``srun python -m
+mpi4py -m hpcgan ...``). Error policy: a :class:`~hpcgan.errors.CollectiveError` (bad flags, an
+existing output, a NaN loss) is raised the same way on every rank, so rank 0 prints one line and
+all ranks exit with its code. Any other exception is a fault on one rank: that rank prints the rank
+and traceback to stderr and aborts the whole job, so no rank waits forever in a collective.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+from mpi4py import MPI
+
+from .errors import CollectiveError, UsageError
+
+class _Parser(argparse.ArgumentParser):
+    """Flag mistakes become a UsageError, so only rank 0 reports them."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .info import machine, versions
+    from .world import init_world
+
+    world = init_world()
+    rows = world.comm.gather(world.describe(), root=0)
+    if world.rank == 0:
+        for key, value in versions().items():
+            print(f"{key:>12}: {value}")
+        print(f"{'world size':>12}: {world.size}")
+        print(f"{'machine':>12}: {machine(world.device)}")
+        for row in rows:
+            print("rank {rank:>4}  host {host}  local_rank {local_rank}  device {device}  threads {threads}"
+                  .format(**row))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import config_from_args
+    from .train import train
+    from .world import init_world
+
+    cfg = config_from_args(args)
+    train(cfg, init_world())
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .bench import validate
+
+    status = 0
+    if MPI.COMM_WORLD.rank == 0:
+        for path in args.files:
+            problems = validate(path)
+            print(f"{path}: {'OK' if not problems else 'INVALID'}")
+            for p in problems:
+                print(f"  - {p}")
+            status = status or (1 if problems else 0)
+    return MPI.COMM_WORLD.bcast(status, root=0)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .benchmarks import BENCHMARKS
+
+    return BENCHMARKS.get(args.what)(args.rest)
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from .summary import summarize
+
+    if MPI.COMM_WORLD.rank == 0:
+        print(summarize(args.paths))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .config import add_config_arguments
+
+    parser = _Parser(prog="hpcgan", description="MPI benchmark suite for distributed GAN training")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("info", help="versions, MPI library and the rank -> host/device map").set_defaults(fn=cmd_info)
+    train = sub.add_parser("train", help="train one configuration, write one results file")
+    add_config_arguments(train)
+    train.set_defaults(fn=cmd_train)
+    val = sub.add_parser("validate", help="check results files against the HDF5 schema")
+    val.add_argument("files", nargs="+")
+    val.set_defaults(fn=cmd_validate)
+    bench = sub.add_parser("bench", help="microbenchmarks: recorder, ...")
+    bench.add_argument("what", help="which benchmark")
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own flags")
+    bench.set_defaults(fn=cmd_bench)
+    summ = sub.add_parser("summary", help="one-table summary of results files or folders")
+    summ.add_argument("paths", nargs="+")
+    summ.set_defaults(fn=cmd_summary)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    rank, size = MPI.COMM_WORLD.rank, MPI.COMM_WORLD.size
+    from .log import setup_logging
+
+    setup_logging(rank)
+    try:
+        args = build_parser().parse_args(argv)
+        return args.fn(args)
+    except CollectiveError as e:
+        if rank == 0:
+            print(f"hpcgan: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except Exception:
+        sys.stderr.write(f"hpcgan: rank {rank} of {size} failed:\n{traceback.format_exc()}")
+        sys.stderr.flush()
+        if size > 1:
+            MPI.COMM_WORLD.Abort(1)
+        return 1
+
+
+def run() -> None:
+    """Process entry point: exit with main's status without tripping MPI_Abort.
+
+    ``python -m mpi4py`` turns a non-zero exit into MPI_Abort (and a launcher banner). After a
+    collective error every rank is here together, so finalize MPI and leave with the status.
+    """
+    code = main()
+    if code:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Barrier()
+        MPI.Finalize()
+        os._exit(code)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,40 @@
+"""sync: synchronous data-parallel GAN training, the baseline every distributed method is judged by.
+
+Per step, on every rank m with local batch xi_t^m:
+    g_t^m = F(x_t; xi_t^m)                 (simultaneous G and D gradient, one flat buffer)
+    g_t   = (1/M) sum_m g_t^m              (one dense fp32 allreduce of the flat buffer)
+    x_{t+1} = U(x_t, g_t)                  (--optimizer: adam, omd or oadam; local arithmetic)
+Ranks start from the same x_0 and apply the same g_t, so they stay identical.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..bench import StepStats
+from ..optim import build_optimizer
+from .base import ALGORITHMS, Batch, GanAlgorithm, TrainContext
+
+
+@ALGORITHMS.register("sync")
+class Sync(GanAlgorithm):
+    def __init__(self, ctx: TrainContext):
+        super().__init__(ctx)
+        self.comm.broadcast_(self.flat.params)
+        self.opt = build_optimizer(self.flat.param_list, self.cfg.optim)
+
+    def step(self, batch: Batch, t: int) -> StepStats:
+        self._comm_mark()
+        with self.timer("compute"):
+            d_loss, g_loss = self.compute_gradients(batch)
+        with self.timer("comm"):
+            self.comm.allreduce_(self.flat.grads, average=True)
+        with self.timer("update"):
+            self.opt.step()
+        return self._stats(d_loss, g_loss)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.opt.load_state_dict(state["opt"])

@@ -1,0 +1,208 @@
+"""Timing and the results-file contract: PhaseTimer, StepStats and SCHEMA (HDF5 schema v1).
+
+``SCHEMA`` is the single source of truth for the writer (:mod:`hpcgan.recorder`), the validator
+(:func:`validate`, ``hpcgan validate``) and the report. Layout of one results file::
+
+    / attrs          schema_version, algorithm, backend, ... (SCHEMA.root_attrs); finished_at only
+                     when the run ended normally
+    /steps/<column>  (n_steps, world_size), row i = training step i, column r = rank r
+    /eval/step, /eval/<metric>           (n_evals,)
+    /consensus/step, /consensus/distance (n,)   DPOSG
+    /labels/owner    (n_labels,)                pcwgan: label -> rank
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator
+
+import h5py
+import numpy as np
+import torch
+
+PHASES = ("compute", "compress", "comm", "update")
+
+
+class PhaseTimer:
+    """Accumulates wall time per phase of a step; on CUDA it synchronizes before reading the clock."""
+
+    def __init__(self, device: torch.device | None = None):
+        self._sync: Callable[[], None] | None = (
+            torch.cuda.synchronize if device is not None and device.type == "cuda" else None
+        )
+        self.times = dict.fromkeys(PHASES, 0.0)
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        if self._sync:
+            self._sync()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self._sync:
+                self._sync()
+            self.times[phase] += time.perf_counter() - t0
+
+    def take(self) -> dict[str, float]:
+        """The accumulated times as ``t_<phase>`` keys, and reset."""
+        out = {f"t_{p}": t for p, t in self.times.items()}
+        self.times = dict.fromkeys(PHASES, 0.0)
+        return out
+
+
+@dataclass
+class StepStats:
+    """One rank's record of one training step (one row of /steps)."""
+
+    step: int = -1
+    wall: float = math.nan
+    elapsed: float = math.nan
+    t_compute: float = 0.0
+    t_compress: float = 0.0
+    t_comm: float = 0.0
+    t_update: float = 0.0
+    t_net_emulated: float = 0.0
+    bytes_sent: int = 0
+    d_loss: float = math.nan
+    g_loss: float = math.nan
+
+    def row(self) -> tuple:
+        return tuple(asdict(self).values())
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    unit: str
+    dtype: str
+    doc: str
+
+    @property
+    def fill(self) -> float | int:
+        """Value of a cell no rank wrote (a rank that stopped early): -1 for integers, NaN else."""
+        return -1 if self.dtype == "i8" else math.nan
+
+
+@dataclass(frozen=True)
+class Schema:
+    version: int
+    root_attrs: dict[str, type]
+    optional_attrs: dict[str, type]
+    step_columns: tuple[Column, ...]
+    series: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.step_columns if c.name == name)
+
+
+SCHEMA = Schema(
+    version=1,
+    root_attrs={
+        "schema_version": int, "algorithm": str, "backend": str, "compressor": str, "topology": str,
+        "spectral_gap": float, "world_size": int, "scaling": str, "local_batch": int,
+        "global_batch": int, "warmup_steps": int, "config_json": str, "versions_json": str,
+        "machine": str, "hostnames": str, "slurm_job_id": str, "started_at": str,
+    },
+    optional_attrs={"finished_at": str, "stopped_reason": str},
+    step_columns=(
+        Column("step", "", "i8", "training iteration index"),
+        Column("wall", "s", "f8", "wall time of the whole iteration on this rank (data included)"),
+        Column("elapsed", "s", "f8", "seconds since training started, at the end of the step"),
+        Column("t_compute", "s", "f8", "forward/backward: the stochastic gradient F(x; xi)"),
+        Column("t_compress", "s", "f8", "compression, decompression and error feedback"),
+        Column("t_comm", "s", "f8", "measured time in collectives / neighbour exchange"),
+        Column("t_update", "s", "f8", "optimizer arithmetic and parameter writes"),
+        Column("t_net_emulated", "s", "f8", "emulated network delay (never inside t_comm)"),
+        Column("bytes_sent", "B", "i8", "bytes this rank handed to the transport"),
+        Column("d_loss", "", "f8", "discriminator / critic loss on the local batch"),
+        Column("g_loss", "", "f8", "generator loss on the local batch"),
+    ),
+    series={"eval": ("step",), "consensus": ("step", "distance")},
+)
+
+assert tuple(c.name for c in SCHEMA.step_columns) == tuple(StepStats.__dataclass_fields__), \
+    "StepStats and SCHEMA.step_columns must list the same columns in the same order"
+
+
+def validate(path: str) -> list[str]:
+    """Problems found in a results file against SCHEMA (an empty list means valid)."""
+    problems: list[str] = []
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        return [f"cannot open {path}: {e}"]
+    with f:
+        attrs = dict(f.attrs)
+        if attrs.get("schema_version") != SCHEMA.version:
+            problems.append(f"schema_version is {attrs.get('schema_version')!r}, expected {SCHEMA.version}")
+        for name, kind in {**SCHEMA.root_attrs, **SCHEMA.optional_attrs}.items():
+            if name not in attrs:
+                if name in SCHEMA.root_attrs:
+                    problems.append(f"missing root attribute '{name}'")
+                continue
+            if not _is_kind(attrs[name], kind):
+                problems.append(f"root attribute '{name}' should be {kind.__name__}, is {type(attrs[name]).__name__}")
+        for name in ("config_json", "versions_json"):
+            try:
+                json.loads(attrs.get(name, ""))
+            except (TypeError, ValueError):
+                problems.append(f"root attribute '{name}' is not JSON")
+        world = attrs.get("world_size")
+        problems += _check_steps(f, world)
+        for group, required in SCHEMA.series.items():
+            problems += _check_series(f, group, required)
+    return problems
+
+
+def _is_kind(value: object, kind: type) -> bool:
+    if kind is int:
+        return isinstance(value, (int, np.integer))
+    if kind is float:
+        return isinstance(value, (float, int, np.floating, np.integer))
+    return isinstance(value, (str, bytes))
+
+
+def _check_steps(f: h5py.File, world: object) -> list[str]:
+    if "steps" not in f:
+        return ["missing group /steps"]
+    problems, rows = [], set()
+    for col in SCHEMA.step_columns:
+        if col.name not in f["steps"]:
+            problems.append(f"missing /steps/{col.name}")
+            continue
+        ds = f["steps"][col.name]
+        if ds.ndim != 2 or (isinstance(world, (int, np.integer)) and ds.shape[1] != world):
+            problems.append(f"/steps/{col.name} has shape {ds.shape}, expected (n_steps, {world})")
+        if ds.dtype != np.dtype(col.dtype):
+            problems.append(f"/steps/{col.name} has dtype {ds.dtype}, expected {col.dtype}")
+        if ds.attrs.get("unit") != col.unit:
+            problems.append(f"/steps/{col.name} lacks unit attribute '{col.unit}'")
+        rows.add(ds.shape[0])
+    if len(rows) > 1:
+        problems.append(f"/steps columns have different lengths {sorted(rows)}")
+    if "step" in f["steps"] and not problems:
+        steps = f["steps"]["step"][()]
+        written = steps >= 0
+        expected = np.broadcast_to(np.arange(steps.shape[0])[:, None], steps.shape)
+        if not np.array_equal(steps[written], expected[written]):
+            problems.append("/steps/step does not match the row index")
+    return problems
+
+
+def _check_series(f: h5py.File, group: str, required: tuple[str, ...]) -> list[str]:
+    if group not in f:
+        return []
+    g, problems = f[group], []
+    for name in required:
+        if name not in g:
+            problems.append(f"missing /{group}/{name}")
+    if "step" in g:
+        n = g["step"].shape[0]
+        for name, ds in g.items():
+            if ds.ndim != 1 or ds.shape[0] != n:
+                problems.append(f"/{group}/{name} has shape {ds.shape}, expected ({n},)")
+    return problems

@@ -1,0 +1,189 @@
+"""Datasets, looked up by ``--data``: synthetic Gaussian mixtures here; image datasets register too.
+
+A dataset gives its :class:`DataSpec` and, per rank, an infinite :class:`Loader` of ``(x, y)``
+batches whose position can be saved and restored (for bit-identical ``--resume``). ``--data`` takes
+``NAME`` or ``NAME:ARG`` (e.g. ``h5:data/cifar10.h5``).
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+
+from .registry import Registry
+from .world import rank_seed
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What models and metrics need to know about the data."""
+
+    shape: tuple[int, ...]     # one sample, e.g. (2,) or (1, 32, 32)
+    num_classes: int           # labels 0..num_classes-1 (mixture modes count as labels)
+
+
+class Loader(ABC, Iterator[tuple[torch.Tensor, torch.Tensor]]):
+    """Infinite per-rank stream of (samples, labels) batches with a restorable position."""
+
+    @abstractmethod
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class Dataset(ABC):
+    spec: DataSpec
+
+    @abstractmethod
+    def loader(self, batch_size: int, rank: int, size: int, seed: int,
+               labels: list[int] | None = None) -> Loader:
+        """This rank's stream; ``labels`` restricts it to those classes (per-label views)."""
+
+
+DatasetBuilder = Callable[[str], Dataset]
+DATASETS: Registry[DatasetBuilder] = Registry("dataset")
+
+
+def build_dataset(name: str) -> Dataset:
+    """``mog8`` -> builder("") ; ``h5:PATH`` -> builder("PATH")."""
+    key, _, arg = name.partition(":")
+    return DATASETS.get(key)(arg)
+
+
+class GaussianMixture(Dataset):
+    """Equal-weight isotropic 2-D Gaussians with standard deviation ``sigma`` around ``centers``."""
+
+    def __init__(self, centers: torch.Tensor, sigma: float):
+        self.centers = centers.to(torch.float32)
+        self.sigma = float(sigma)
+        self.spec = DataSpec(shape=(centers.shape[1],), num_classes=centers.shape[0])
+
+    def sample(self, n: int, generator: torch.Generator, labels: list[int] | None = None):
+        choices = torch.arange(len(self.centers)) if labels is None else torch.tensor(labels)
+        y = choices[torch.randint(len(choices), (n,), generator=generator)]
+        x = self.centers[y] + self.sigma * torch.randn(n, self.centers.shape[1], generator=generator)
+        return x, y
+
+    def loader(self, batch_size: int, rank: int, size: int, seed: int,
+               labels: list[int] | None = None) -> Loader:
+        return _MixtureLoader(self, batch_size, rank_seed(seed, rank, "data"), labels)
+
+
+class _MixtureLoader(Loader):
+    def __init__(self, mixture: GaussianMixture, batch_size: int, seed: int, labels: list[int] | None):
+        self.mixture, self.batch_size, self.labels = mixture, batch_size, labels
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __next__(self):
+        return self.mixture.sample(self.batch_size, self.generator, self.labels)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+
+def ring_centers(k: int = 8, radius: float = 2.0) -> torch.Tensor:
+    angles = torch.arange(k, dtype=torch.float64) * (2 * math.pi / k)
+    return torch.stack([radius * torch.cos(angles), radius * torch.sin(angles)], dim=1)
+
+
+def grid_centers(n: int = 5, spacing: float = 2.0) -> torch.Tensor:
+    axis = (torch.arange(n, dtype=torch.float64) - (n - 1) / 2) * spacing
+    return torch.cartesian_prod(axis, axis)
+
+
+@DATASETS.register("mog8")
+def mog8(arg: str = "") -> GaussianMixture:
+    """Ring of 8 Gaussians, radius 2, sigma 0.02."""
+    return GaussianMixture(ring_centers(8, 2.0), 0.02)
+
+
+@DATASETS.register("mog25")
+def mog25(arg: str = "") -> GaussianMixture:
+    """5x5 grid of Gaussians, spacing 2 (centres -4..4), sigma 0.05."""
+    return GaussianMixture(grid_centers(5, 2.0), 0.05)
+
+
+class ArrayDataset(Dataset):
+    """Labelled images held in memory as one float tensor in [-1, 1], shape (N, C, H, W).
+
+    Sharding: every epoch all ranks draw the same permutation (seeded by (seed, epoch)) of the
+    chosen indices and rank r takes positions r, r + M, r + 2M, ... ("even" first trims the
+    permutation to a multiple of M, so every rank sees the same count; "uneven" keeps all). Shards
+    are disjoint within an epoch. ``labels=`` views use a class index built once.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int, shard: str = "even"):
+        self.images, self.labels, self.shard = images, labels.to(torch.int64), shard
+        self.spec = DataSpec(shape=tuple(images.shape[1:]), num_classes=num_classes)
+        order = torch.argsort(self.labels, stable=True)
+        counts = torch.bincount(self.labels, minlength=num_classes)
+        self.by_label = dict(enumerate(order.split(counts.tolist())))
+
+    def indices(self, labels: list[int] | None = None) -> torch.Tensor:
+        if labels is None:
+            return torch.arange(len(self.labels))
+        return torch.cat([self.by_label[c] for c in labels])
+
+    def loader(self, batch_size: int, rank: int, size: int, seed: int,
+               labels: list[int] | None = None) -> Loader:
+        return _ArrayLoader(self, self.indices(labels), batch_size, rank, size, seed)
+
+
+class _ArrayLoader(Loader):
+    def __init__(self, ds: ArrayDataset, pool: torch.Tensor, batch_size: int, rank: int, size: int, seed: int):
+        self.ds, self.pool, self.batch_size = ds, pool, batch_size
+        self.rank, self.size, self.seed = rank, size, seed
+        self.epoch, self.pos = 0, 0
+        self.shard = self._shard(0)
+        if len(self.shard) == 0:
+            raise ValueError(f"rank {rank} gets no samples: {len(pool)} samples for {size} ranks")
+
+    def _shard(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(rank_seed(self.seed, 0, f"epoch{epoch}"))  # same on all ranks
+        perm = self.pool[torch.randperm(len(self.pool), generator=g)]
+        if self.ds.shard == "even":
+            perm = perm[: len(perm) - len(perm) % self.size]
+        return perm[self.rank::self.size]
+
+    def __next__(self):
+        take = []
+        need = self.batch_size
+        while need:
+            chunk = self.shard[self.pos:self.pos + need]
+            take.append(chunk)
+            need -= len(chunk)
+            self.pos += len(chunk)
+            if self.pos >= len(self.shard):
+                self.epoch, self.pos = self.epoch + 1, 0
+                self.shard = self._shard(self.epoch)
+        idx = torch.cat(take)
+        return self.ds.images[idx], self.ds.labels[idx]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.pos = state["epoch"], state["pos"]
+        self.shard = self._shard(self.epoch)
+
+
+@DATASETS.register("digits")
+def digits(arg: str = "") -> ArrayDataset:
+    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes), bilinearly resized to 32x32,
+    scaled from [0, 16] to [-1, 1]."""
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    x = torch.tensor(raw.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+    return ArrayDataset(x.clamp(0, 1) * 2 - 1, torch.tensor(raw.target), num_classes=10)

@@ -1,0 +1,27 @@
+"""A plain-text table of results files, for the terminal (``hpcgan summary``, ``make demo``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .results import find_runs, load_run
+
+
+def summarize(paths: list[str | Path]) -> str:
+    runs = [load_run(p) for p in find_runs(paths)]
+    if not runs:
+        return "no results files found"
+    header = ["run", "algo", "ranks", "steps", "ms/step", "compute", "comm", "KB/step", "total MB", "quality"]
+    rows = []
+    for r in runs:
+        phases = r.phase_times()
+        quality = "  ".join(f"{k}={v:.3g}" for k, v in r.final_eval().items())
+        rows.append([r.path.stem, r.attrs["algorithm"] + ("" if r.finished else " (unfinished)"),
+                     str(r.world_size), str(r.n_steps), f"{1e3 * r.step_time():.2f}",
+                     f"{1e3 * phases['t_compute']:.2f}", f"{1e3 * phases['t_comm']:.2f}",
+                     f"{r.bytes_per_step() / 1e3:.1f}", f"{r.total_bytes() / 1e6:.2f}", quality])
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    machine = runs[0].attrs.get("machine", "unknown machine")
+    note = ("times: median over steps (after warm-up) of the slowest rank; compute/comm: mean over ranks. "
+            f"KB/step: all ranks together. Machine: {machine}")
+    return "\n".join(lines + ["", note])

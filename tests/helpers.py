@@ -1,0 +1,45 @@
+"""Helpers shared by the test suites (importable as ``helpers``: tests/ is on sys.path)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from mpi4py import MPI
+
+from hpcgan.bench import SCHEMA
+
+BIN = Path(sys.executable).parent
+MPIEXEC = str(BIN / "mpiexec") if (BIN / "mpiexec").exists() else shutil.which("mpiexec")
+
+
+def hpcgan_cmd(n: int, *args: str, python_args: tuple[str, ...] = ("-m", "hpcgan")) -> list[str]:
+    """``mpiexec -n n python -m mpi4py <python_args> <args>`` as an argv list."""
+    return [MPIEXEC, "-n", str(n), sys.executable, "-m", "mpi4py", *python_args, *args]
+
+
+def run_hpcgan(n: int, *args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **kw.pop("env", {})}
+    return subprocess.run(hpcgan_cmd(n, *args, **kw), capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def schema_attrs(world: int = 1) -> dict:
+    """Placeholder-valued root attributes of the right types, for recorder tests."""
+    attrs = {k: ("x" if t is str else 1 if t is int else 0.5) for k, t in SCHEMA.root_attrs.items()}
+    attrs.update(world_size=world, config_json="{}", versions_json="{}")
+    del attrs["schema_version"], attrs["started_at"]
+    return attrs
+
+
+class CollectiveAssertionError(AssertionError):
+    """Raised on every rank together by :func:`assert_all`."""
+
+
+def assert_all(ok: bool, message: str = "", comm: MPI.Comm = MPI.COMM_WORLD) -> None:
+    """Fail on every rank if ``ok`` is false on any rank; names the failing ranks."""
+    flags = comm.allgather(bool(ok))
+    if not all(flags):
+        bad = [r for r, f in enumerate(flags) if not f]
+        raise CollectiveAssertionError(f"{message} (failed on ranks {bad})")

@@ -1,0 +1,67 @@
+import time
+
+import h5py
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from hpcgan.bench import SCHEMA, PhaseTimer, StepStats, validate
+from hpcgan.recorder import Recorder
+from helpers import schema_attrs
+
+
+def test_phase_timer_accumulates_and_resets():
+    timer = PhaseTimer()
+    with timer("compute"):
+        time.sleep(0.01)
+    with timer("compute"):
+        time.sleep(0.01)
+    with timer("comm"):
+        pass
+    times = timer.take()
+    assert set(times) == {"t_compute", "t_compress", "t_comm", "t_update"}
+    assert 0.02 <= times["t_compute"] < 0.5 and times["t_comm"] < 0.01
+    assert timer.take()["t_compute"] == 0.0
+
+
+def test_step_stats_and_schema_columns_agree():
+    assert [c.name for c in SCHEMA.step_columns] == list(StepStats.__dataclass_fields__)
+    assert len(StepStats(step=3).row()) == len(SCHEMA.step_columns)
+
+
+def write_valid(path, steps=5):
+    rec = Recorder(path, MPI.COMM_SELF, schema_attrs(), flush_every=2)
+    for s in range(steps):
+        rec.record(StepStats(step=s, wall=0.1, d_loss=1.0, g_loss=1.0))
+    rec.record_series("eval", steps, {"modes_covered": 8.0})
+    rec.close(finished=True)
+
+
+def test_validate_accepts_recorder_output(tmp_path):
+    path = tmp_path / "ok.h5"
+    write_valid(path)
+    assert validate(str(path)) == []
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda f: f.attrs.__delitem__("algorithm"), "missing root attribute 'algorithm'"),
+    (lambda f: f.attrs.__setitem__("schema_version", 2), "schema_version"),
+    (lambda f: f["steps"].__delitem__("t_comm"), "missing /steps/t_comm"),
+    (lambda f: f["steps"]["wall"].attrs.__setitem__("unit", "ms"), "unit"),
+    (lambda f: f["steps"]["d_loss"].resize(3, axis=0), "different lengths"),
+    (lambda f: f.attrs.__setitem__("config_json", "{not json"), "config_json"),
+    (lambda f: f["eval"]["modes_covered"].resize(3, axis=0), "/eval/modes_covered"),
+])
+def test_validate_reports_each_kind_of_damage(tmp_path, damage, expected):
+    path = tmp_path / "bad.h5"
+    write_valid(path)
+    with h5py.File(path, "a") as f:
+        damage(f)
+    problems = validate(str(path))
+    assert any(expected in p for p in problems), problems
+
+
+def test_validate_rejects_non_hdf5(tmp_path):
+    path = tmp_path / "x.h5"
+    path.write_text("not hdf5")
+    assert validate(str(path))[0].startswith("cannot open")
