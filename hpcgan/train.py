@@ -88,6 +88,7 @@ class Trainer:
                 stats.step, stats.wall = step, time.perf_counter() - ts
                 stats.elapsed = time.perf_counter() - t0
                 self.recorder.record(stats)
+                self.algo.after_step(self.recorder, step)
                 walls.append(stats.wall)
                 step += 1
                 if step % run.log_every == 0:
@@ -97,6 +98,7 @@ class Trainer:
                 if run.ckpt_every and step % run.ckpt_every == 0:
                     self.recorder.flush()
                     self._save_checkpoint(step, time.perf_counter() - t0)
+            self.algo.finish(self.recorder)
             metrics = self.last_eval if self.last_eval_step == step else self.evaluate(step)
         except CollectiveError as e:
             self.recorder.close(finished=False, reason=str(e))

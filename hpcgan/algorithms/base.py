@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -23,6 +23,9 @@ from ..metrics import SampleFn
 from ..models import build_models
 from ..registry import Registry
 from ..world import World, rank_seed
+
+if TYPE_CHECKING:
+    from ..recorder import Recorder
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -62,6 +65,13 @@ class Algorithm(ABC):
 
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def after_step(self, recorder: "Recorder", step: int) -> None:
+        """Called on every rank after step ``step`` is recorded, outside the timed phases; may write
+        series (e.g. /consensus) through ``recorder``. Collective calls here must be lockstep."""
+
+    def finish(self, recorder: "Recorder") -> None:
+        """Called on every rank once training ends, before the final evaluation (e.g. /labels)."""
 
     def attrs(self) -> dict[str, Any]:
         """Results-file attributes this algorithm determines."""
