@@ -109,7 +109,7 @@ class H5Dataset(IndexedDataset):
         return torch.from_numpy(rows)[torch.from_numpy(inverse)]
 
     def fetch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.uint8(idx).to(torch.float32).mul_(1 / 127.5).sub_(1.0), self.labels[idx]
+        return self.uint8(idx).to(torch.float32).div_(127.5).sub_(1.0), self.labels[idx]
 
 
 @DATASETS.register("h5")
