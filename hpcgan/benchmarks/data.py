@@ -7,8 +7,9 @@ file held in memory; ``read``: one sorted h5py read per batch), all ranks at onc
 Consumption is measured in the same run on the same ranks: the compute phase of a ``sync`` step
 (:func:`~hpcgan.losses.simultaneous_gradients`: D and G forward + backward on one local batch) for
 a DCGAN-shaped conv pair defined here (width ``--width``; ``--model NAME`` uses a registered model
-instead). Communication and the update are left out, which only overstates the consumption rate,
-so the reported ratio is a lower bound. Target: loader >= 20x consumption on every rank.
+instead), on the rank's device (its GPU where there is one). Communication, the update and the
+host-to-device copy are left out, which only overstates the consumption rate, so the reported
+ratio is a lower bound. Target: loader >= 20x consumption on every rank.
 """
 from __future__ import annotations
 
@@ -72,20 +73,24 @@ def loader_rate(ds: H5Dataset, batch: int, batches: int, comm: MPI.Comm) -> floa
     return batch * batches / (time.perf_counter() - t0)
 
 
-def consumption_rate(ds: H5Dataset, args, comm: MPI.Comm) -> float:
-    """Images/s one rank's sync-step compute phase consumes."""
+def consumption_rate(ds: H5Dataset, args, comm: MPI.Comm, device: torch.device) -> float:
+    """Images/s one rank's sync-step compute phase consumes on this rank's device."""
     if args.model:
         from ..models import build_models
         G, D = build_models(ds.spec, ModelConfig(model=args.model, z_dim=args.z_dim, width=args.width))
     else:
         G, D = dcgan_pair(ds.spec.shape, args.z_dim, args.width)
-    x, _ = next(ds.loader(args.batch_size, comm.rank, comm.size, seed=0))
-    loss, gen = LOSSES.get("ns"), torch.Generator().manual_seed(comm.rank)
+    G, D = G.to(device), D.to(device)
+    x = next(ds.loader(args.batch_size, comm.rank, comm.size, seed=0))[0].to(device)
+    loss, gen = LOSSES.get("ns"), torch.Generator(device=device).manual_seed(comm.rank)
     walls = []
     for i in range(args.steps + 1):
         comm.Barrier()
         t0 = time.perf_counter()
-        simultaneous_gradients(G, D, loss, x, torch.randn(len(x), args.z_dim, generator=gen), None, 10.0, gen)
+        z = torch.randn(len(x), args.z_dim, generator=gen, device=device)
+        simultaneous_gradients(G, D, loss, x, z, None, 10.0, gen)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         walls.append(time.perf_counter() - t0)
     return args.batch_size / float(np.median(walls[1:]))
 
@@ -116,7 +121,7 @@ def bench_data(argv: list[str]) -> int:
     rates = {mode: loader_rate(H5Dataset(path, cache=(mode == "cache")), args.batch_size, args.batches, comm)
              for mode in ("cache", "read")}
     ds = H5Dataset(path)
-    eat = consumption_rate(ds, args, comm)
+    eat = consumption_rate(ds, args, comm, world.device)
     table = comm.gather((rates, eat), root=0)
     if tmpdir and comm.rank == 0:
         path.unlink()
@@ -125,7 +130,8 @@ def bench_data(argv: list[str]) -> int:
     if comm.rank == 0:
         model = args.model or f"built-in DCGAN-{ds.spec.shape[-1]} pair, width {args.width}"
         print(f"hpcgan bench data: {path if args.file else f'synthetic {args.synthetic} x {ds.spec.shape}'}, "
-              f"{comm.size} rank(s), batch {args.batch_size}, {world.threads} thread(s)/rank")
+              f"{comm.size} rank(s), batch {args.batch_size}, {world.threads} thread(s)/rank, "
+              f"consumption on {world.device}")
         print(f"consumption = D+G forward/backward of one sync step ({model}); comm and update excluded")
         print(f"{'rank':>4} {'cache img/s':>12} {'read img/s':>12} {'consumes img/s':>15} "
               f"{'cache/cons':>11} {'read/cons':>10}")
