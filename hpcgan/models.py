@@ -6,6 +6,7 @@ example. Models own no training logic.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 from torch import nn
@@ -47,12 +48,15 @@ class MLPDiscriminator(nn.Module):
 
 @MODELS.register("mlp")
 def build_mlp(spec: DataSpec, cfg: ModelConfig, conditional: bool = False) -> tuple[nn.Module, nn.Module]:
-    """MLP pair for low-dimensional data such as the 2-D Gaussian mixtures."""
-    if len(spec.shape) != 1:
-        raise UsageError(f"the mlp model needs vector data, got samples of shape {spec.shape}")
+    """MLP pair for low-dimensional data such as the 2-D Gaussian mixtures; on images it works on
+    flattened pixels (the classic MLP GAN on MNIST-like digits)."""
     if conditional:
         raise UsageError("the mlp model has no conditional variant")
-    return MLPGenerator(cfg.z_dim, cfg.width, spec.shape[0]), MLPDiscriminator(spec.shape[0], cfg.width)
+    dim = math.prod(spec.shape)
+    G, D = MLPGenerator(cfg.z_dim, cfg.width, dim), MLPDiscriminator(dim, cfg.width)
+    if len(spec.shape) > 1:
+        G, D = nn.Sequential(G, nn.Unflatten(1, spec.shape)), nn.Sequential(nn.Flatten(), D)
+    return G, D
 
 
 def build_models(spec: DataSpec, cfg: ModelConfig, conditional: bool = False) -> tuple[nn.Module, nn.Module]:
