@@ -25,10 +25,8 @@ def available():
 
 @pytest.mark.parametrize("name", ["identity", "fp16", "bf16", "sign", "topk", "randk", "qsgd"])
 def test_aggregate_identical_on_every_backend(name):
-    comms, missing = available()
-    if missing.get("horovod"):
-        pytest.skip(f"horovod unavailable: {missing['horovod']}")
-    assert set(comms) == {"mpi", "torch", "horovod"}
+    comms, _ = available()
+    assert {"mpi", "torch"} <= set(comms)  # horovod joins when built (see the test below)
     x = torch.randn(1001, generator=torch.Generator().manual_seed(COMM.rank))
     results = {}
     for backend, comm in comms.items():
@@ -40,3 +38,11 @@ def test_aggregate_identical_on_every_backend(name):
     ref = results["mpi"]
     for backend, y in results.items():
         assert_all(torch.equal(y, ref), f"{name}: {backend} differs from mpi")
+
+
+def test_every_backend_is_available():
+    """Skips (with the reason) where Horovod could not be built, so the identity test above covers
+    only mpi and torch there."""
+    _, missing = available()
+    if missing:
+        pytest.skip("; ".join(f"{k}: {v}" for k, v in missing.items()))
