@@ -24,6 +24,7 @@ import argparse
 import json
 import re
 import time
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -121,7 +122,7 @@ def bench_comm(argv: list[str]) -> int:
             n = iterations(size, args.iters)
             rows.append(collective_row(backend, "dense", size, comm, lambda: comm.allreduce_(x.clone()), n, args))
             for op in ops:
-                c = build_compressor(cfg.__class__(**{**cfg.__dict__, "compressor": op}))
+                c = build_compressor(replace(cfg, compressor=op))
                 fn = lambda: comm.aggregate(*c.compress(x, [x.numel()]), c)  # noqa: E731
                 rows.append(collective_row(backend, op, size, comm, fn, n, args))
     if world.rank == 0:
@@ -148,7 +149,7 @@ def local_costs(sizes, ops, cfg, args) -> list[dict]:
         n = iterations(size, args.iters)
         t_clone = float(np.median(timed(x.clone, n, args.warmup, None)))
         for op in ops:
-            c = build_compressor(cfg.__class__(**{**cfg.__dict__, "compressor": op}))
+            c = build_compressor(replace(cfg, compressor=op))
             payload, ctx = c.compress(x, [x.numel()])
             tc = float(np.median(timed(lambda: c.compress(x, [x.numel()]), n, args.warmup, None)))
             td = float(np.median(timed(lambda: c.decompress(payload, ctx), n, args.warmup, None)))
