@@ -58,5 +58,6 @@ if [ -z "$wheel" ]; then
     cp "$work"/dist/horovod-*.whl "$cache"/
     wheel=$(ls "$cache"/horovod-*.whl | head -1)
 fi
+"$PY" -m pip install -q cffi cloudpickle psutil pyyaml packaging   # Horovod's runtime deps
 "$PY" -m pip install -q --no-deps --force-reinstall "$wheel"
 "$PY" -c "import horovod.torch as hvd; print('horovod', __import__('horovod').__version__, 'mpi built:', hvd.mpi_built())"

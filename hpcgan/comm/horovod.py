@@ -42,8 +42,9 @@ class HorovodCommunicator(Communicator):
         self.hvd.allreduce_(t, op=self.hvd.Sum)
 
     def _allgather(self, t: torch.Tensor) -> list[torch.Tensor]:
-        counts = self.hvd.allgather(torch.tensor([t.numel()])).tolist()
-        return list(self.hvd.allgather(t).split(counts))
+        raw = t.view(torch.uint8)  # move bytes: Horovod has no bfloat16
+        counts = self.hvd.allgather(torch.tensor([raw.numel()])).tolist()
+        return [p.view(t.dtype) for p in self.hvd.allgather(raw).split(counts)]
 
     def _broadcast(self, t: torch.Tensor, root: int) -> None:
         self.hvd.broadcast_(t, root_rank=root)
