@@ -9,30 +9,8 @@ import torch
 
 from hpcgan.algorithms.dqgan import JointPayload, QuantizedOMD
 from hpcgan.comm.base import Communicator
-from hpcgan.comm.compress import Compressor, Identity
-
-
-class TopK(Compressor):
-    """Test-local top-k: per tensor, the ceil(ratio * n) largest |x_i| with int32 indices."""
-
-    name, summable = "test-topk", False
-
-    def __init__(self, ratio: float = 0.25):
-        self.ratio = ratio
-
-    def compress(self, x, sizes):
-        values, indices, off = [], [], 0
-        for n in sizes:
-            k = max(1, math.ceil(self.ratio * n))
-            idx = x[off:off + n].abs().topk(k).indices + off
-            values.append(x[idx])
-            indices.append(idx.to(torch.int32))
-            off += n
-        return [torch.cat(values), torch.cat(indices)], (x.numel(), x.dtype)
-
-    def decompress(self, payload, ctx):
-        n, dtype = ctx
-        return torch.zeros(n, dtype=dtype).index_put_((payload[1].long(),), payload[0].to(dtype))
+from hpcgan.comm.compress import Identity
+from toy_compressors import TopK
 
 
 class ThreadComm(Communicator):

@@ -8,15 +8,13 @@ from mpi4py import MPI
 
 from hpcgan.algorithms import ALGORITHMS
 from hpcgan.algorithms.dqgan import DQGAN
-from hpcgan.comm.compress import COMPRESSORS
 from hpcgan.config import RunConfig
 from hpcgan.errors import NonFiniteLossError
 from hpcgan.train import Trainer, checkpoint_path
 from hpcgan.world import init_world
-from test_dqgan import TopK
+from toy_compressors import register
 
-if "test-topk" not in COMPRESSORS:
-    COMPRESSORS.register("test-topk")(lambda cfg: TopK(cfg.ratio))
+register()
 
 
 @pytest.fixture(scope="module")
