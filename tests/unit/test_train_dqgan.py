@@ -93,3 +93,16 @@ def test_dcgan32_on_digits_runs_under_compressed_dqgan(tmp_path, world):
     Trainer(cfg, world).run()
     with h5py.File(tmp_path / "digits.h5") as f:
         assert f.attrs["compressor"] == "test-topk" and f["steps"]["step"].shape == (3, 1)
+
+
+def test_sample_grid_from_a_checkpoint(tmp_path, world):
+    from PIL import Image
+
+    from hpcgan.grid import main as grid_main
+
+    cfg = cfg_for(tmp_path / "g.h5", steps=2, ckpt_every=2).replace(
+        data={"data": "digits", "batch_size": 8}, model={"model": "dcgan32", "width": 4, "z_dim": 8})
+    Trainer(cfg, world).run()
+    grid_main([str(checkpoint_path(cfg, 0)), str(tmp_path / "grid.png"), "--n", "16", "--nrow", "4"])
+    with Image.open(tmp_path / "grid.png") as im:
+        assert im.size == (4 * 34 + 2, 4 * 34 + 2)
