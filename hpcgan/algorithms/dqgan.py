@@ -38,39 +38,22 @@ RULES = ("A", "B", "opt")
 
 
 class JointPayload:
-    """The payloads of several buffers as ONE tensor, so one collective carries G and D.
-
-    Summable payloads are concatenated in their own dtype (elementwise sums stay valid); the
-    others are concatenated as raw bytes. ``decompress`` splits, decompresses each buffer with the
-    inner compressor and concatenates the dense results in buffer order.
-    """
+    """The payloads of several buffers (G's, then D's) as one payload list, so that one
+    ``Communicator.aggregate`` call -- one collective -- carries them all. ``decompress`` splits
+    the list, decompresses each buffer with the inner compressor and concatenates in order."""
 
     def __init__(self, inner: Compressor):
         self.inner, self.summable = inner, inner.summable
 
     def join(self, parts: Sequence[tuple[Payload, Any]]) -> tuple[Payload, Any]:
-        tensors = [t.contiguous().reshape(-1) for payload, _ in parts for t in payload]
-        layout = [(t.dtype, t.shape) for payload, _ in parts for t in payload]
-        counts = [len(payload) for payload, _ in parts]
-        if self.summable:
-            if len({t.dtype for t in tensors}) > 1:
-                raise ValueError(f"summable compressor {self.inner.name} mixes payload dtypes")
-            joined = torch.cat(tensors)
-        else:
-            joined = torch.cat([t.view(torch.uint8) for t in tensors])
-        return [joined], (layout, counts, [ctx for _, ctx in parts])
+        payload = [t for p, _ in parts for t in p]
+        return payload, ([len(p) for p, _ in parts], [ctx for _, ctx in parts])
 
     def decompress(self, payload: Payload, ctx: Any) -> torch.Tensor:
-        layout, counts, ctxs = ctx
-        buf, off, tensors = payload[0].reshape(-1), 0, []
-        for dtype, shape in layout:
-            n = shape.numel() * (1 if self.summable else dtype.itemsize)
-            chunk = buf[off:off + n]
-            tensors.append(chunk.view(shape) if self.summable else chunk.clone().view(dtype).view(shape))
-            off += n
+        counts, ctxs = ctx
         dense, i = [], 0
         for k, c in zip(counts, ctxs):
-            dense.append(self.inner.decompress(tensors[i:i + k], c).reshape(-1))
+            dense.append(self.inner.decompress(payload[i:i + k], c).reshape(-1))
             i += k
         return torch.cat(dense)
 

@@ -20,26 +20,23 @@ class ThreadComm(Communicator):
         super().__init__(rank, group["size"])
         self.group = group
 
-    def allgather(self, t):
+    def _allgather(self, t):
         g = self.group
         g["slots"][self.rank] = t.reshape(-1).clone()
-        self._count(t.numel() * t.element_size())
         g["barrier"].wait()
         out = list(g["slots"])
         g["barrier"].wait()
         return out
 
-    def allreduce_(self, t, average=True):
-        parts = self.allgather(t)
+    def _allreduce(self, t):
+        parts = self._allgather(t)
         total = parts[0].clone()
         for p in parts[1:]:
             total += p
-        t.copy_(total.view_as(t) / (self.size if average else 1))
-        return t
+        t.copy_(total.view_as(t))
 
-    def broadcast_(self, t, root=0):
-        t.copy_(self.allgather(t)[root].view_as(t))
-        return t
+    def _broadcast(self, t, root):
+        t.copy_(self._allgather(t)[root].view_as(t))
 
     def barrier(self):
         self.group["barrier"].wait()
@@ -141,10 +138,9 @@ def test_joint_payload_round_trip_keeps_buffers_apart():
         joint = JointPayload(comp)
         parts = [comp.compress(x[sl], sizes) for sl, sizes in PARTS.values()]
         payload, ctx = joint.join(parts)
-        assert len(payload) == 1
         want = torch.cat([comp.decompress(p, c) for p, c in parts])
         assert torch.equal(joint.decompress(payload, ctx), want)
-        assert payload[0].numel() * payload[0].element_size() == sum(comp.nbytes(p) for p, _ in parts)
+        assert sum(t.numel() * t.element_size() for t in payload) == sum(comp.nbytes(p) for p, _ in parts)
 
 
 def test_state_dict_holds_residuals_and_previous_gradient():
