@@ -1,8 +1,8 @@
 """A dataset's identity, where its derived files live, and its cached reference statistics.
 
-Image datasets expose ``images`` (N, C, H, W) in [-1, 1] and ``labels`` (N,), indexable by sorted
-index arrays (a torch tensor, or an h5py dataset), plus optionally ``path`` (their HDF5 file) and
-``checksum``. Reference statistics (features of every real image) are computed once, collectively
+Image datasets expose ``labels`` (N,) and either ``fetch(idx) -> (images, labels)`` (the indexed
+datasets: in-memory arrays and HDF5 files) or ``images`` (N, C, H, W) in [-1, 1] indexable by sorted
+index arrays, plus optionally ``path`` (their HDF5 file) and ``checksum``. Reference statistics (features of every real image) are computed once, collectively
 (rank r embeds images r, r+M, ...), and cached as ``<home>/refstats-<extractor>-<dataset>.npz``,
 keyed by the extractor's weights digest and the dataset checksum: next to the dataset's file when
 it has one, else in :func:`~hpcgan.metrics.files.cache_dir`.
@@ -23,13 +23,17 @@ from .stats import ClassStats, FeatureStats
 
 
 def is_image_dataset(dataset) -> bool:
-    return hasattr(dataset, "images") and hasattr(dataset, "labels") and len(dataset.spec.shape) == 3
+    has_images = hasattr(dataset, "fetch") or hasattr(dataset, "images")
+    return has_images and hasattr(dataset, "labels") and len(dataset.spec.shape) == 3
 
 
 def take(dataset, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (float32) and labels (int64) at sorted indices ``idx``."""
     idx = np.sort(np.asarray(idx, dtype=np.int64))
-    x, y = dataset.images[idx], dataset.labels[idx]
+    if hasattr(dataset, "fetch"):
+        x, y = dataset.fetch(torch.from_numpy(idx))
+    else:
+        x, y = dataset.images[idx], dataset.labels[idx]
     return torch.as_tensor(np.asarray(x), dtype=torch.float32), torch.as_tensor(np.asarray(y), dtype=torch.int64)
 
 
@@ -39,7 +43,7 @@ def dataset_digest(dataset) -> str:
         return str(dataset.checksum)
     if getattr(dataset, "path", None):
         return sha256_file(dataset.path)
-    if isinstance(dataset.images, torch.Tensor):
+    if isinstance(getattr(dataset, "images", None), torch.Tensor):
         return tensor_digest(dataset.images, dataset.labels)
     raise UsageError("cannot identify this dataset: it has no checksum, file path or in-memory arrays")
 
