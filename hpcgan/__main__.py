@@ -79,6 +79,22 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import eval_command, report, train_proxy_command
+    from .world import init_world
+
+    world = init_world()
+    if args.train_proxy:
+        if not args.data:
+            raise UsageError("--train-proxy needs --data NAME")
+        result = train_proxy_command(args.data, world, args.epochs, args.proxy)
+    else:
+        result = eval_command(args, world)
+    if world.rank == 0:
+        report(result, args.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .config import add_config_arguments
 
@@ -98,6 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     summ = sub.add_parser("summary", help="one-table summary of results files or folders")
     summ.add_argument("paths", nargs="+")
     summ.set_defaults(fn=cmd_summary)
+    ev = sub.add_parser("eval", help="IS/FID, proxy and mixture metrics of a run; --train-proxy")
+    ev.add_argument("target", nargs="?", help="RUN.h5, RUN.h5.ckpt/ or one rank{r}.pt checkpoint")
+    ev.add_argument("--metrics", help="comma list of mog, proxy, inception (default: all available)")
+    ev.add_argument("--samples", type=int, default=50000, help="generated samples (default: 50000)")
+    ev.add_argument("--inception-weights", help="local Inception-v3 weights (or $HPCGAN_INCEPTION_WEIGHTS)")
+    ev.add_argument("--proxy", help="proxy classifier file (default: next to the dataset / in the cache)")
+    ev.add_argument("--data", help="dataset (default: the run's); required with --real / --train-proxy")
+    ev.add_argument("--real", action="store_true", help="evaluate real images of --data instead of a run")
+    ev.add_argument("--train-proxy", action="store_true", help="train and save the proxy classifier")
+    ev.add_argument("--epochs", type=int, default=10, help="proxy training epochs")
+    ev.add_argument("--out", help="also write the metrics as JSON")
+    ev.set_defaults(fn=cmd_eval)
     return parser
 
 

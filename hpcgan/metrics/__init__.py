@@ -44,8 +44,51 @@ class MixtureEvaluator(Evaluator):
         return mog.mixture_metrics(total)
 
 
-def build_evaluator(dataset: Dataset) -> Evaluator | None:
-    """The evaluator for ``dataset``, or None when it has no metric yet."""
+#: metric families ``hpcgan eval --metrics`` accepts
+METRIC_FAMILIES = ("mog", "proxy", "inception")
+
+
+def build_evaluator(dataset: Dataset, metrics: list[str] | None = None, inception_weights: str | None = None,
+                    proxy: str | None = None, device: torch.device = torch.device("cpu")) -> Evaluator | None:
+    """The evaluator for ``dataset``, or None when it has no metric.
+
+    ``metrics=None`` picks what is available: mixture metrics for mog8/mog25; for image datasets
+    the proxy metrics when a trained proxy classifier exists (the log says so when none does) and
+    IS/FID when Inception weights are given (flag or $HPCGAN_INCEPTION_WEIGHTS). Families named
+    explicitly must be available, else a UsageError says how to provide them.
+    """
+    from ..errors import UsageError
+    from ..log import get_logger
+    from .image import ImageEvaluator
+    from .inception import InceptionExtractor, weights_path
+    from .proxy import load_proxy
+    from .reference import is_image_dataset
+
+    unknown = set(metrics or ()) - set(METRIC_FAMILIES)
+    if unknown:
+        raise UsageError(f"unknown metrics {sorted(unknown)}; valid: {', '.join(METRIC_FAMILIES)}")
     if isinstance(dataset, GaussianMixture):
+        if metrics and set(metrics) != {"mog"}:
+            raise UsageError("mixture datasets have only the 'mog' metrics")
         return MixtureEvaluator(dataset)
-    return None
+    if not is_image_dataset(dataset):
+        if metrics:
+            raise UsageError(f"no metrics {metrics} for this dataset")
+        return None
+    if metrics and "mog" in metrics:
+        raise UsageError("'mog' metrics need a 2-D mixture dataset")
+    log, extractors = get_logger(), []
+    weights = weights_path(inception_weights)
+    if (metrics is None and weights) or (metrics and "inception" in metrics):
+        extractors.append(InceptionExtractor(weights, device))
+    if metrics is None or "proxy" in metrics:
+        try:
+            extractors.append(load_proxy(dataset, proxy, device))
+        except UsageError as e:
+            if metrics:
+                raise
+            log.info("no proxy metrics: %s", e)
+    if not extractors:
+        log.info("no image quality metrics for this run (no proxy classifier, no Inception weights)")
+        return None
+    return ImageEvaluator(dataset, extractors)

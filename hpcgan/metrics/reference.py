@@ -1,0 +1,90 @@
+"""A dataset's identity, where its derived files live, and its cached reference statistics.
+
+Image datasets expose ``labels`` (N,) and either ``fetch(idx) -> (images, labels)`` (the indexed
+datasets: in-memory arrays and HDF5 files) or ``images`` (N, C, H, W) in [-1, 1] indexable by sorted
+index arrays, plus optionally ``path`` (their HDF5 file) and ``checksum``. Reference statistics (features of every real image) are computed once, collectively
+(rank r embeds images r, r+M, ...), and cached as ``<home>/refstats-<extractor>-<dataset>.npz``,
+keyed by the extractor's weights digest and the dataset checksum: next to the dataset's file when
+it has one, else in :func:`~hpcgan.metrics.files.cache_dir`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from mpi4py import MPI
+
+from ..errors import UsageError
+from ..log import get_logger
+from .features import Extractor
+from .files import cache_dir, sha256_file, tensor_digest
+from .stats import ClassStats, FeatureStats
+
+
+def is_image_dataset(dataset) -> bool:
+    has_images = hasattr(dataset, "fetch") or hasattr(dataset, "images")
+    return has_images and hasattr(dataset, "labels") and len(dataset.spec.shape) == 3
+
+
+def take(dataset, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (float32) and labels (int64) at sorted indices ``idx``."""
+    idx = np.sort(np.asarray(idx, dtype=np.int64))
+    if hasattr(dataset, "fetch"):
+        x, y = dataset.fetch(torch.from_numpy(idx))
+    else:
+        x, y = dataset.images[idx], dataset.labels[idx]
+    return torch.as_tensor(np.asarray(x), dtype=torch.float32), torch.as_tensor(np.asarray(y), dtype=torch.int64)
+
+
+def dataset_digest(dataset) -> str:
+    """The dataset's ``checksum``, else the SHA-256 of its file, else of its in-memory arrays."""
+    if getattr(dataset, "checksum", None):
+        return str(dataset.checksum)
+    if getattr(dataset, "path", None):
+        return sha256_file(dataset.path)
+    if isinstance(getattr(dataset, "images", None), torch.Tensor):
+        return tensor_digest(dataset.images, dataset.labels)
+    raise UsageError("cannot identify this dataset: it has no checksum, file path or in-memory arrays")
+
+
+def dataset_home(dataset) -> Path:
+    """Where files derived from ``dataset`` live: next to its file, else the hpcgan cache."""
+    path = getattr(dataset, "path", None)
+    return Path(path).parent if path else cache_dir()
+
+
+def reference_file(dataset, extractor: Extractor) -> Path:
+    return dataset_home(dataset) / f"refstats-{extractor.digest[:16]}-{dataset_digest(dataset)[:16]}.npz"
+
+
+def reference_stats(dataset, extractor: Extractor, comm: MPI.Comm, batch_size: int = 256) -> FeatureStats:
+    """Feature statistics of every image of ``dataset``: from the cache, else computed and cached."""
+    path = reference_file(dataset, extractor) if comm.rank == 0 else None
+    path = comm.bcast(path, root=0)
+    if path.is_file():
+        with np.load(path) as f:
+            return FeatureStats.from_dict(f)
+    get_logger().info("computing reference statistics of %d images -> %s", len(dataset.labels), path)
+    stats = FeatureStats.empty(extractor.dim)
+    mine = np.arange(comm.rank, len(dataset.labels), comm.size)
+    for chunk in np.array_split(mine, max(1, len(mine) // batch_size)):
+        stats.add(extractor.embed(take(dataset, chunk)[0], batch_size)[0])
+    stats = stats.allreduce(comm)
+    if comm.rank == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **stats.to_dict())
+        tmp.replace(path)
+    comm.Barrier()
+    return stats
+
+
+def embed_stats(extractor: Extractor, x: torch.Tensor) -> tuple[FeatureStats, ClassStats, torch.Tensor]:
+    """This rank's (feature statistics, class statistics, predicted labels) of images ``x``."""
+    feats, logits = extractor.embed(x)
+    fs = FeatureStats.empty(extractor.dim)
+    fs.add(feats)
+    cs = ClassStats.empty(extractor.num_classes)
+    cs.add(logits)
+    return fs, cs, logits.argmax(dim=1)

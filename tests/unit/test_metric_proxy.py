@@ -1,0 +1,125 @@
+"""Proxy classifier (train, save, load, checks), cached reference statistics and the image evaluator."""
+import logging
+
+import numpy as np
+import pytest
+import torch
+from mpi4py import MPI
+
+from hpcgan.data import ArrayDataset, build_dataset
+from hpcgan.errors import UsageError
+from hpcgan.metrics import MixtureEvaluator, build_evaluator
+from hpcgan.metrics.image import ImageEvaluator
+from hpcgan.metrics.proxy import Classifier, ProxyExtractor, accuracy, default_path, load_proxy, save_proxy, \
+    split, train_proxy
+from hpcgan.metrics.reference import reference_file, reference_stats
+from hpcgan.metrics.stats import FeatureStats, fid
+
+SELF = MPI.COMM_SELF
+
+
+def toy(n=240, seed=0, size=16):
+    """Two classes: the bright half of the image is the left one (0) or the right one (1)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = torch.full((n, 1, size, size), -1.0)
+    x[y == 0, :, :, : size // 2] = 1.0
+    x[y == 1, :, :, size // 2:] = 1.0
+    x = (x + 0.3 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+    return ArrayDataset(x, y, num_classes=2)
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HPCGAN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HPCGAN_INCEPTION_WEIGHTS", raising=False)
+    return tmp_path / "cache"
+
+
+def random_proxy(ds, seed=0):
+    torch.manual_seed(seed)
+    return ProxyExtractor(Classifier(ds.spec.shape[0], ds.spec.num_classes, width=8), f"random{seed}")
+
+
+def test_held_out_split_is_fixed_and_disjoint():
+    tr, te = split(100)
+    assert len(te) == 20 and not set(tr) & set(te) and np.array_equal(split(100)[1], te)
+
+
+def test_proxy_learns_the_toy_task_and_round_trips_with_its_checksum(cache):
+    ds = toy()
+    net, acc = train_proxy(ds, epochs=10, batch_size=32, width=8)
+    assert acc >= 0.95
+    path = default_path(ds)
+    digest = save_proxy(net, ds, acc, path)
+    assert path.parent == cache and (cache / (path.name + ".sha256")).read_text().startswith(digest)
+    ex = load_proxy(ds)
+    assert ex.meta["test_accuracy"] == acc and ex.digest == digest and ex.prefix == "proxy_"
+    assert accuracy(ex.net, ds, split(len(ds.labels))[1]) == acc
+    with pytest.raises(UsageError, match="another dataset"):
+        load_proxy(toy(seed=1), path)
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(UsageError, match="expected"):
+        load_proxy(ds)
+
+
+def test_missing_proxy_says_how_to_train_one():
+    with pytest.raises(UsageError, match="hpcgan eval --train-proxy"):
+        load_proxy(toy())
+
+
+def test_reference_statistics_are_cached_per_extractor_and_dataset():
+    ds, ex = toy(), random_proxy(toy())
+    first = reference_stats(ds, ex, SELF)
+    path = reference_file(ds, ex)
+    assert path.is_file()
+    feats = ex.embed(ds.images)[0]
+    np.testing.assert_allclose(first.q, FeatureStats.of(feats).q, rtol=1e-10)
+    mtime = path.stat().st_mtime_ns
+    again = reference_stats(ds, ex, SELF)
+    assert path.stat().st_mtime_ns == mtime and np.array_equal(again.q, first.q)
+    assert reference_file(toy(seed=2), ex) != path and reference_file(ds, random_proxy(ds, 1)) != path
+
+
+def test_evaluator_on_the_real_images_themselves():
+    ds = toy()
+    ex = random_proxy(ds)
+    order = iter(range(0, 240, 40))
+
+    def sample(n):  # the whole dataset, in chunks, with its labels as the conditions
+        i = next(order)
+        return ds.images[i:i + n], ds.labels[i:i + n]
+
+    ev = ImageEvaluator(ds, [ex], chunk=40)
+    m = ev.evaluate(sample, 240, SELF)
+    assert set(m) == {"proxy_fid", "proxy_is", "proxy_class_consistency"}
+    assert abs(m["proxy_fid"]) < 1e-6
+    pred = ex.embed(ds.images)[1].argmax(1)
+    assert m["proxy_class_consistency"] == pytest.approx(float((pred == ds.labels).double().mean()))
+
+
+def test_unconditional_samples_have_no_class_consistency_and_noise_scores_worse():
+    ds = toy()
+    ev = ImageEvaluator(ds, [random_proxy(ds)])
+    g = torch.Generator().manual_seed(0)
+    noise = ev.evaluate(lambda n: (torch.rand(n, 1, 16, 16, generator=g) * 2 - 1, None), 200, SELF)
+    real = ev.evaluate(lambda n: (ds.images[:n], None), 200, SELF)
+    assert "proxy_class_consistency" not in noise and real["proxy_fid"] < noise["proxy_fid"]
+
+
+def test_build_evaluator_picks_what_is_available(caplog):
+    assert isinstance(build_evaluator(build_dataset("mog8")), MixtureEvaluator)
+    ds = toy()
+    with caplog.at_level(logging.INFO, logger="hpcgan"):
+        assert build_evaluator(ds) is None
+    assert "no proxy metrics" in caplog.text
+    with pytest.raises(UsageError, match="--train-proxy"):
+        build_evaluator(ds, ["proxy"])
+    with pytest.raises(UsageError, match="HPCGAN_INCEPTION_WEIGHTS"):
+        build_evaluator(ds, ["inception"])
+    with pytest.raises(UsageError, match="valid: mog, proxy, inception"):
+        build_evaluator(ds, ["kid"])
+    net = Classifier(1, 2, width=8)
+    save_proxy(net, ds, 0.5, default_path(ds))
+    ev = build_evaluator(ds)
+    assert isinstance(ev, ImageEvaluator) and [e.prefix for e in ev.extractors] == ["proxy_"]
