@@ -6,13 +6,14 @@ example. Models own no training logic.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
+import torch
 from torch import nn
 
 from .config import ModelConfig
 from .data import DataSpec
-from .errors import UsageError
 from .registry import Registry
 
 ModelBuilder = Callable[[DataSpec, ModelConfig, bool], tuple[nn.Module, nn.Module]]
@@ -20,39 +21,52 @@ MODELS: Registry[ModelBuilder] = Registry("model")
 
 
 class MLPGenerator(nn.Module):
-    def __init__(self, z_dim: int, width: int, out_dim: int, depth: int = 3):
+    """z (and, if conditional, a learned label embedding concatenated to z) -> a sample of ``shape``."""
+
+    def __init__(self, z_dim: int, width: int, shape: tuple[int, ...], depth: int = 3, num_classes: int = 0):
         super().__init__()
-        layers, d = [], z_dim
+        self.shape = tuple(shape)
+        self.embed = nn.Embedding(num_classes, z_dim) if num_classes else None
+        layers, d = [], z_dim * (2 if num_classes else 1)
         for _ in range(depth):
             layers += [nn.Linear(d, width), nn.ReLU()]
             d = width
-        self.net = nn.Sequential(*layers, nn.Linear(d, out_dim))
+        self.net = nn.Sequential(*layers, nn.Linear(d, math.prod(shape)))
 
-    def forward(self, z):
-        return self.net(z)
+    def forward(self, z, y=None):
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(y)], dim=1)
+        return self.net(z).view(-1, *self.shape)
 
 
 class MLPDiscriminator(nn.Module):
-    def __init__(self, in_dim: int, width: int, depth: int = 3):
+    """sample -> one value; conditional: projection critic D(x, y) = psi(h(x)) + <embed(y), h(x)>.
+    No normalization layers (WGAN-GP's penalty is per example)."""
+
+    def __init__(self, shape: tuple[int, ...], width: int, depth: int = 3, num_classes: int = 0):
         super().__init__()
-        layers, d = [], in_dim
+        layers, d = [nn.Flatten()], math.prod(shape)
         for _ in range(depth):
             layers += [nn.Linear(d, width), nn.LeakyReLU(0.2)]
             d = width
-        self.net = nn.Sequential(*layers, nn.Linear(d, 1))
+        self.body, self.head = nn.Sequential(*layers), nn.Linear(d, 1)
+        self.embed = nn.Embedding(num_classes, d) if num_classes else None
 
-    def forward(self, x):
-        return self.net(x).squeeze(-1)
+    def forward(self, x, y=None):
+        h = self.body(x)
+        out = self.head(h).squeeze(-1)
+        if self.embed is not None:
+            out = out + (self.embed(y) * h).sum(dim=1)
+        return out
 
 
 @MODELS.register("mlp")
 def build_mlp(spec: DataSpec, cfg: ModelConfig, conditional: bool = False) -> tuple[nn.Module, nn.Module]:
-    """MLP pair for low-dimensional data such as the 2-D Gaussian mixtures."""
-    if len(spec.shape) != 1:
-        raise UsageError(f"the mlp model needs vector data, got samples of shape {spec.shape}")
-    if conditional:
-        raise UsageError("the mlp model has no conditional variant")
-    return MLPGenerator(cfg.z_dim, cfg.width, spec.shape[0]), MLPDiscriminator(spec.shape[0], cfg.width)
+    """MLP pair for any sample shape (images are flattened): the 2-D mixtures, small digits.
+    ``conditional`` adds a label embedding to G and a projection head to D."""
+    classes = spec.num_classes if conditional else 0
+    return (MLPGenerator(cfg.z_dim, cfg.width, spec.shape, num_classes=classes),
+            MLPDiscriminator(spec.shape, cfg.width, num_classes=classes))
 
 
 def build_models(spec: DataSpec, cfg: ModelConfig, conditional: bool = False) -> tuple[nn.Module, nn.Module]:

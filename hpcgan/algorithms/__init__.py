@@ -1,5 +1,5 @@
 """Training algorithms, looked up by ``--algo``."""
 from .base import ALGORITHMS, Algorithm, GanAlgorithm, TrainContext
-from . import sync  # noqa: F401  (registers "sync")
+from . import cwgan, pcwgan, sync  # noqa: F401  (register "cwgan", "pcwgan", "sync")
 
 __all__ = ["ALGORITHMS", "Algorithm", "GanAlgorithm", "TrainContext"]
