@@ -16,7 +16,7 @@ import json
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import h5py
@@ -71,7 +71,7 @@ class StepStats:
     g_loss: float = math.nan
 
     def row(self) -> tuple:
-        return tuple(asdict(self).values())
+        return tuple(self.__dict__.values())  # field order; asdict() deep-copies and is 30x slower
 
 
 @dataclass(frozen=True)

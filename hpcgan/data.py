@@ -47,14 +47,16 @@ class Dataset(ABC):
         """This rank's stream; ``labels`` restricts it to those classes (per-label views)."""
 
 
-DatasetBuilder = Callable[[str], Dataset]
+#: ``builder(arg, shard)``: ``arg`` is what follows ``NAME:`` ("" if nothing); ``shard`` is the
+#: ``--shard`` policy ("even" or "uneven"), which datasets without a finite index set ignore.
+DatasetBuilder = Callable[[str, str], Dataset]
 DATASETS: Registry[DatasetBuilder] = Registry("dataset")
 
 
-def build_dataset(name: str) -> Dataset:
-    """``mog8`` -> builder("") ; ``h5:PATH`` -> builder("PATH")."""
+def build_dataset(name: str, shard: str = "even") -> Dataset:
+    """``mog8`` -> builder("", shard) ; ``h5:PATH`` -> builder("PATH", shard)."""
     key, _, arg = name.partition(":")
-    return DATASETS.get(key)(arg)
+    return DATASETS.get(key)(arg, shard)
 
 
 class GaussianMixture(Dataset):
@@ -102,19 +104,19 @@ def grid_centers(n: int = 5, spacing: float = 2.0) -> torch.Tensor:
 
 
 @DATASETS.register("mog8")
-def mog8(arg: str = "") -> GaussianMixture:
+def mog8(arg: str = "", shard: str = "even") -> GaussianMixture:
     """Ring of 8 Gaussians, radius 2, sigma 0.02."""
     return GaussianMixture(ring_centers(8, 2.0), 0.02)
 
 
 @DATASETS.register("mog25")
-def mog25(arg: str = "") -> GaussianMixture:
+def mog25(arg: str = "", shard: str = "even") -> GaussianMixture:
     """5x5 grid of Gaussians, spacing 2 (centres -4..4), sigma 0.05."""
     return GaussianMixture(grid_centers(5, 2.0), 0.05)
 
 
-class ArrayDataset(Dataset):
-    """Labelled images held in memory as one float tensor in [-1, 1], shape (N, C, H, W).
+class IndexedDataset(Dataset):
+    """A finite set of labelled samples addressed by index; subclasses only implement :meth:`fetch`.
 
     Sharding: every epoch all ranks draw the same permutation (seeded by (seed, epoch)) of the
     chosen indices and rank r takes positions r, r + M, r + 2M, ... ("even" first trims the
@@ -122,12 +124,20 @@ class ArrayDataset(Dataset):
     are disjoint within an epoch. ``labels=`` views use a class index built once.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int, shard: str = "even"):
-        self.images, self.labels, self.shard = images, labels.to(torch.int64), shard
-        self.spec = DataSpec(shape=tuple(images.shape[1:]), num_classes=num_classes)
+    def __init__(self, labels: torch.Tensor, spec: DataSpec, shard: str = "even"):
+        if shard not in ("even", "uneven"):
+            raise ValueError(f"shard policy must be 'even' or 'uneven', got {shard!r}")
+        self.labels, self.spec, self.shard = labels.to(torch.int64), spec, shard
         order = torch.argsort(self.labels, stable=True)
-        counts = torch.bincount(self.labels, minlength=num_classes)
+        counts = torch.bincount(self.labels, minlength=spec.num_classes)
         self.by_label = dict(enumerate(order.split(counts.tolist())))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @abstractmethod
+    def fetch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples (float, in the model's range) and labels at ``idx``, in that order."""
 
     def indices(self, labels: list[int] | None = None) -> torch.Tensor:
         if labels is None:
@@ -136,11 +146,11 @@ class ArrayDataset(Dataset):
 
     def loader(self, batch_size: int, rank: int, size: int, seed: int,
                labels: list[int] | None = None) -> Loader:
-        return _ArrayLoader(self, self.indices(labels), batch_size, rank, size, seed)
+        return _IndexLoader(self, self.indices(labels), batch_size, rank, size, seed)
 
 
-class _ArrayLoader(Loader):
-    def __init__(self, ds: ArrayDataset, pool: torch.Tensor, batch_size: int, rank: int, size: int, seed: int):
+class _IndexLoader(Loader):
+    def __init__(self, ds: IndexedDataset, pool: torch.Tensor, batch_size: int, rank: int, size: int, seed: int):
         self.ds, self.pool, self.batch_size = ds, pool, batch_size
         self.rank, self.size, self.seed = rank, size, seed
         self.epoch, self.pos = 0, 0
@@ -155,7 +165,8 @@ class _ArrayLoader(Loader):
             perm = perm[: len(perm) - len(perm) % self.size]
         return perm[self.rank::self.size]
 
-    def __next__(self):
+    def next_indices(self) -> torch.Tensor:
+        """The next batch's indices, advancing (and reshuffling at epoch ends)."""
         take = []
         need = self.batch_size
         while need:
@@ -166,8 +177,10 @@ class _ArrayLoader(Loader):
             if self.pos >= len(self.shard):
                 self.epoch, self.pos = self.epoch + 1, 0
                 self.shard = self._shard(self.epoch)
-        idx = torch.cat(take)
-        return self.ds.images[idx], self.ds.labels[idx]
+        return torch.cat(take)
+
+    def __next__(self):
+        return self.ds.fetch(self.next_indices())
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "pos": self.pos}
@@ -177,13 +190,33 @@ class _ArrayLoader(Loader):
         self.shard = self._shard(self.epoch)
 
 
-@DATASETS.register("digits")
-def digits(arg: str = "") -> ArrayDataset:
-    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes), bilinearly resized to 32x32,
-    scaled from [0, 16] to [-1, 1]."""
+class ArrayDataset(IndexedDataset):
+    """Labelled images held in memory as one float tensor in [-1, 1], shape (N, C, H, W)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int, shard: str = "even"):
+        super().__init__(labels, DataSpec(shape=tuple(images.shape[1:]), num_classes=num_classes), shard)
+        self.images = images
+
+    def fetch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[idx], self.labels[idx]
+
+
+def digits_images() -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes) bilinearly resized to 32x32:
+    float images in [0, 1] of shape (1797, 1, 32, 32) and int64 labels."""
     from sklearn.datasets import load_digits
 
     raw = load_digits()
     x = torch.tensor(raw.images, dtype=torch.float32).unsqueeze(1) / 16.0
     x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
-    return ArrayDataset(x.clamp(0, 1) * 2 - 1, torch.tensor(raw.target), num_classes=10)
+    return x.clamp(0, 1), torch.tensor(raw.target, dtype=torch.int64)
+
+
+@DATASETS.register("digits")
+def digits(arg: str = "", shard: str = "even") -> ArrayDataset:
+    """:func:`digits_images` scaled to [-1, 1], held in memory."""
+    x, y = digits_images()
+    return ArrayDataset(x * 2 - 1, y, num_classes=10, shard=shard)
+
+
+from . import h5data  # noqa: E402,F401  (registers "h5")

@@ -40,10 +40,12 @@ class Recorder:
         self.path, self.comm, self.flush_every = Path(path), comm, flush_every
         self._rows: list[tuple] = []
         self._file: h5py.File | None = None
+        self._columns: dict[str, h5py.Dataset] = {}
         error = None
         if comm.rank == 0:
             try:
                 self._file = self._open(attrs, mode, resume_step)
+                self._columns = {c.name: self._file["steps"][c.name] for c in COLUMNS}
             except (OSError, UsageError) as e:
                 error = str(e)
         error = comm.bcast(error, root=0)
@@ -115,17 +117,18 @@ class Recorder:
             return
         lo = int(min(b[0, _COL["step"]] for b in nonempty))
         hi = int(max(b[-1, _COL["step"]] for b in nonempty)) + 1
-        steps = self._file["steps"]
-        n = max(hi, steps["step"].shape[0])
+        written = self._columns["step"].shape[0]
         for col in COLUMNS:
+            ds = self._columns[col.name]
             slab = np.full((hi - lo, len(blocks)), col.fill, dtype=col.dtype)
-            if hi <= steps[col.name].shape[0]:  # rows another flush already began (ragged ranks)
-                slab[...] = steps[col.name][lo:hi]
+            if lo < written:  # rows an earlier flush began (ranks at different steps)
+                keep = min(written, hi)
+                slab[: keep - lo] = ds[lo:keep]
             for r, b in enumerate(blocks):
                 if len(b):
                     slab[b[:, _COL["step"]].astype(np.int64) - lo, r] = b[:, _COL[col.name]]
-            steps[col.name].resize(n, axis=0)
-            steps[col.name][lo:hi] = slab
+            ds.resize(max(hi, written), axis=0)
+            ds[lo:hi] = slab
         self._file.flush()
 
     # -- other datasets (rank 0 writes; values must already be global) --------------------------

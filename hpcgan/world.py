@@ -37,6 +37,14 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def threads_per_rank(usable: int, node_cores: int, local_size: int) -> int:
+    """Cores this rank may use: its own affinity set when the launcher bound it (srun --cpu-bind),
+    else an equal share of the node among the ranks on it. Never below 1."""
+    if usable < node_cores:
+        return max(1, usable)
+    return max(1, node_cores // local_size)
+
+
 def pick_device(local_rank: int) -> torch.device:
     """CUDA device local_rank mod visible GPUs when CUDA works, else the CPU."""
     if torch.cuda.is_available() and torch.cuda.device_count() > 0:
@@ -57,9 +65,7 @@ def init_world(comm: MPI.Comm | None = None, set_threads: bool = True) -> World:
     device = pick_device(local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    # sched_getaffinity already reflects --cpu-bind; divide only when ranks share the whole node.
-    cores = usable_cores()
-    threads = max(1, cores // local_size) if cores >= (os.cpu_count() or cores) else max(1, cores)
+    threads = threads_per_rank(usable_cores(), os.cpu_count() or 1, local_size)
     if set_threads:
         torch.set_num_threads(threads)
     return World(comm, comm.rank, comm.size, local_rank, local_size, socket.gethostname(), device, threads)

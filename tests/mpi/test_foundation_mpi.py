@@ -72,6 +72,26 @@ def test_recorder_places_each_ranks_rows_in_its_column(tmp_path_factory):
     assert_all(ok, "gathered rows")
 
 
+def test_ranks_that_stop_at_different_steps_leave_fill_values(tmp_path_factory):
+    path = shared_tmp(tmp_path_factory) + "/ragged.h5"
+    rec = Recorder(path, COMM, schema_attrs(COMM.size), flush_every=2**40)  # one flush, at close
+    for s in range(3 + 2 * COMM.rank):
+        rec.record(StepStats(step=s, bytes_sent=0, d_loss=0.0, g_loss=0.0))
+    rec.close(finished=True)
+    ok = True
+    if COMM.rank == 0:
+        with h5py.File(path) as f:
+            steps = f["steps"]["step"][()]
+            wall = f["steps"]["wall"][()]
+        n = 3 + 2 * (COMM.size - 1)
+        ok = steps.shape == (n, COMM.size) and validate(path) == []
+        for r in range(COMM.size):
+            mine = 3 + 2 * r
+            ok = ok and steps[:mine, r].tolist() == list(range(mine)) and (steps[mine:, r] == -1).all()
+            ok = ok and np.isnan(wall[mine:, r]).all()
+    assert_all(ok, "ragged rows")
+
+
 def test_non_finite_loss_on_one_rank_stops_every_rank(tmp_path_factory):
     path = shared_tmp(tmp_path_factory) + "/nan.h5"
     rec = Recorder(path, COMM, schema_attrs(COMM.size), flush_every=4)

@@ -80,3 +80,10 @@ def test_array_loader_resumes_mid_epoch():
     b = ds.loader(64, 1, 2, seed=3)
     b.load_state_dict(state)
     assert torch.equal(next(b)[0], want[0])
+
+
+def test_threads_per_rank():
+    from hpcgan.world import threads_per_rank
+    assert threads_per_rank(usable=2, node_cores=2, local_size=4) == 1   # oversubscribed
+    assert threads_per_rank(usable=64, node_cores=64, local_size=4) == 16  # shared node
+    assert threads_per_rank(usable=7, node_cores=64, local_size=8) == 7    # bound by the launcher
