@@ -67,6 +67,8 @@ class AlgoConfig:
     gossip_rounds: int = opt(1, "DPOSG gossip rounds t per iteration")
     consensus_every: int = opt(10, "DPOSG: record the consensus distance every k steps")
     replicas: int = opt(1, "pcwgan: independent seeds per label (allows ranks > labels)")
+    wgan_variant: str = opt("gp", "pcwgan/cwgan critic: gp (WGAN-GP), clip (weight clipping c=0.01), "
+                            "bce (the predecessor's DC-CGAN loss)", ("gp", "clip", "bce"))
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,8 @@ def check_ranges(cfg: RunConfig) -> None:
         problems.append("--gossip-rounds must be >= 1")
     if cfg.algo.replicas < 1:
         problems.append("--replicas must be >= 1")
+    if cfg.optim.n_critic < 1:
+        problems.append("--n-critic must be >= 1")
     if cfg.optim.lr < 0:
         problems.append("--lr must be >= 0")
     if problems:

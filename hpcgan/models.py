@@ -4,7 +4,8 @@ A builder takes the data spec, the model config and ``conditional`` and returns 
 z (and a label y for conditional models) to a sample; D maps a sample (and y) to one logit/critic
 value per example. Models own no training logic.
 
-* ``mlp``: 2-D mixtures.  ``dcgan32`` / ``dcgan64``: DCGAN for (C, 32, 32) / (C, 64, 64) images.
+* ``mlp``: any sample shape, images flattened (2-D mixtures, small digits).
+* ``dcgan32`` / ``dcgan64``: DCGAN for (C, 32, 32) / (C, 64, 64) images.
   ``resnet32``: SNGAN-style ResNet for (C, 32, 32) images (``--width`` = base channels).
 * Conditional variants: G concatenates a label embedding to z; D is a projection critic,
   D(x, y) = w^T h(x) + embed(y)^T h(x) (Miyato & Koyama 2018).
@@ -31,42 +32,52 @@ MODELS: Registry[ModelBuilder] = Registry("model")
 
 
 class MLPGenerator(nn.Module):
-    def __init__(self, z_dim: int, width: int, out_dim: int, depth: int = 3):
+    """z (and, if conditional, a learned label embedding concatenated to z) -> a sample of ``shape``."""
+
+    def __init__(self, z_dim: int, width: int, shape: tuple[int, ...], depth: int = 3, num_classes: int = 0):
         super().__init__()
-        layers, d = [], z_dim
+        self.shape = tuple(shape)
+        self.embed = nn.Embedding(num_classes, z_dim) if num_classes else None
+        layers, d = [], z_dim * (2 if num_classes else 1)
         for _ in range(depth):
             layers += [nn.Linear(d, width), nn.ReLU()]
             d = width
-        self.net = nn.Sequential(*layers, nn.Linear(d, out_dim))
+        self.net = nn.Sequential(*layers, nn.Linear(d, math.prod(shape)))
 
-    def forward(self, z):
-        return self.net(z)
+    def forward(self, z, y=None):
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(y)], dim=1)
+        return self.net(z).view(-1, *self.shape)
 
 
 class MLPDiscriminator(nn.Module):
-    def __init__(self, in_dim: int, width: int, depth: int = 3):
+    """sample -> one value; conditional: projection critic D(x, y) = psi(h(x)) + <embed(y), h(x)>.
+    No normalization layers (WGAN-GP's penalty is per example)."""
+
+    def __init__(self, shape: tuple[int, ...], width: int, depth: int = 3, num_classes: int = 0):
         super().__init__()
-        layers, d = [], in_dim
+        layers, d = [nn.Flatten()], math.prod(shape)
         for _ in range(depth):
             layers += [nn.Linear(d, width), nn.LeakyReLU(0.2)]
             d = width
-        self.net = nn.Sequential(*layers, nn.Linear(d, 1))
+        self.body, self.head = nn.Sequential(*layers), nn.Linear(d, 1)
+        self.embed = nn.Embedding(num_classes, d) if num_classes else None
 
-    def forward(self, x):
-        return self.net(x).squeeze(-1)
+    def forward(self, x, y=None):
+        h = self.body(x)
+        out = self.head(h).squeeze(-1)
+        if self.embed is not None:
+            out = out + (self.embed(y) * h).sum(dim=1)
+        return out
 
 
 @MODELS.register("mlp")
 def build_mlp(spec: DataSpec, cfg: ModelConfig, conditional: bool = False) -> tuple[nn.Module, nn.Module]:
-    """MLP pair for low-dimensional data such as the 2-D Gaussian mixtures; on images it works on
-    flattened pixels (the classic MLP GAN on MNIST-like digits)."""
-    if conditional:
-        raise UsageError("the mlp model has no conditional variant")
-    dim = math.prod(spec.shape)
-    G, D = MLPGenerator(cfg.z_dim, cfg.width, dim), MLPDiscriminator(dim, cfg.width)
-    if len(spec.shape) > 1:
-        G, D = nn.Sequential(G, nn.Unflatten(1, spec.shape)), nn.Sequential(nn.Flatten(), D)
-    return G, D
+    """MLP pair for any sample shape (images are flattened): the 2-D mixtures, small digits.
+    ``conditional`` adds a label embedding to G and a projection head to D."""
+    classes = spec.num_classes if conditional else 0
+    return (MLPGenerator(cfg.z_dim, cfg.width, spec.shape, num_classes=classes),
+            MLPDiscriminator(spec.shape, cfg.width, num_classes=classes))
 
 
 def layer_norm(channels: int) -> nn.Module:

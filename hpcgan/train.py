@@ -63,6 +63,10 @@ class Trainer:
         dataset = build_dataset(cfg.data.data, shard=cfg.data.shard)
         self.comm = build_communicator(cfg.comm, world.comm)
         self.algo = ALGORITHMS.get(cfg.algo.algo)(TrainContext(cfg, world, self.comm, dataset))
+        if not self.algo.lockstep and (cfg.run.eval_every or cfg.run.ckpt_every or cfg.run.resume):
+            raise UsageError(f"--algo {cfg.algo.algo} trains every rank on its own clock: --eval-every, "
+                             "--ckpt-every and --resume would make ranks wait for each other during "
+                             "training; it is evaluated once, at the end")
         self.evaluator = build_evaluator(dataset)
         self.loader = self.algo.make_loader()
         self.start_step, self.elapsed0 = 0, 0.0

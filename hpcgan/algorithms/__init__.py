@@ -1,5 +1,5 @@
 """Training algorithms, looked up by ``--algo``."""
 from .base import ALGORITHMS, Algorithm, GanAlgorithm, TrainContext
-from . import dqgan, sync  # noqa: F401  (register "dqgan", "sync")
+from . import cwgan, dqgan, pcwgan, sync  # noqa: F401  (register "cwgan", "dqgan", "pcwgan", "sync")
 
 __all__ = ["ALGORITHMS", "Algorithm", "GanAlgorithm", "TrainContext"]

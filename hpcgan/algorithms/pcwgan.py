@@ -1,0 +1,242 @@
+"""pcwgan: Parallel W-CGAN, communication-free training of one unconditional WGAN per label.
+
+C labels, P ranks, R replicas (``--replicas``, default 1). Generator units u = k*C + c (label c,
+replica k, independent initial seeds per unit); rank r owns the units with u mod P = r, so with
+R = 1 rank r owns the labels {c : c mod P = r}. P > C*R is a UsageError: every rank needs a unit.
+For each owned unit, an unconditional pair (G_c, D_c) trained only on images of class c, from a
+per-label view of the data built once from the dataset's class index:
+    L_D = E[D(G(z))] - E[D(x)] + lambda E[(||grad_xhat D(xhat)||_2 - 1)^2],  xhat = eps x + (1-eps) G(z)
+    L_G = -E[D(G(z))];   n_critic critic updates per generator update; Adam (--lr, --beta1, --beta2)
+(paper values: lambda = 10, n_critic = 5, lr 1e-4, beta = (0.5, 0.9); ``--wgan-variant clip|bce``
+selects weight clipping or the predecessor's BCE loss, see :mod:`.wgan`).
+
+Schedule: round-robin per step. Step t of rank r trains its unit number t mod n_r (one WGAN
+iteration: n_critic critic updates + one generator update), so under ``--budget SECONDS`` (wall
+clock per rank, each rank stops on its own clock) or ``--steps`` every owned unit gets
+floor(T/n_r) or ceil(T/n_r) steps; the steps each unit got are written to /labels.
+
+No communication during training: the training communicator is never called, so bytes_sent = 0
+and t_comm = 0 are recorded, and the algorithm is not lockstep. At the end (:meth:`finish`, on the
+MPI world communicator): with R > 1, each label keeps the replica whose samples are closest to the
+label's real data in sliced Wasserstein distance (a local, classifier-free proxy); /labels/owner
+(label -> rank), /labels/steps and, with R > 1, /labels/replica_{steps,score} are written.
+Together the kept generators form one class-conditional model: :meth:`PCWGAN.sample` routes label
+c to G_c; evaluation draws n/C samples per label, each rank its own labels' share.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from mpi4py import MPI
+from torch import nn
+
+from ..bench import StepStats
+from ..data import Loader
+from ..errors import UsageError
+from ..metrics import SampleFn, share
+from ..models import build_models
+from ..optim import build_optimizer
+from ..world import rank_seed
+from .base import ALGORITHMS, Algorithm, Batch, TrainContext
+from .wgan import WganPair
+
+SCORE_SAMPLES = 512      # samples per replica for the sliced Wasserstein selection
+SCORE_PROJECTIONS = 128
+
+
+def unit_owners(num_classes: int, replicas: int, size: int) -> np.ndarray:
+    """owner[u] = u mod P for units u = k*C + c; rejects P > C*R."""
+    units = num_classes * replicas
+    if size > units:
+        raise UsageError(
+            f"pcwgan gives every rank at least one label: {num_classes} labels x {replicas} replica(s) "
+            f"< {size} ranks; run on at most {units} ranks or pass --replicas R with R >= "
+            f"{-(-size // num_classes)} (independent seeds per label, the best one is kept)")
+    return np.arange(units) % size
+
+
+@dataclass
+class Unit:
+    """One (label, replica) generator/critic pair with its own optimizers, noise and data view."""
+
+    index: int
+    label: int
+    replica: int
+    G: nn.Module
+    D: nn.Module
+    pair: WganPair
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+    noise: torch.Generator
+    loader: Loader
+    steps: int = 0
+
+
+class RoundRobin(Loader):
+    """Batches of n_critic*b samples from unit t mod n's label view at the t-th call."""
+
+    def __init__(self, loaders: list[Loader]):
+        self.loaders, self.t = loaders, 0
+
+    def __next__(self):
+        batch = next(self.loaders[self.t % len(self.loaders)])
+        self.t += 1
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"t": self.t, "loaders": [l.state_dict() for l in self.loaders]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.t = state["t"]
+        for l, s in zip(self.loaders, state["loaders"]):
+            l.load_state_dict(s)
+
+
+@ALGORITHMS.register("pcwgan")
+class PCWGAN(Algorithm):
+    lockstep = False
+
+    def __init__(self, ctx: TrainContext):
+        super().__init__(ctx)
+        self.num_classes = ctx.dataset.spec.num_classes
+        self.replicas = self.cfg.algo.replicas
+        self.owner = unit_owners(self.num_classes, self.replicas, self.world.size)
+        self.units = [self._build_unit(u) for u in np.flatnonzero(self.owner == self.world.rank)]
+        self.kept = {c: c for c in range(self.num_classes)}   # label -> kept unit (replica 0 until finish)
+        self.eval_noise = torch.Generator(device=self.world.device).manual_seed(
+            rank_seed(self.cfg.run.seed, self.world.rank, "eval"))
+
+    def _build_unit(self, u: int) -> Unit:
+        cfg, dev, C = self.cfg, self.world.device, self.num_classes
+        u = int(u)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(rank_seed(cfg.run.seed, u, "unit-init"))
+            G, D = build_models(self.ctx.dataset.spec, cfg.model, conditional=False)
+        G, D = G.to(dev), D.to(dev)
+        loader = self.ctx.dataset.loader(cfg.data.batch_size * cfg.optim.n_critic, 0, 1,
+                                         rank_seed(cfg.run.seed, u, "unit-data"), labels=[u % C])
+        noise = torch.Generator(device=dev).manual_seed(rank_seed(cfg.run.seed, u, "unit-noise"))
+        return Unit(u, u % C, u // C, G, D, WganPair(G, D, cfg.algo.wgan_variant, cfg.model.gp_weight),
+                    build_optimizer(G.parameters(), cfg.optim), build_optimizer(D.parameters(), cfg.optim),
+                    noise, loader)
+
+    def make_loader(self) -> Loader:
+        return RoundRobin([unit.loader for unit in self.units])
+
+    def latent(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randn(n, self.cfg.model.z_dim, generator=generator, device=self.world.device)
+
+    # -- training (local only) ------------------------------------------------------------------
+    def step(self, batch: Batch, t: int) -> StepStats:
+        unit = self.units[t % len(self.units)]
+        b = self.cfg.data.batch_size
+        self._comm_mark()
+        reals = batch[0].to(self.world.device, non_blocking=True).split(b)
+        for real in reals:
+            with self.timer("compute"):
+                d_loss = unit.pair.critic_backward(real, self.latent(len(real), unit.noise), (), unit.noise)
+            with self.timer("update"):
+                unit.opt_D.step()
+                unit.pair.after_critic_update()
+        with self.timer("compute"):
+            g_loss = unit.pair.generator_backward(self.latent(b, unit.noise), ())
+        with self.timer("update"):
+            unit.opt_G.step()
+        unit.steps += 1
+        return self._stats(d_loss, g_loss)
+
+    # -- end of training: replica selection and /labels (collective, world communicator) -------
+    def finish(self, recorder) -> None:
+        C, R = self.num_classes, self.replicas
+        steps = self._gather_units({u.index: float(u.steps) for u in self.units}).astype(np.int64)
+        if R > 1:
+            scores = self._gather_units({u.index: self._score(u) for u in self.units})
+            self.kept = {c: int(np.argmin(scores[:, c])) * C + c for c in range(C)}
+            recorder.write_array("labels/replica_steps", steps, doc="steps of unit (replica k, label c)")
+            recorder.write_array("labels/replica_score", scores, doc="sliced Wasserstein distance to the "
+                                 "label's real data (lower is better); the best replica is kept")
+        kept = np.array([self.kept[c] for c in range(C)])
+        recorder.write_array("labels/owner", self.owner[kept], doc="rank holding label c's generator")
+        recorder.write_array("labels/steps", steps.reshape(-1)[kept], doc="training steps of label c's generator")
+        recorder.write_array("labels/replica", kept // C, doc="replica kept for label c")
+
+    def _gather_units(self, local: dict[int, float]) -> np.ndarray:
+        """(R, C) array of a per-unit value, assembled from every rank's units."""
+        values = np.full(self.num_classes * self.replicas, np.nan)
+        for part in self.world.comm.allgather(local):
+            for u, v in part.items():
+                values[u] = v
+        return values.reshape(self.replicas, self.num_classes)
+
+    @torch.no_grad()
+    def _score(self, unit: Unit) -> float:
+        real, _ = next(self.ctx.dataset.loader(SCORE_SAMPLES, 0, 1, self.cfg.run.seed, labels=[unit.label]))
+        fake = unit.G(self.latent(SCORE_SAMPLES, self.eval_noise)).cpu()
+        return sliced_wasserstein(real, fake, SCORE_PROJECTIONS, self.cfg.run.seed)
+
+    # -- sampling as one conditional model ------------------------------------------------------
+    def _local(self, c: int) -> Unit | None:
+        """This rank's kept generator for label c, if it holds it."""
+        return next((u for u in self.units if u.index == self.kept[c]), None)
+
+    @torch.no_grad()
+    def sample(self, labels: torch.Tensor) -> torch.Tensor:
+        """G_c(z) for every entry c of ``labels``. Collective: every rank passes the same labels,
+        generates the entries it holds, and all ranks return the whole batch."""
+        labels = labels.cpu()
+        out = torch.zeros(len(labels), *self.ctx.dataset.spec.shape)
+        for c in labels.unique().tolist():
+            unit = self._local(c)
+            if unit is not None:
+                where = labels == c
+                out[where] = unit.G(self.latent(int(where.sum()), self.eval_noise)).cpu()
+        self.world.comm.Allreduce(MPI.IN_PLACE, out.numpy(), op=MPI.SUM)
+        return out
+
+    @torch.no_grad()
+    def sample_share(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's share of n_total = sum of n over ranks: n_total/C samples of each label it holds."""
+        n_total = self.world.comm.allreduce(n)
+        xs = [torch.empty(0, *self.ctx.dataset.spec.shape)]
+        ys = [torch.empty(0, dtype=torch.int64)]
+        for c in range(self.num_classes):
+            unit, k = self._local(c), share(n_total, c, self.num_classes)
+            if unit is not None and k:
+                xs.append(unit.G(self.latent(k, self.eval_noise)).cpu())
+                ys.append(torch.full((k,), c, dtype=torch.int64))
+        return torch.cat(xs), torch.cat(ys)
+
+    def samplers(self) -> dict[str, SampleFn]:
+        return {"": self.sample_share}
+
+    # -- state -----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"eval_noise": self.eval_noise.get_state(), "kept": dict(self.kept), "units": {
+            u.index: {"G": u.G.state_dict(), "D": u.D.state_dict(), "opt_G": u.opt_G.state_dict(),
+                      "opt_D": u.opt_D.state_dict(), "noise": u.noise.get_state(), "steps": u.steps}
+            for u in self.units}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.eval_noise.set_state(state["eval_noise"])
+        self.kept = dict(state["kept"])
+        for u in self.units:
+            s = state["units"][u.index]
+            u.G.load_state_dict(s["G"])
+            u.D.load_state_dict(s["D"])
+            u.opt_G.load_state_dict(s["opt_G"])
+            u.opt_D.load_state_dict(s["opt_D"])
+            u.noise.set_state(s["noise"])
+            u.steps = s["steps"]
+
+
+def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, projections: int, seed: int) -> float:
+    """Mean over random unit directions w of W1(<w, a>, <w, b>) for equally many samples."""
+    a, b = a.flatten(1).double(), b.flatten(1).double()
+    g = torch.Generator().manual_seed(rank_seed(seed, 0, "sliced-wasserstein"))
+    w = torch.randn(a.shape[1], projections, generator=g, dtype=torch.float64)
+    w /= w.norm(dim=0, keepdim=True)
+    pa, pb = (a @ w).sort(dim=0).values, (b @ w).sort(dim=0).values
+    return float((pa - pb).abs().mean())
