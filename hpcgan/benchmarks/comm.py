@@ -2,7 +2,8 @@
 
 For each available backend, op and message size (bytes of the dense fp32 tensor, d = size/4):
 warm-up calls, a barrier, then timed iterations; each iteration's time is the slowest rank's, and
-the median over iterations is reported. Ops: ``dense`` = ``allreduce_`` of the fp32 tensor;
+the median over iterations is reported. Ops: ``dense`` = in-place ``allreduce_`` (sum) of the
+fp32 tensor;
 a compressor name = compress + ``aggregate`` (collective + decompress of every rank's payload +
 mean), the whole cost a training step pays. Local costs (compress, decompress, ``x.clone()`` of the
 same tensor) are timed once per size on one thread, since they do not depend on the backend.
@@ -120,7 +121,9 @@ def bench_comm(argv: list[str]) -> int:
         for size in sizes:
             x = torch.randn(size // 4, generator=torch.Generator().manual_seed(world.rank))
             n = iterations(size, args.iters)
-            rows.append(collective_row(backend, "dense", size, comm, lambda: comm.allreduce_(x.clone()), n, args))
+            zeros = torch.zeros_like(x)  # summed in place, stays zero: no copy inside the timing
+            rows.append(collective_row(backend, "dense", size, comm,
+                                       lambda: comm.allreduce_(zeros, average=False), n, args))
             for op in ops:
                 c = build_compressor(replace(cfg, compressor=op))
                 fn = lambda: comm.aggregate(*c.compress(x, [x.numel()]), c)  # noqa: E731

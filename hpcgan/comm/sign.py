@@ -11,12 +11,26 @@ shifted right by 7 (a strided copy then a contiguous shift vectorizes better tha
 from __future__ import annotations
 
 import sys
+from functools import lru_cache
 
 import torch
+import torch.nn.functional as F
 
 from ..config import CommConfig
 from . import bits
 from .compress import COMPRESSORS, Compressor
+
+
+#: row v = the 8 signs (+1 / -1) that packed byte v encodes (bit j set = element j negative)
+_SIGNS = torch.tensor([[-1.0 if (v >> j) & 1 else 1.0 for j in range(8)] for v in range(256)])
+
+
+@lru_cache(maxsize=8)
+def _row_owners(sizes: tuple[int, ...]) -> tuple[torch.Tensor, list[int]]:
+    """256 * (tensor owning element 8i) for every packed byte i, and the tensors' start offsets."""
+    starts = torch.tensor((0,) + sizes[:-1]).cumsum(0)
+    first = torch.arange(0, sum(sizes), 8)
+    return 256 * (torch.searchsorted(starts, first, right=True) - 1), starts.tolist()
 
 
 @COMPRESSORS.register("sign")
@@ -41,10 +55,16 @@ class ScaledSign(Compressor):
         packed, scales = payload
         shape, dtype, sizes = ctx
         d = sum(sizes)
-        negative = bits.unpack(packed, d)
-        out = torch.empty(d, dtype=torch.float32)
-        for s, neg, o in zip(scales.tolist(), negative.split(sizes), out.split(sizes)):
-            torch.add(torch.tensor(s), neg, alpha=-2.0 * s, out=o)  # s - 2 s [x < 0]
+        # One row gather writes the output: byte b of row i selects the 8 values s_t * (+-1) of
+        # table t = owner of element 8i. Rows that straddle a tensor boundary are fixed after.
+        owner, starts = _row_owners(tuple(sizes))
+        tables = (_SIGNS.unsqueeze(0) * scales.view(-1, 1, 1)).view(-1, 8)
+        out = F.embedding(owner + packed, tables).view(-1)[:d]
+        for t, start in enumerate(starts):
+            end = min(-(-start // 8) * 8, start + sizes[t])
+            if start % 8 and end > start:  # head of tensor t shares a row with tensor t - 1
+                neg = bits.unpack(packed[start // 8:start // 8 + 1], 8)[start % 8:start % 8 + end - start]
+                out[start:end] = scales[t] * (1.0 - 2.0 * neg.to(torch.float32))
         return out.view(shape).to(dtype)
 
     def delta(self, d: int) -> float:
