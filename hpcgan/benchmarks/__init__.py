@@ -13,3 +13,4 @@ Benchmark = Callable[[list[str]], int]
 BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
 
 from . import recorder  # noqa: E402,F401  (registers "recorder")
+from . import collectives  # noqa: E402,F401  (registers "collectives")
