@@ -159,26 +159,32 @@ def _tail(path: Path, lines: int = 8) -> str:
 
 def run_sweep(jobs: list[Job], out: Path, launcher: str = DEFAULT_LAUNCHER, timeout: float = 3600,
               comm_bench: bool = True, dry_run: bool = False) -> int:
-    """Launch every job not yet done (and the collective benchmark per rank count); 0 if all succeed."""
+    """Launch every job not yet done (and the collective benchmark per rank count); 0 if all succeed.
+
+    ``dry_run`` prints the exact launch line of each pending job instead of running it.
+    """
     log = get_logger()
-    out.mkdir(parents=True, exist_ok=True)
     tasks = [(j.name, j.ranks, j.path, ["train", *config_to_argv(j.cfg)]) for j in jobs]
     if comm_bench:
         for n in sorted({j.ranks for j in jobs if j.ranks > 1}):
             path = out / f"comm_n{n}.hdf5"
             tasks.append((f"comm_n{n}", n, path, ["bench", "collectives", "--out", str(path)]))
-    if dry_run:
-        for _, n, _, args in tasks:
+    pending = []
+    for task in tasks:
+        name, _, path, _ = task
+        if path.exists() if path.suffix == ".hdf5" else is_done(path):
+            log.info("%-22s skipped (finished: %s)", name, path)
+        else:
+            pending.append(task)
+    if dry_run:  # the exact launch lines of what would run now
+        for _, n, _, args in pending:
             print(shlex.join(launch_argv(launcher, n, args)))
         return 0
+    out.mkdir(parents=True, exist_ok=True)
     failed, t0 = [], time.perf_counter()
-    bar = tqdm(tasks, desc="sweep", unit="run", file=sys.stderr, disable=None)
+    bar = tqdm(pending, desc="sweep", unit="run", file=sys.stderr, disable=None)
     for name, n, path, args in bar:
         bar.set_postfix_str(name)
-        done = path.exists() if path.suffix == ".hdf5" else is_done(path)
-        if done:
-            log.info("%-22s skipped (finished: %s)", name, path)
-            continue
         ts = time.perf_counter()
         code = _run(launch_argv(launcher, n, args), path.with_suffix(".log"), timeout)
         if code == 0:
@@ -188,7 +194,8 @@ def run_sweep(jobs: list[Job], out: Path, launcher: str = DEFAULT_LAUNCHER, time
             log.error("%-22s FAILED (exit %d); last lines of %s:\n%s", name, code, path.with_suffix(".log"),
                       _tail(path.with_suffix(".log")))
     bar.close()
-    log.info("sweep: %d run(s), %d failed, %.1f s wall -> %s", len(tasks), len(failed),
+    log.info("sweep: %d run(s) launched, %d skipped, %d failed, %.1f s wall -> %s", len(pending),
+             len(tasks) - len(pending), len(failed),
              time.perf_counter() - t0, out)
     return 1 if failed else 0
 
