@@ -91,8 +91,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     jobs = plan(config_from_args(args), args.algos.split(","), parse_ints(args.ranks), args.scaling,
                 args.repeats, out)
     if not args.dry_run:
-        write_manifest(out, jobs, args.scaling, args.launcher)
-    return run_sweep(jobs, out, args.launcher, args.run_timeout, args.comm_bench, args.dry_run)
+        write_manifest(out, jobs, args.scaling, args.launcher, args.threads)
+    return run_sweep(jobs, out, args.launcher, args.run_timeout, args.comm_bench, args.dry_run, args.threads)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -148,6 +148,8 @@ def add_sweep_parsers(sub) -> None:
     sw.add_argument("--comm-bench", action=argparse.BooleanOptionalAction, default=True,
                     help="also run `hpcgan bench collectives` per rank count (for the cost model)")
     sw.add_argument("--dry-run", action="store_true", help="print the launch lines, run nothing")
+    sw.add_argument("--threads", type=int, default=0, help="torch threads per rank in every run "
+                    "(HPCGAN_THREADS; 0 = cores per rank on the node)")
     add_config_arguments(sw, exclude=SWEEP_FIELDS)
     sw.set_defaults(fn=cmd_sweep)
     rep = sub.add_parser("report", help="report.md + PNG plots of a sweep, with the cost model")

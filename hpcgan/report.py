@@ -38,9 +38,9 @@ def load_runs(paths: list[str | Path]) -> list[RunResult]:
 
 
 def scaling_section(scaling: str, rows: list[Row]) -> list[str]:
-    rule = ("per-rank batch constant; efficiency = T1/TN, speedup = N·T1/TN" if scaling == "weak" else
-            "global batch constant; speedup = T1/TN, efficiency = T1/(N·TN)")
-    out = [f"## {scaling.capitalize()} scaling ({rule})", ""]
+    titles = {"weak": "Weak scaling (per-rank batch constant; efficiency = T1/TN, speedup = N·T1/TN)",
+              "strong": "Strong scaling (global batch constant; speedup = T1/TN, efficiency = T1/(N·TN))"}
+    out = [f"## {titles.get(scaling, 'Runs outside a scaling study (no speedup)')}", ""]
     for algo in sorted({r.algo for r in rows}):
         mine = [r for r in rows if r.algo == algo]
         out += [f"### {algo}", ""]
@@ -108,7 +108,7 @@ def projection_section(by_algo: dict[tuple[str, str], list[Row]], net: cm.Networ
     body = []
     for (scaling, algo), group in sorted(by_algo.items()):
         ones = [r for r in group if r.ranks == 1]
-        if not ones or algo not in cm.COMM_MODELS:
+        if not ones or algo not in cm.COMM_MODELS or scaling not in ("weak", "strong"):
             continue
         work = cm.workload([run for row in group for run in row.runs])
         c1 = sum(cm.local_time(run) for run in ones[0].runs) / len(ones[0].runs)
@@ -137,7 +137,8 @@ def write_report(paths: list[str | Path], out: Path, net: cm.Network) -> Path:
     for scaling in tqdm(scalings, desc="report", unit="section", file=sys.stderr, disable=None):
         mine = [r for r in rows if r.scaling == scaling]
         md += scaling_section(scaling, mine)
-        figures.append(plot_scaling(mine, scaling, out / f"scaling_{scaling}.png", machine))
+        if any(r.speedup is not None for r in mine):
+            figures.append(plot_scaling(mine, scaling, out / f"scaling_{scaling}.png", machine))
         figures.append(plot_phases(mine, scaling, out / f"phases_{scaling}.png", machine))
     comm_files = sorted({f for p in map(Path, paths) for f in (p.rglob("comm_n*.hdf5") if p.is_dir() else [])})
     section, _ = costmodel_section(rows, cm.fit_network(comm_files), net)

@@ -109,7 +109,7 @@ def scaling_rows(runs: list[RunResult]) -> list[Row]:
         if r.finished:
             groups[(str(r.attrs["scaling"]), str(r.attrs["algorithm"]), r.world_size)].append(r)
     rows = [Row(s, a, n, sorted(g, key=repeat_of)) for (s, a, n), g in sorted(groups.items())]
-    base = {(r.scaling, r.algo): r for r in rows if r.ranks == 1}
+    base = {(r.scaling, r.algo): r for r in rows if r.ranks == 1 and r.scaling in ("weak", "strong")}
     for row in rows:
         one = base.get((row.scaling, row.algo))
         if one is None:

@@ -141,8 +141,8 @@ def launch_argv(launcher: str, n: int, hpcgan_args: list[str]) -> list[str]:
             *hpcgan_args]
 
 
-def _run(argv: list[str], log: Path, timeout: float) -> int:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def _run(argv: list[str], log: Path, timeout: float, threads: int) -> int:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"HPCGAN_THREADS": str(threads)} if threads else {})}
     with open(log, "w") as f:
         f.write(shlex.join(argv) + "\n")
         f.flush()
@@ -158,10 +158,12 @@ def _tail(path: Path, lines: int = 8) -> str:
 
 
 def run_sweep(jobs: list[Job], out: Path, launcher: str = DEFAULT_LAUNCHER, timeout: float = 3600,
-              comm_bench: bool = True, dry_run: bool = False) -> int:
+              comm_bench: bool = True, dry_run: bool = False, threads: int = 0) -> int:
     """Launch every job not yet done (and the collective benchmark per rank count); 0 if all succeed.
 
-    ``dry_run`` prints the exact launch line of each pending job instead of running it.
+    ``dry_run`` prints the exact launch line of each pending job instead of running it; ``threads``
+    > 0 fixes the torch threads per rank (``HPCGAN_THREADS``) so that 1-rank runs do not use more
+    cores per rank than N-rank runs.
     """
     log = get_logger()
     tasks = [(j.name, j.ranks, j.path, ["train", *config_to_argv(j.cfg)]) for j in jobs]
@@ -186,7 +188,7 @@ def run_sweep(jobs: list[Job], out: Path, launcher: str = DEFAULT_LAUNCHER, time
     for name, n, path, args in bar:
         bar.set_postfix_str(name)
         ts = time.perf_counter()
-        code = _run(launch_argv(launcher, n, args), path.with_suffix(".log"), timeout)
+        code = _run(launch_argv(launcher, n, args), path.with_suffix(".log"), timeout, threads)
         if code == 0:
             log.info("%-22s done in %.1f s -> %s", name, time.perf_counter() - ts, path)
         else:
@@ -200,10 +202,10 @@ def run_sweep(jobs: list[Job], out: Path, launcher: str = DEFAULT_LAUNCHER, time
     return 1 if failed else 0
 
 
-def write_manifest(out: Path, jobs: list[Job], scaling: str, launcher: str) -> None:
+def write_manifest(out: Path, jobs: list[Job], scaling: str, launcher: str, threads: int) -> None:
     """sweep_<scaling>.json: what was asked for (the runs' own attrs remain the source of truth)."""
     out.mkdir(parents=True, exist_ok=True)
-    manifest = {"scaling": scaling, "launcher": launcher,
+    manifest = {"scaling": scaling, "launcher": launcher, "threads_per_rank": threads or "default",
                 "runs": [{"name": j.name, "algo": j.algo, "ranks": j.ranks, "repeat": j.repeat,
                           "file": j.path.name} for j in jobs]}
     (out / f"sweep_{scaling}.json").write_text(json.dumps(manifest, indent=1))

@@ -48,7 +48,8 @@ def init_world(comm: MPI.Comm | None = None, set_threads: bool = True) -> World:
     """Bootstrap from ``comm`` (default COMM_WORLD): local rank, device pinning, thread count.
 
     Threads = cores this process may use / ranks on this node (at least 1), so oversubscribed runs
-    do not fight over cores.
+    do not fight over cores; the environment variable ``HPCGAN_THREADS`` overrides it (``hpcgan
+    sweep --threads``: the same thread count at every rank count).
     """
     comm = MPI.COMM_WORLD if comm is None else comm
     node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.rank)
@@ -60,6 +61,7 @@ def init_world(comm: MPI.Comm | None = None, set_threads: bool = True) -> World:
     # sched_getaffinity already reflects --cpu-bind; divide only when ranks share the whole node.
     cores = usable_cores()
     threads = max(1, cores // local_size) if cores >= (os.cpu_count() or cores) else max(1, cores)
+    threads = int(os.environ.get("HPCGAN_THREADS", threads))
     if set_threads:
         torch.set_num_threads(threads)
     return World(comm, comm.rank, comm.size, local_rank, local_size, socket.gethostname(), device, threads)

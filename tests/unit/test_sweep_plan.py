@@ -80,3 +80,10 @@ def test_dry_run_prints_only_pending_launch_lines(tmp_path, capsys):
     assert len(lines) == 3 and lines[0].startswith("mpirun -np 1 ") and lines[1].startswith("mpirun -np 2 ")
     assert "--batch-size 32" in lines[1] and lines[2].endswith("bench collectives --out " + str(tmp_path / "x" / "comm_n2.hdf5"))
     assert not (tmp_path / "x").exists()
+
+
+def test_hpcgan_threads_fixes_the_thread_count(monkeypatch):
+    from hpcgan.world import init_world
+
+    monkeypatch.setenv("HPCGAN_THREADS", "3")
+    assert init_world(set_threads=False).threads == 3
