@@ -13,9 +13,11 @@ the measured non-communication time of the run (median over timed steps of the s
 wall - t_comm - t_net_emulated: compute, compression, update and data), so the comparison with the
 measured step time tests the communication model alone.
 
-Fit: alpha and 1/B by non-negative least squares on *relative* residuals (t_pred - t)/t over all
+Fit: alpha and 1/B by non-negative least squares on *relative* residuals (t_pred - t)/t over the
 Allreduce points (t = 2(M-1)alpha + 2(M-1)/M * s/B) and Allgather points (t = (M-1)(alpha + s/B))
-of the collective benchmark files, so 4-byte and 4-MiB messages weigh alike.
+of the collective benchmark files, so 4-byte and 1-MiB messages weigh alike and a scheduling spike
+(t >> t_pred) costs at most 1. The comparison with the runs uses the fit at the same M when there
+is one (:func:`fit_per_ranks`), else the pooled fit.
 
 Projection to many ranks: C(M) = C(1) for weak scaling (per-rank work constant) and C(1)/M for
 strong scaling (ideal compute scaling, an optimistic bound); the network is the one given (default
@@ -46,8 +48,24 @@ class Network:
         return f"alpha = {1e6 * self.alpha:.2f} us, B = {self.bandwidth / 1e9:.3g} GB/s ({self.source}{fit})"
 
 
+def fit_per_ranks(files: list[Path]) -> dict[int, Network]:
+    """One fit per rank count M (one file each): alpha and B as seen at that process count.
+
+    On an oversubscribed node (more ranks than cores) the apparent latency grows with M, because a
+    collective waits for descheduled peers; a fit per M captures that, a pooled fit cannot.
+    """
+    fits = {}
+    for path in files:
+        with h5py.File(path, "r") as f:
+            m = int(f.attrs["world_size"])
+        net = fit_network([path])
+        if net is not None:
+            fits[m] = net
+    return fits
+
+
 def fit_network(files: list[Path]) -> Network | None:
-    """alpha, B from ``hpcgan bench collectives`` files (None when there are none)."""
+    """alpha, B pooled over ``hpcgan bench collectives`` files (None when there are none)."""
     rows, times, names = [], [], []
     for path in files:
         with h5py.File(path, "r") as f:

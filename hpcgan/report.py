@@ -64,13 +64,16 @@ def scaling_section(scaling: str, rows: list[Row]) -> list[str]:
     return out
 
 
-def costmodel_section(rows: list[Row], fitted: cm.Network | None, proj: cm.Network) -> tuple[list[str], list[float]]:
+def costmodel_section(rows: list[Row], files: list[Path], proj: cm.Network) -> tuple[list[str], list[float]]:
     out = ["## Cost model: predicted vs measured step time", ""]
+    fitted, per_m = cm.fit_network(files), cm.fit_per_ranks(files)
     if fitted is None:
         return out + ["No collective benchmark files (comm_nN.hdf5) in the sweep folder: run the sweep with "
                       "rank counts >= 2 to fit alpha and B.", ""], []
-    out += [f"Network fitted on this machine: {fitted.describe()}.",
-            "Predicted T(M) = C(M) + T_comm(M): C(M) is the run's measured non-communication time of the "
+    out += [f"Network fitted on this machine, pooled: {fitted.describe()}."]
+    out += [f"At M = {m}: {net.describe()}." for m, net in sorted(per_m.items())]
+    out += ["", "Predicted T(M) = C(M) + T_comm(M) with alpha, B fitted at the same M (pooled fit otherwise): "
+            "C(M) is the run's measured non-communication time of the "
             "slowest rank, T_comm the model of ALGORITHMS.md §5 (formulas in `hpcgan/costmodel.py`). "
             f"Target: |error| ≤ {100 * TARGET_ERROR:.0f}%.", ""]
     body, errors, by_algo = [], [], defaultdict(list)
@@ -80,7 +83,7 @@ def costmodel_section(rows: list[Row], fitted: cm.Network | None, proj: cm.Netwo
         work = cm.workload([run for row in group for run in row.runs])
         for r in group:
             c = sum(cm.local_time(run) for run in r.runs) / len(r.runs)
-            t_comm = cm.comm_time(algo, fitted, r.ranks, work)
+            t_comm = cm.comm_time(algo, per_m.get(r.ranks, fitted), r.ranks, work)
             pred, meas = c + t_comm, r.step_time.mean
             err = (pred - meas) / meas
             if math.isfinite(err):
@@ -141,7 +144,7 @@ def write_report(paths: list[str | Path], out: Path, net: cm.Network) -> Path:
             figures.append(plot_scaling(mine, scaling, out / f"scaling_{scaling}.png", machine))
         figures.append(plot_phases(mine, scaling, out / f"phases_{scaling}.png", machine))
     comm_files = sorted({f for p in map(Path, paths) for f in (p.rglob("comm_n*.hdf5") if p.is_dir() else [])})
-    section, _ = costmodel_section(rows, cm.fit_network(comm_files), net)
+    section, _ = costmodel_section(rows, comm_files, net)
     md += section
     metric = quality_metric([r for r in runs if r.finished])
     if metric:
