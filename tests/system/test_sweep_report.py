@@ -1,4 +1,4 @@
-"""A tiny real sweep (sync, 1 and 2 ranks, 20 steps): files, resumability and the report."""
+"""A tiny real sweep (sync, 1 and 2 ranks, 12 steps): files, resumability and the report."""
 import subprocess
 import sys
 
@@ -13,7 +13,7 @@ from hpcgan.report import write_report
 def test_tiny_weak_sweep_writes_valid_files_resumes_and_reports(tmp_path):
     out = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "hpcgan", "sweep", "--algos", "sync", "--ranks", "1,2", "--scaling", "weak",
-           "--steps", "20", "--batch-size", "16", "--warmup-steps", "2", "--eval-samples", "200",
+           "--steps", "12", "--batch-size", "16", "--warmup-steps", "2", "--eval-samples", "100", "--threads", "1",
            "--no-comm-bench", "--out", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
     assert r.returncode == 0, r.stderr
