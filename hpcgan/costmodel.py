@@ -65,7 +65,7 @@ def fit_per_ranks(files: list[Path]) -> dict[int, Network]:
 
 
 def fit_network(files: list[Path]) -> Network | None:
-    """alpha, B pooled over ``hpcgan bench collectives`` files (None when there are none)."""
+    """alpha, B pooled over ``hpcgan bench collectives`` or ``hpcgan bench comm`` files (None if none)."""
     rows, times, names = [], [], []
     for path in files:
         with h5py.File(path, "r") as f:
@@ -73,11 +73,8 @@ def fit_network(files: list[Path]) -> Network | None:
             if m < 2:
                 continue
             names.append(f"M={m}")
-            for s, t in zip(f["allreduce/bytes"][()], f["allreduce/seconds"][()]):
-                rows.append([2 * (m - 1), 2 * (m - 1) / m * s])
-                times.append(t)
-            for s, t in zip(f["allgather/bytes"][()], f["allgather/seconds"][()]):
-                rows.append([m - 1, (m - 1) * s])
+            for op, s, t in _points(f):
+                rows.append([2 * (m - 1), 2 * (m - 1) / m * s] if op == "allreduce" else [m - 1, (m - 1) * s])
                 times.append(t)
     if not rows:
         return None
@@ -86,6 +83,18 @@ def fit_network(files: list[Path]) -> Network | None:
     resid = np.median(np.abs(a @ [alpha, inv_b] / t - 1))
     source = f"fitted to hpcgan bench collectives, {', '.join(names)}, {len(t)} points"
     return Network(float(alpha), float(1 / inv_b) if inv_b > 0 else float("inf"), source, float(resid))
+
+
+def _points(f: h5py.File) -> list[tuple[str, float, float]]:
+    """(op, bytes per rank, seconds) from ``bench collectives`` (/allreduce, /allgather) or from
+    ``bench comm`` (/comm rows with op "dense" = fp32 allreduce, mpi backend)."""
+    if "comm" in f:
+        c = {k: f["comm"][k][()] for k in ("backend", "op", "size", "t_median")}
+        text = lambda v: v.decode() if isinstance(v, bytes) else str(v)  # noqa: E731
+        return [("allreduce", float(s), float(t)) for b, o, s, t in zip(c["backend"], c["op"], c["size"], c["t_median"])
+                if text(o) == "dense" and text(b) == "mpi"]
+    return [(op, float(s), float(t)) for op in ("allreduce", "allgather") if op in f
+            for s, t in zip(f[f"{op}/bytes"][()], f[f"{op}/seconds"][()])]
 
 
 # -- per-algorithm communication time -----------------------------------------------------------

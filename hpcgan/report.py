@@ -12,6 +12,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import h5py
 from tqdm import tqdm
 
 from . import costmodel as cm
@@ -32,8 +33,17 @@ def _ms(x: float) -> str:
     return f"{1e3 * x:.3g}" if math.isfinite(x) else "-"
 
 
+def _is_run(path: Path) -> bool:
+    """A training results file (has /steps), not e.g. a ``bench comm`` file saved as .h5."""
+    try:
+        with h5py.File(path, "r") as f:
+            return "steps" in f
+    except OSError:
+        return False
+
+
 def load_runs(paths: list[str | Path]) -> list[RunResult]:
-    files = find_runs(paths)
+    files = [p for p in find_runs(paths) if _is_run(p)]
     return [load_run(p) for p in tqdm(files, desc="loading runs", unit="file", file=sys.stderr, disable=None)]
 
 
@@ -143,7 +153,8 @@ def write_report(paths: list[str | Path], out: Path, net: cm.Network) -> Path:
         if any(r.speedup is not None for r in mine):
             figures.append(plot_scaling(mine, scaling, out / f"scaling_{scaling}.png", machine))
         figures.append(plot_phases(mine, scaling, out / f"phases_{scaling}.png", machine))
-    comm_files = sorted({f for p in map(Path, paths) for f in (p.rglob("comm_n*.hdf5") if p.is_dir() else [])})
+    comm_files = sorted({f for p in map(Path, paths) for f in (p.rglob("comm_n*.hdf5") if p.is_dir() else [])}
+                        | {f for f in find_runs(paths) if not _is_run(f) and f.exists()})
     section, _ = costmodel_section(rows, comm_files, net)
     md += section
     metric = quality_metric([r for r in runs if r.finished])

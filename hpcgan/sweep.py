@@ -13,7 +13,8 @@ batch of the 1-rank baseline, b:
 
 Resumable: a file that has ``finished_at`` and validates is skipped; anything else (crashed,
 killed, invalid) is rerun with ``--force``. For the cost model the sweep also runs the collective
-micro-benchmark once per rank count N >= 2 (``comm_nN.hdf5``, see :mod:`hpcgan.benchmarks.collectives`).
+micro-benchmark once per rank count N >= 2 (``comm_nN.hdf5``, see :mod:`hpcgan.benchmarks.collectives`;
+the report also fits ``hpcgan bench comm`` files placed in the folder).
 """
 from __future__ import annotations
 

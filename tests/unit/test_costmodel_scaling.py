@@ -72,3 +72,20 @@ def test_weak_and_strong_speedup_and_efficiency_pair_repeats_by_seed():
     s2 = rows[("strong", 2)]
     assert s2.speedup.mean == pytest.approx(1.6) and s2.efficiency.mean == pytest.approx(0.8)
     assert rows[("weak", 1)].efficiency.mean == 1.0
+
+
+def test_fit_reads_bench_comm_dense_rows(tmp_path):
+    import h5py
+
+    sizes = [1024, 65536, 1048576]
+    m, alpha, bw = 4, 3e-6, 5e9
+    rows = [("mpi", "dense", s, 2 * (m - 1) * (alpha + s / (m * bw))) for s in sizes]
+    rows += [("mpi", "sign", 1024, 1.0), ("torch", "dense", 1024, 1.0)]  # ignored
+    with h5py.File(tmp_path / "comm.h5", "w") as f:
+        f.attrs["world_size"] = m
+        for i, key in enumerate(("backend", "op")):
+            f.create_dataset(f"comm/{key}", data=np.array([r[i] for r in rows], dtype=h5py.string_dtype()))
+        f["comm/size"] = np.array([r[2] for r in rows])
+        f["comm/t_median"] = np.array([r[3] for r in rows])
+    net = cm.fit_network([tmp_path / "comm.h5"])
+    assert net.alpha == pytest.approx(alpha, rel=1e-6) and net.bandwidth == pytest.approx(bw, rel=1e-6)
