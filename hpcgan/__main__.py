@@ -95,6 +95,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .config import config_from_args
+    from .sweep import parse_ints, plan, run_sweep, write_manifest
+
+    if MPI.COMM_WORLD.size > 1:
+        raise UsageError("hpcgan sweep is a single process that launches the runs; do not start it with mpiexec")
+    out = Path(args.out)
+    jobs = plan(config_from_args(args), args.algos.split(","), parse_ints(args.ranks), args.scaling,
+                args.repeats, out)
+    if not args.dry_run:
+        write_manifest(out, jobs, args.scaling, args.launcher, args.threads)
+    return run_sweep(jobs, out, args.launcher, args.run_timeout, args.comm_bench, args.dry_run, args.threads)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .costmodel import Network
+    from .report import write_report
+
+    if MPI.COMM_WORLD.rank == 0:
+        net = Network(args.latency, args.bandwidth, "chosen for the projection")
+        print(write_report(args.paths, Path(args.out), net))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .config import add_config_arguments
 
@@ -126,7 +154,38 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--epochs", type=int, default=10, help="proxy training epochs")
     ev.add_argument("--out", help="also write the metrics as JSON")
     ev.set_defaults(fn=cmd_eval)
+    add_sweep_parsers(sub)
     return parser
+
+
+def add_sweep_parsers(sub) -> None:
+    from .config import add_config_arguments
+    from .sweep import DEFAULT_LAUNCHER, SWEEP_FIELDS
+
+    sw = sub.add_parser("sweep", help="weak/strong scaling sweep: one run per algorithm x ranks x repeat",
+                        description="Train flags are passed to every run; --batch-size is the 1-rank batch b "
+                                    "(weak: b per rank; strong: b/N per rank).")
+    sw.add_argument("--algos", default="sync", help="comma-separated algorithm names")
+    sw.add_argument("--ranks", default="1,2,4", help="comma-separated rank counts")
+    sw.add_argument("--scaling", choices=("weak", "strong"), required=True)
+    sw.add_argument("--repeats", type=int, default=1, help="runs per configuration, seeds seed..seed+R-1")
+    sw.add_argument("--out", required=True, help="sweep folder, e.g. results/<sweep>")
+    sw.add_argument("--launcher", default=DEFAULT_LAUNCHER, help="launch command with {n} for the rank count, "
+                    "e.g. 'srun --ntasks={n} --cpu-bind=cores' (default: %(default)s)")
+    sw.add_argument("--run-timeout", type=float, default=3600, help="seconds before one run is killed")
+    sw.add_argument("--comm-bench", action=argparse.BooleanOptionalAction, default=True,
+                    help="also run `hpcgan bench collectives` per rank count (for the cost model)")
+    sw.add_argument("--dry-run", action="store_true", help="print the launch lines, run nothing")
+    sw.add_argument("--threads", type=int, default=0, help="torch threads per rank in every run "
+                    "(HPCGAN_THREADS; 0 = cores per rank on the node)")
+    add_config_arguments(sw, exclude=SWEEP_FIELDS)
+    sw.set_defaults(fn=cmd_sweep)
+    rep = sub.add_parser("report", help="report.md + PNG plots of a sweep, with the cost model")
+    rep.add_argument("paths", nargs="+", help="sweep folders or results files")
+    rep.add_argument("--out", required=True, help="report folder, e.g. reports/<sweep>")
+    rep.add_argument("--latency", type=float, default=2e-6, help="projection network latency alpha [s]")
+    rep.add_argument("--bandwidth", type=float, default=25e9, help="projection network bandwidth B [bytes/s]")
+    rep.set_defaults(fn=cmd_report)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -136,12 +136,17 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per field of every section, grouped by section in ``--help``."""
+def add_config_arguments(parser: argparse.ArgumentParser, exclude: frozenset[str] = frozenset()) -> None:
+    """One flag per field of every section, grouped by section in ``--help``.
+
+    ``exclude`` names fields (e.g. ``{"out", "scaling"}``) a command sets itself; they keep their defaults.
+    """
     for section, cls in SECTIONS.items():
         group = parser.add_argument_group(section)
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
+            if f.name in exclude:
+                continue
             kind = hints[f.name]
             kw: dict[str, Any] = {"dest": f"{section}.{f.name}", "default": f.default}
             kw["help"] = f"{f.metadata['help']} (default: {f.default})"
@@ -159,10 +164,22 @@ def config_from_args(ns: argparse.Namespace) -> RunConfig:
     values = vars(ns)
     parts = {}
     for section, cls in SECTIONS.items():
-        parts[section] = cls(**{f.name: values[f"{section}.{f.name}"] for f in dataclasses.fields(cls)})
+        parts[section] = cls(**{f.name: values.get(f"{section}.{f.name}", f.default) for f in dataclasses.fields(cls)})
     cfg = RunConfig(**parts)
     check_ranges(cfg)
     return cfg
+
+
+def config_to_argv(cfg: RunConfig) -> list[str]:
+    """The ``train`` flags that rebuild ``cfg`` exactly (inverse of :func:`config_from_args`)."""
+    argv: list[str] = []
+    for section in SECTIONS:
+        for name, value in dataclasses.asdict(getattr(cfg, section)).items():
+            if isinstance(value, bool):
+                argv.append(_flag(name) if value else "--no-" + name.replace("_", "-"))
+            else:
+                argv += [_flag(name), repr(value) if isinstance(value, float) else str(value)]
+    return argv
 
 
 def check_ranges(cfg: RunConfig) -> None:

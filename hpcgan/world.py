@@ -56,7 +56,8 @@ def init_world(comm: MPI.Comm | None = None, set_threads: bool = True) -> World:
     """Bootstrap from ``comm`` (default COMM_WORLD): local rank, device pinning, thread count.
 
     Threads = cores this process may use / ranks on this node (at least 1), so oversubscribed runs
-    do not fight over cores.
+    do not fight over cores; the environment variable ``HPCGAN_THREADS`` overrides it (``hpcgan
+    sweep --threads``: the same thread count at every rank count).
     """
     comm = MPI.COMM_WORLD if comm is None else comm
     node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.rank)
@@ -66,6 +67,7 @@ def init_world(comm: MPI.Comm | None = None, set_threads: bool = True) -> World:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     threads = threads_per_rank(usable_cores(), os.cpu_count() or 1, local_size)
+    threads = int(os.environ.get("HPCGAN_THREADS", threads))  # sweeps pin threads for comparable runs
     if set_threads:
         torch.set_num_threads(threads)
     return World(comm, comm.rank, comm.size, local_rank, local_size, socket.gethostname(), device, threads)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
+import numpy as np
 from mpi4py import MPI
 
 from hpcgan.bench import SCHEMA
@@ -43,3 +45,14 @@ def assert_all(ok: bool, message: str = "", comm: MPI.Comm = MPI.COMM_WORLD) -> 
     if not all(flags):
         bad = [r for r, f in enumerate(flags) if not f]
         raise CollectiveAssertionError(f"{message} (failed on ranks {bad})")
+
+
+def write_comm_file(path: Path, m: int, alpha: float, bandwidth: float) -> Path:
+    """A ``hpcgan bench collectives`` file whose times follow the cost model exactly."""
+    sizes = np.array([4, 64, 1024, 16384, 262144, 1048576], dtype=np.int64)
+    with h5py.File(path, "w") as f:
+        f.attrs.update(world_size=m, machine="synthetic")
+        f["allreduce/bytes"], f["allgather/bytes"] = sizes, sizes
+        f["allreduce/seconds"] = 2 * (m - 1) * (alpha + sizes / (m * bandwidth))
+        f["allgather/seconds"] = (m - 1) * (alpha + sizes / bandwidth)
+    return path

@@ -1,0 +1,178 @@
+"""Communication cost model (ALGORITHMS.md section 5): fit, predict, project.
+
+Notation: alpha = latency per message [s], B = bandwidth [B/s], d = parameters of (G, D),
+M = ranks, p = payload bytes per rank per step. Communication time of one step:
+
+    sync, cwgan  ring allreduce of d fp32:   T_comm = 2(M-1) (alpha + 4d / (M B))
+    dqgan        allgather of compressed p:  T_comm = (M-1) (alpha + p / B),  p = c_Q d / 8 (measured)
+    dposg        t gossip rounds:            T_comm = t (alpha + 4d / B)   (neighbours in parallel)
+    pcwgan       communication-free:         T_comm = 0
+
+and T_comm = 0 at M = 1. Predicted step time at M ranks: T(M) = C(M) + T_comm(M), where C(M) is
+the measured non-communication time of the run (median over timed steps of the slowest rank's
+wall - t_comm - t_net_emulated: compute, compression, update and data), so the comparison with the
+measured step time tests the communication model alone.
+
+Fit: alpha and 1/B by non-negative least squares on *relative* residuals (t_pred - t)/t over the
+Allreduce points (t = 2(M-1)alpha + 2(M-1)/M * s/B) and Allgather points (t = (M-1)(alpha + s/B))
+of the collective benchmark files, so 4-byte and 1-MiB messages weigh alike and a scheduling spike
+(t >> t_pred) costs at most 1. The comparison with the runs uses the fit at the same M when there
+is one (:func:`fit_per_ranks`), else the pooled fit.
+
+Projection to many ranks: C(M) = C(1) for weak scaling (per-rank work constant) and C(1)/M for
+strong scaling (ideal compute scaling, an optimistic bound); the network is the one given (default
+25 GB/s, 2 us), not the fitted one; no contention, no overlap of compute and communication.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import h5py
+import numpy as np
+from scipy.optimize import nnls
+
+from .results import RunResult
+
+
+@dataclass(frozen=True)
+class Network:
+    alpha: float        # latency per message [s]
+    bandwidth: float    # [bytes/s]
+    source: str         # where the numbers come from
+    rel_error: float = float("nan")  # median |relative residual| of the fit
+
+    def describe(self) -> str:
+        fit = f", median fit error {100 * self.rel_error:.0f}%" if np.isfinite(self.rel_error) else ""
+        return f"alpha = {1e6 * self.alpha:.2f} us, B = {self.bandwidth / 1e9:.3g} GB/s ({self.source}{fit})"
+
+
+def fit_per_ranks(files: list[Path]) -> dict[int, Network]:
+    """One fit per rank count M (one file each): alpha and B as seen at that process count.
+
+    On an oversubscribed node (more ranks than cores) the apparent latency grows with M, because a
+    collective waits for descheduled peers; a fit per M captures that, a pooled fit cannot.
+    """
+    fits = {}
+    for path in files:
+        with h5py.File(path, "r") as f:
+            m = int(f.attrs["world_size"])
+        net = fit_network([path])
+        if net is not None:
+            fits[m] = net
+    return fits
+
+
+def fit_network(files: list[Path]) -> Network | None:
+    """alpha, B pooled over ``hpcgan bench collectives`` or ``hpcgan bench comm`` files (None if none)."""
+    rows, times, names = [], [], []
+    for path in files:
+        with h5py.File(path, "r") as f:
+            m = int(f.attrs["world_size"])
+            if m < 2:
+                continue
+            names.append(f"M={m}")
+            for op, s, t in _points(f):
+                rows.append([2 * (m - 1), 2 * (m - 1) / m * s] if op == "allreduce" else [m - 1, (m - 1) * s])
+                times.append(t)
+    if not rows:
+        return None
+    a, t = np.asarray(rows, dtype=np.float64), np.asarray(times, dtype=np.float64)
+    (alpha, inv_b), _ = nnls(a / t[:, None], np.ones_like(t))
+    resid = np.median(np.abs(a @ [alpha, inv_b] / t - 1))
+    source = f"fitted to hpcgan bench collectives, {', '.join(names)}, {len(t)} points"
+    return Network(float(alpha), float(1 / inv_b) if inv_b > 0 else float("inf"), source, float(resid))
+
+
+def _points(f: h5py.File) -> list[tuple[str, float, float]]:
+    """(op, bytes per rank, seconds) from ``bench collectives`` (/allreduce, /allgather) or from
+    ``bench comm`` (/comm rows with op "dense" = fp32 allreduce, mpi backend)."""
+    if "comm" in f:
+        c = {k: f["comm"][k][()] for k in ("backend", "op", "size", "t_median")}
+        text = lambda v: v.decode() if isinstance(v, bytes) else str(v)  # noqa: E731
+        return [("allreduce", float(s), float(t)) for b, o, s, t in zip(c["backend"], c["op"], c["size"], c["t_median"])
+                if text(o) == "dense" and text(b) == "mpi"]
+    return [(op, float(s), float(t)) for op in ("allreduce", "allgather") if op in f
+            for s, t in zip(f[f"{op}/bytes"][()], f[f"{op}/seconds"][()])]
+
+
+# -- per-algorithm communication time -----------------------------------------------------------
+def ring_allreduce(net: Network, m: int, nbytes: float) -> float:
+    return 2 * (m - 1) * (net.alpha + nbytes / (m * net.bandwidth)) if m > 1 else 0.0
+
+
+def allgather(net: Network, m: int, nbytes: float) -> float:
+    return (m - 1) * (net.alpha + nbytes / net.bandwidth) if m > 1 else 0.0
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one step of an algorithm sends: d parameters, measured payload p, gossip rounds t."""
+
+    d: int
+    payload: float
+    rounds: int = 1
+
+
+CommModel = Callable[[Network, int, Workload], float]
+COMM_MODELS: dict[str, tuple[str, CommModel]] = {
+    "sync": ("ring allreduce 2(M-1)(a + 4d/(MB))", lambda n, m, w: ring_allreduce(n, m, 4 * w.d)),
+    "cwgan": ("ring allreduce 2(M-1)(a + 4d/(MB))", lambda n, m, w: ring_allreduce(n, m, 4 * w.d)),
+    "dqgan": ("allgather (M-1)(a + p/B)", lambda n, m, w: allgather(n, m, w.payload)),
+    "dposg": ("gossip t(a + 4d/B)", lambda n, m, w: w.rounds * (n.alpha + 4 * w.d / n.bandwidth) if m > 1 else 0.0),
+    "pcwgan": ("none (communication-free)", lambda n, m, w: 0.0),
+}
+
+
+def comm_time(algo: str, net: Network, m: int, work: Workload) -> float:
+    """Modelled communication seconds per step (NaN for an algorithm without a model)."""
+    return COMM_MODELS[algo][1](net, m, work) if algo in COMM_MODELS else float("nan")
+
+
+# -- quantities taken from the runs -------------------------------------------------------------
+def local_time(run: RunResult) -> float:
+    """C(M): median over timed steps of the slowest rank's non-communication time [s]."""
+    local = run.timed("wall") - run.timed("t_comm") - run.timed("t_net_emulated")
+    return float(np.nanmedian(np.nanmax(local, axis=1)))
+
+
+def payload_per_rank(run: RunResult) -> float:
+    """p: mean bytes one rank hands to the transport per step."""
+    return run.bytes_per_step() / run.world_size
+
+
+def parameter_count(run: RunResult) -> int:
+    """d of the run's (G, D) pair, rebuilt from its config (falls back to the sync payload / 4)."""
+    from .algorithms import ALGORITHMS
+    from .config import ModelConfig
+    from .data import build_dataset
+    from .errors import UsageError
+    from .models import build_models
+
+    try:
+        conditional = getattr(ALGORITHMS.get(run.attrs["algorithm"]), "conditional", False)
+        spec = build_dataset(run.config["data"]["data"]).spec
+        g, d = build_models(spec, ModelConfig(**run.config["model"]), conditional)
+        return sum(p.numel() for p in g.parameters()) + sum(p.numel() for p in d.parameters())
+    except (UsageError, KeyError, TypeError):
+        return int(round(payload_per_rank(run) / 4))
+
+
+def workload(runs: list[RunResult]) -> Workload:
+    """The algorithm's per-step traffic from its runs (payload from the largest rank count)."""
+    big = max(runs, key=lambda r: r.world_size)
+    rounds = int(big.config.get("algo", {}).get("gossip_rounds", 1))
+    return Workload(parameter_count(big), payload_per_rank(big), rounds)
+
+
+def project(algo: str, net: Network, work: Workload, c1: float, scaling: str,
+            ranks: list[int]) -> list[tuple[int, float, float]]:
+    """(M, predicted step time, predicted efficiency) for each M, from C(1) = ``c1``."""
+    out = []
+    t1 = c1 + comm_time(algo, net, 1, work)
+    for m in ranks:
+        c = c1 if scaling == "weak" else c1 / m
+        t = c + comm_time(algo, net, m, work)
+        out.append((m, t, t1 / t if scaling == "weak" else t1 / (m * t)))
+    return out

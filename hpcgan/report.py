@@ -1,0 +1,166 @@
+"""``hpcgan report results/<sweep> --out reports/<sweep>``: report.md and PNG plots of a sweep.
+
+Sections: scaling tables per algorithm and rank count (step time, throughput, speedup, efficiency
+with 95% CIs over repeats, see :mod:`hpcgan.scaling`), phase breakdown with bytes per step and
+quality, the cost model's predicted vs measured step times (:mod:`hpcgan.costmodel`), and its
+projection to many ranks on a given network. Every table names the machine the runs ran on.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import h5py
+from tqdm import tqdm
+
+from . import costmodel as cm
+from .plots import plot_phases, plot_quality, plot_scaling
+from .results import RunResult, find_runs, load_run
+from .scaling import Row, quality_metric, scaling_rows
+
+PROJECTION_RANKS = [1, 2, 4, 8, 64, 512, 2000]
+TARGET_ERROR = 0.15
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *["| " + " | ".join(r) + " |" for r in rows], ""]
+
+
+def _ms(x: float) -> str:
+    return f"{1e3 * x:.3g}" if math.isfinite(x) else "-"
+
+
+def _is_run(path: Path) -> bool:
+    """A training results file (has /steps), not e.g. a ``bench comm`` file saved as .h5."""
+    try:
+        with h5py.File(path, "r") as f:
+            return "steps" in f
+    except OSError:
+        return False
+
+
+def load_runs(paths: list[str | Path]) -> list[RunResult]:
+    files = [p for p in find_runs(paths) if _is_run(p)]
+    return [load_run(p) for p in tqdm(files, desc="loading runs", unit="file", file=sys.stderr, disable=None)]
+
+
+def scaling_section(scaling: str, rows: list[Row]) -> list[str]:
+    titles = {"weak": "Weak scaling (per-rank batch constant; efficiency = T1/TN, speedup = N·T1/TN)",
+              "strong": "Strong scaling (global batch constant; speedup = T1/TN, efficiency = T1/(N·TN))"}
+    out = [f"## {titles.get(scaling, 'Runs outside a scaling study (no speedup)')}", ""]
+    for algo in sorted({r.algo for r in rows}):
+        mine = [r for r in rows if r.algo == algo]
+        out += [f"### {algo}", ""]
+        out += _table(["ranks", "local batch", "global batch", "repeats", "step time [ms]", "throughput [samples/s]",
+                       "speedup", "efficiency"],
+                      [[str(r.ranks), str(r.local_batch), str(r.global_batch), str(len(r.runs)),
+                        r.step_time.fmt(1e3), r.throughput.fmt(digits=4),
+                        r.speedup.fmt() if r.speedup else "- (no 1-rank run)",
+                        r.efficiency.fmt() if r.efficiency else "-"] for r in mine])
+    out += ["Phase breakdown (median over timed steps, mean over ranks and repeats), bytes per step (all ranks) "
+            "and final quality:", ""]
+    body = []
+    for r in rows:
+        ph = r.phases()
+        q = r.quality()
+        body.append([r.algo, str(r.ranks), *(_ms(ph[c]) for c in ("t_compute", "t_compress", "t_comm", "t_update",
+                                                                  "t_net_emulated")),
+                     f"{r.bytes_per_step() / 1e3:.1f}", f"{q[0]} = {q[1].fmt()}" if q else "not evaluated"])
+    out += _table(["algo", "ranks", "compute [ms]", "compress [ms]", "comm [ms]", "update [ms]", "net emul. [ms]",
+                   "KB/step", "quality"], body)
+    return out
+
+
+def costmodel_section(rows: list[Row], files: list[Path], proj: cm.Network) -> tuple[list[str], list[float]]:
+    out = ["## Cost model: predicted vs measured step time", ""]
+    fitted, per_m = cm.fit_network(files), cm.fit_per_ranks(files)
+    if fitted is None:
+        return out + ["No collective benchmark files (comm_nN.hdf5) in the sweep folder: run the sweep with "
+                      "rank counts >= 2 to fit alpha and B.", ""], []
+    out += [f"Network fitted on this machine, pooled: {fitted.describe()}."]
+    out += [f"At M = {m}: {net.describe()}." for m, net in sorted(per_m.items())]
+    out += ["", "Predicted T(M) = C(M) + T_comm(M) with alpha, B fitted at the same M (pooled fit otherwise): "
+            "C(M) is the run's measured non-communication time of the "
+            "slowest rank, T_comm the model of ALGORITHMS.md §5 (formulas in `hpcgan/costmodel.py`). "
+            f"Target: |error| ≤ {100 * TARGET_ERROR:.0f}%.", ""]
+    body, errors, by_algo = [], [], defaultdict(list)
+    for r in rows:
+        by_algo[(r.scaling, r.algo)].append(r)
+    for (scaling, algo), group in sorted(by_algo.items()):
+        work = cm.workload([run for row in group for run in row.runs])
+        for r in group:
+            c = sum(cm.local_time(run) for run in r.runs) / len(r.runs)
+            t_comm = cm.comm_time(algo, per_m.get(r.ranks, fitted), r.ranks, work)
+            pred, meas = c + t_comm, r.step_time.mean
+            err = (pred - meas) / meas
+            if math.isfinite(err):
+                errors.append(err)
+            body.append([scaling, algo, str(r.ranks), _ms(c), _ms(t_comm), _ms(pred), _ms(meas),
+                         f"{100 * err:+.1f}%" if math.isfinite(err) else "no model"])
+    out += _table(["scaling", "algo", "ranks", "C(M) [ms]", "T_comm model [ms]", "predicted [ms]", "measured [ms]",
+                   "error"], body)
+    if errors:
+        worst = max(abs(e) for e in errors)
+        within = sum(abs(e) <= TARGET_ERROR for e in errors)
+        out += [f"{within} of {len(errors)} predictions within {100 * TARGET_ERROR:.0f}%; largest |error| "
+                f"{100 * worst:.1f}%.", ""]
+    out += projection_section(by_algo, proj)
+    return out, errors
+
+
+def projection_section(by_algo: dict[tuple[str, str], list[Row]], net: cm.Network) -> list[str]:
+    out = [f"## Projection to {PROJECTION_RANKS[-1]} ranks", "",
+           f"Network: {net.describe()}. Assumptions: C(1) as measured here at 1 rank (weak: constant per rank; "
+           "strong: C(1)/M, ideal compute scaling); the models of ALGORITHMS.md §5 with no contention, no "
+           "compute/communication overlap, payloads as measured in the sweep; dposg degree-independent "
+           "(neighbours served in parallel).", ""]
+    header = ["scaling", "algo", "d", "payload/rank [KB]", *[f"M={m}" for m in PROJECTION_RANKS]]
+    body = []
+    for (scaling, algo), group in sorted(by_algo.items()):
+        ones = [r for r in group if r.ranks == 1]
+        if not ones or algo not in cm.COMM_MODELS or scaling not in ("weak", "strong"):
+            continue
+        work = cm.workload([run for row in group for run in row.runs])
+        c1 = sum(cm.local_time(run) for run in ones[0].runs) / len(ones[0].runs)
+        cells = [f"{_ms(t)} ms / {e:.2f}" for _, t, e in cm.project(algo, net, work, c1, scaling, PROJECTION_RANKS)]
+        body.append([scaling, algo, str(work.d), f"{work.payload / 1e3:.1f}", *cells])
+    return out + ["Cells: predicted step time / efficiency.", ""] + _table(header, body)
+
+
+def write_report(paths: list[str | Path], out: Path, net: cm.Network) -> Path:
+    """Write ``out/report.md`` and the PNG plots; returns the markdown path."""
+    out.mkdir(parents=True, exist_ok=True)
+    runs = load_runs(paths)
+    if not runs:
+        raise FileNotFoundError(f"no results files under {', '.join(map(str, paths))}")
+    rows = scaling_rows(runs)
+    machines = sorted({str(r.attrs.get("machine", "unknown")) for r in runs})
+    machine = "; ".join(machines)
+    unfinished = [r.path.name for r in runs if not r.finished]
+    md = [f"# Scaling report: {', '.join(map(str, paths))}", "",
+          f"Machine: {machine}.", f"{len(runs)} results file(s); step time = median over timed steps "
+          "(warm-up excluded) of the slowest rank; ± = 95% Student-t CI over repeats.", ""]
+    if unfinished:
+        md += [f"Left out (unfinished): {', '.join(unfinished)}.", ""]
+    figures = []
+    scalings = sorted({r.scaling for r in rows})
+    for scaling in tqdm(scalings, desc="report", unit="section", file=sys.stderr, disable=None):
+        mine = [r for r in rows if r.scaling == scaling]
+        md += scaling_section(scaling, mine)
+        if any(r.speedup is not None for r in mine):
+            figures.append(plot_scaling(mine, scaling, out / f"scaling_{scaling}.png", machine))
+        figures.append(plot_phases(mine, scaling, out / f"phases_{scaling}.png", machine))
+    comm_files = sorted({f for p in map(Path, paths) for f in (p.rglob("comm_n*.hdf5") if p.is_dir() else [])}
+                        | {f for f in find_runs(paths) if not _is_run(f) and f.exists()})
+    section, _ = costmodel_section(rows, comm_files, net)
+    md += section
+    metric = quality_metric([r for r in runs if r.finished])
+    if metric:
+        figures.append(plot_quality([r for r in runs if r.finished], metric, out / "quality.png", machine))
+    md += ["## Figures", "", *[f"![{f.stem}]({f.name})" for f in figures], ""]
+    path = out / "report.md"
+    path.write_text("\n".join(md))
+    return path

@@ -1,0 +1,129 @@
+"""Scaling tables: runs of a sweep grouped by (scaling, algorithm, ranks), with confidence intervals.
+
+Per run: T = step time (median over timed steps of the slowest rank's wall time) and throughput
+X = global batch / T [samples/s]. Against the 1-rank run of the same repeat (same seed) T1:
+
+    weak   (per-rank batch constant):  efficiency E = T1 / TN,        speedup S = N T1 / TN
+    strong (global batch constant):    efficiency E = T1 / (N TN),    speedup S = T1 / TN
+
+(for weak scaling S is the throughput ratio X_N / X_1). Each quantity is averaged over the R
+repeats of a configuration with a 95% Student-t confidence interval
+
+    mean +- t_{0.975, R-1} * s / sqrt(R)      (s = sample standard deviation; none when R = 1).
+
+A repeat without a 1-rank partner is compared with the mean 1-rank time.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats
+
+from .results import RunResult
+
+PHASE_COLUMNS = ("t_compute", "t_compress", "t_comm", "t_update", "t_net_emulated")
+#: Quality metric shown in tables and plots: the first one the runs have.
+QUALITY_PREFERENCE = ("fid", "inception_score", "hq_fraction", "modes_covered", "mode_kl")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    mean: float
+    half_width: float   # of the 95% confidence interval; NaN with one repeat
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> "Estimate":
+        v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
+        if v.size == 0:
+            return cls(math.nan, math.nan, 0)
+        if v.size == 1:
+            return cls(float(v[0]), math.nan, 1)
+        half = stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size)
+        return cls(float(v.mean()), float(half), int(v.size))
+
+    def fmt(self, scale: float = 1.0, digits: int = 3) -> str:
+        if not math.isfinite(self.mean):
+            return "-"
+        text = f"{self.mean * scale:.{digits}g}"
+        return text + (f" ± {self.half_width * scale:.2g}" if math.isfinite(self.half_width) else "")
+
+
+@dataclass
+class Row:
+    """One (scaling, algorithm, ranks) configuration over its repeats."""
+
+    scaling: str
+    algo: str
+    ranks: int
+    runs: list[RunResult]
+    step_time: Estimate = field(init=False)
+    throughput: Estimate = field(init=False)
+    speedup: Estimate | None = None
+    efficiency: Estimate | None = None
+
+    def __post_init__(self):
+        self.step_time = Estimate.of([r.step_time() for r in self.runs])
+        self.throughput = Estimate.of([r.attrs["global_batch"] / r.step_time() for r in self.runs])
+
+    @property
+    def local_batch(self) -> int:
+        return int(self.runs[0].attrs["local_batch"])
+
+    @property
+    def global_batch(self) -> int:
+        return int(self.runs[0].attrs["global_batch"])
+
+    def phases(self) -> dict[str, float]:
+        """Mean over repeats of each run's phase medians [s]."""
+        per = [r.phase_times() for r in self.runs]
+        return {c: float(np.mean([p[c] for p in per])) for c in PHASE_COLUMNS}
+
+    def bytes_per_step(self) -> float:
+        return float(np.mean([r.bytes_per_step() for r in self.runs]))
+
+    def quality(self) -> tuple[str, Estimate] | None:
+        metric = quality_metric(self.runs)
+        if metric is None:
+            return None
+        return metric, Estimate.of([r.final_eval().get(metric, math.nan) for r in self.runs])
+
+
+def quality_metric(runs: list[RunResult]) -> str | None:
+    have = {k for r in runs for k in r.final_eval()}
+    return next((m for m in QUALITY_PREFERENCE if m in have), min(have, default=None))
+
+
+def repeat_of(run: RunResult) -> int:
+    """Pairs repeats across rank counts: repeat r of a sweep runs with seed = base seed + r."""
+    return int(run.config.get("run", {}).get("seed", 0))
+
+
+def scaling_rows(runs: list[RunResult]) -> list[Row]:
+    """Rows sorted by (scaling, algorithm, ranks); finished runs only."""
+    groups: dict[tuple[str, str, int], list[RunResult]] = defaultdict(list)
+    for r in runs:
+        if r.finished:
+            groups[(str(r.attrs["scaling"]), str(r.attrs["algorithm"]), r.world_size)].append(r)
+    rows = [Row(s, a, n, sorted(g, key=repeat_of)) for (s, a, n), g in sorted(groups.items())]
+    base = {(r.scaling, r.algo): r for r in rows if r.ranks == 1 and r.scaling in ("weak", "strong")}
+    for row in rows:
+        one = base.get((row.scaling, row.algo))
+        if one is None:
+            continue
+        t1_by_seed = {repeat_of(r): r.step_time() for r in one.runs}
+        t1_mean = one.step_time.mean
+        speed, eff = [], []
+        for r in row.runs:
+            t1, tn, n = t1_by_seed.get(repeat_of(r), t1_mean), r.step_time(), row.ranks
+            if row.scaling == "strong":
+                speed.append(t1 / tn)
+                eff.append(t1 / (n * tn))
+            else:
+                speed.append(n * t1 / tn)
+                eff.append(t1 / tn)
+        row.speedup, row.efficiency = Estimate.of(speed), Estimate.of(eff)
+    return rows

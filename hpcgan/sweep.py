@@ -1,0 +1,212 @@
+"""``hpcgan sweep``: weak or strong scaling sweeps, one ``mpiexec``/``srun`` job per configuration.
+
+The sweep driver is a plain single process. For every algorithm A, rank count N and repeat r it
+launches ``<launcher> python -m mpi4py -m hpcgan train ...`` writing ``<out>/A_S_nN_rR.h5`` (S =
+weak or strong, seed = base seed + r), with the console output next to it in ``.log``. The ``--batch-size`` given is the
+batch of the 1-rank baseline, b:
+
+* weak scaling keeps the per-rank work constant: local batch = b, global batch = N·b
+  (rules in :data:`WEAK_RULES` change what "per-rank work" is for an algorithm, e.g. pcwgan keeps
+  the labels per rank constant: ``--labels`` = N · labels of the 1-rank run);
+* strong scaling keeps the global work constant: global batch = b, local batch = b/N (N must
+  divide b).
+
+Resumable: a file that has ``finished_at`` and validates is skipped; anything else (crashed,
+killed, invalid) is rerun with ``--force``. For the cost model the sweep also runs the collective
+micro-benchmark once per rank count N >= 2 (``comm_nN.hdf5``, see :mod:`hpcgan.benchmarks.collectives`;
+the report also fits ``hpcgan bench comm`` files placed in the folder).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+from tqdm import tqdm
+
+from .algorithms import ALGORITHMS
+from .bench import validate
+from .config import SECTIONS, RunConfig, config_to_argv
+from .errors import UsageError
+from .log import get_logger
+
+#: Fields the sweep sets per configuration (excluded from the pass-through train flags).
+SWEEP_FIELDS = frozenset({"algo", "scaling", "out", "force", "resume"})
+DEFAULT_LAUNCHER = str(Path(sys.executable).parent / "mpiexec") + " -n {n}"
+
+
+@dataclass(frozen=True)
+class WeakRule:
+    """Weak scaling of one algorithm: config field ``section.name`` = N × its 1-rank value."""
+
+    section: str
+    name: str
+    why: str
+
+
+#: Algorithms whose per-rank work is not the batch (data-driven; anything else scales the batch).
+WEAK_RULES: dict[str, WeakRule] = {
+    "pcwgan": WeakRule("data", "labels", "one generator per label: labels per rank stay constant"),
+    "cwgan": WeakRule("data", "labels", "conditional baseline of pcwgan: same label count per rank"),
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    algo: str
+    ranks: int
+    repeat: int
+    cfg: RunConfig
+
+    @property
+    def name(self) -> str:
+        return f"{self.algo}_{self.cfg.run.scaling}_n{self.ranks}_r{self.repeat}"
+
+    @property
+    def path(self) -> Path:
+        return Path(self.cfg.run.out)
+
+
+def parse_ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"expected a comma-separated list of integers, got '{text}'") from None
+    if not values or min(values) < 1:
+        raise UsageError(f"rank counts must be >= 1, got '{text}'")
+    return sorted(set(values))
+
+
+def plan(base: RunConfig, algos: list[str], ranks: list[int], scaling: str, repeats: int,
+         out: Path) -> list[Job]:
+    """Every (algorithm, ranks, repeat) configuration of the sweep, in launch order."""
+    if scaling not in ("weak", "strong"):
+        raise UsageError(f"--scaling must be weak or strong, got '{scaling}'")
+    if repeats < 1:
+        raise UsageError("--repeats must be >= 1")
+    b = base.data.batch_size
+    if scaling == "strong":
+        bad = [n for n in ranks if b % n]
+        if bad:
+            raise UsageError(f"strong scaling keeps the global batch {b}: not divisible by ranks {bad}")
+    jobs = []
+    for algo in algos:
+        ALGORITHMS.get(algo)  # unknown names fail here, before anything is launched
+        for n in ranks:
+            for r in range(repeats):
+                changes = {"algo": {"algo": algo},
+                           "data": {"batch_size": b if scaling == "weak" else b // n},
+                           "run": {"scaling": scaling, "seed": base.run.seed + r,
+                                   "out": str(out / f"{algo}_{scaling}_n{n}_r{r}.h5"), "force": True}}
+                if scaling == "weak" and algo in WEAK_RULES:
+                    _apply_weak_rule(base, WEAK_RULES[algo], n, changes)
+                jobs.append(Job(algo, n, r, base.replace(**changes)))
+    return jobs
+
+
+def _apply_weak_rule(base: RunConfig, rule: WeakRule, n: int, changes: dict) -> None:
+    fields = {f.name for f in dataclasses.fields(SECTIONS[rule.section])}
+    if rule.name not in fields:
+        raise UsageError(f"weak scaling of this algorithm needs the config field {rule.section}.{rule.name} "
+                         f"({rule.why}); this hpcgan version does not have it")
+    per_rank = getattr(getattr(base, rule.section), rule.name)
+    if per_rank < 1:
+        raise UsageError(f"weak scaling: give --{rule.name.replace('_', '-')} K (K per rank), {rule.why}")
+    changes.setdefault(rule.section, {})[rule.name] = per_rank * n
+
+
+def is_done(path: Path) -> bool:
+    """A finished (``finished_at`` present) results file that validates."""
+    if not path.exists():
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            finished = "finished_at" in f.attrs
+    except OSError:
+        return False
+    return finished and not validate(str(path))
+
+
+def launch_argv(launcher: str, n: int, hpcgan_args: list[str]) -> list[str]:
+    """``<launcher with {n}> python -m mpi4py -m hpcgan <args>``."""
+    if "{n}" not in launcher:
+        raise UsageError(f"--launcher must contain {{n}} for the rank count, got '{launcher}'")
+    return [*shlex.split(launcher.replace("{n}", str(n))), sys.executable, "-m", "mpi4py", "-m", "hpcgan",
+            *hpcgan_args]
+
+
+def _run(argv: list[str], log: Path, timeout: float, threads: int) -> int:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"HPCGAN_THREADS": str(threads)} if threads else {})}
+    with open(log, "w") as f:
+        f.write(shlex.join(argv) + "\n")
+        f.flush()
+        try:
+            return subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, env=env, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            f.write(f"\nhpcgan sweep: killed after {timeout:.0f} s\n")
+            return 124
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def run_sweep(jobs: list[Job], out: Path, launcher: str = DEFAULT_LAUNCHER, timeout: float = 3600,
+              comm_bench: bool = True, dry_run: bool = False, threads: int = 0) -> int:
+    """Launch every job not yet done (and the collective benchmark per rank count); 0 if all succeed.
+
+    ``dry_run`` prints the exact launch line of each pending job instead of running it; ``threads``
+    > 0 fixes the torch threads per rank (``HPCGAN_THREADS``) so that 1-rank runs do not use more
+    cores per rank than N-rank runs.
+    """
+    log = get_logger()
+    tasks = [(j.name, j.ranks, j.path, ["train", *config_to_argv(j.cfg)]) for j in jobs]
+    if comm_bench:
+        for n in sorted({j.ranks for j in jobs if j.ranks > 1}):
+            path = out / f"comm_n{n}.hdf5"
+            tasks.append((f"comm_n{n}", n, path, ["bench", "collectives", "--out", str(path)]))
+    pending = []
+    for task in tasks:
+        name, _, path, _ = task
+        if path.exists() if path.suffix == ".hdf5" else is_done(path):
+            log.info("%-22s skipped (finished: %s)", name, path)
+        else:
+            pending.append(task)
+    if dry_run:  # the exact launch lines of what would run now
+        for _, n, _, args in pending:
+            print(shlex.join(launch_argv(launcher, n, args)))
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    failed, t0 = [], time.perf_counter()
+    bar = tqdm(pending, desc="sweep", unit="run", file=sys.stderr, disable=None)
+    for name, n, path, args in bar:
+        bar.set_postfix_str(name)
+        ts = time.perf_counter()
+        code = _run(launch_argv(launcher, n, args), path.with_suffix(".log"), timeout, threads)
+        if code == 0:
+            log.info("%-22s done in %.1f s -> %s", name, time.perf_counter() - ts, path)
+        else:
+            failed.append(name)
+            log.error("%-22s FAILED (exit %d); last lines of %s:\n%s", name, code, path.with_suffix(".log"),
+                      _tail(path.with_suffix(".log")))
+    bar.close()
+    log.info("sweep: %d run(s) launched, %d skipped, %d failed, %.1f s wall -> %s", len(pending),
+             len(tasks) - len(pending), len(failed),
+             time.perf_counter() - t0, out)
+    return 1 if failed else 0
+
+
+def write_manifest(out: Path, jobs: list[Job], scaling: str, launcher: str, threads: int) -> None:
+    """sweep_<scaling>.json: what was asked for (the runs' own attrs remain the source of truth)."""
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {"scaling": scaling, "launcher": launcher, "threads_per_rank": threads or "default",
+                "runs": [{"name": j.name, "algo": j.algo, "ranks": j.ranks, "repeat": j.repeat,
+                          "file": j.path.name} for j in jobs]}
+    (out / f"sweep_{scaling}.json").write_text(json.dumps(manifest, indent=1))

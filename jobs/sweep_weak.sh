@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+#SBATCH --job-name=hpcgan-sweep-weak
+#SBATCH --nodes=2
+#SBATCH --time=02:00:00
+#SBATCH --exclusive
+# weak scaling sweep of ALGOS over RANKS (see jobs/sweep.sh); then: hpcgan report results/sweep_weak --out reports/sweep_weak
+# sbatch jobs/sweep_weak.sh [flags]   |   DRY_RUN=1 bash jobs/sweep_weak.sh   (prints the srun lines)
+set -euo pipefail
+jobs_dir="${HPCGAN_ROOT:+$HPCGAN_ROOT/jobs}"
+[[ -n "$jobs_dir" ]] || jobs_dir="${SLURM_SUBMIT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}"
+[[ -f "$jobs_dir/sweep.sh" ]] || jobs_dir="$jobs_dir/jobs"
+exec bash "$jobs_dir/sweep.sh" weak "$@"

@@ -1,0 +1,91 @@
+"""Cost model (fit, formulas, projection) and scaling statistics (speedup, efficiency, CIs)."""
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import write_comm_file
+
+from hpcgan import costmodel as cm
+from hpcgan.results import RunResult
+from hpcgan.scaling import Estimate, scaling_rows
+
+
+def test_fit_recovers_latency_and_bandwidth_of_exact_data(tmp_path):
+    files = [write_comm_file(tmp_path / f"comm_n{m}.hdf5", m, 5e-6, 2e9) for m in (2, 4)]
+    net = cm.fit_network(files)
+    assert net.alpha == pytest.approx(5e-6, rel=1e-6) and net.bandwidth == pytest.approx(2e9, rel=1e-6)
+    assert net.rel_error < 1e-6 and "M=2, M=4" in net.source
+    assert cm.fit_network([]) is None
+
+
+def test_communication_formulas():
+    net = cm.Network(1e-6, 1e9, "test")
+    w = cm.Workload(d=1000, payload=500.0, rounds=3)
+    assert cm.comm_time("sync", net, 4, w) == pytest.approx(2 * 3 * (1e-6 + 4000 / (4 * 1e9)))
+    assert cm.comm_time("dqgan", net, 4, w) == pytest.approx(3 * (1e-6 + 500 / 1e9))
+    assert cm.comm_time("dposg", net, 4, w) == pytest.approx(3 * (1e-6 + 4000 / 1e9))
+    assert cm.comm_time("pcwgan", net, 4, w) == 0.0
+    assert all(cm.comm_time(a, net, 1, w) == 0.0 for a in cm.COMM_MODELS)
+    assert math.isnan(cm.comm_time("unknown", net, 4, w))
+
+
+def test_projection_efficiency():
+    net = cm.Network(2e-6, 25e9, "test")
+    w = cm.Workload(d=10**6, payload=0.0)
+    weak = cm.project("sync", net, w, c1=0.01, scaling="weak", ranks=[1, 2000])
+    assert weak[0][2] == 1.0 and weak[1][2] == pytest.approx(0.01 / (0.01 + 2 * 1999 * (2e-6 + 4e6 / 2000 / 25e9)))
+    free = cm.project("pcwgan", net, w, c1=0.01, scaling="strong", ranks=[1, 8])
+    assert free[1][1] == pytest.approx(0.01 / 8) and free[1][2] == pytest.approx(1.0)
+
+
+def test_estimate_uses_student_t():
+    e = Estimate.of([1.0, 2.0, 3.0])
+    assert e.mean == 2.0 and e.half_width == pytest.approx(4.302652729911275 / math.sqrt(3))
+    one = Estimate.of([5.0, float("nan")])
+    assert one.mean == 5.0 and math.isnan(one.half_width) and one.fmt() == "5"
+
+
+def fake_run(algo: str, scaling: str, ranks: int, seed: int, wall: float, batch: int) -> RunResult:
+    n = 12
+    steps = {c: np.zeros((n, ranks)) for c in ("t_compute", "t_compress", "t_comm", "t_update", "t_net_emulated")}
+    steps["wall"] = np.full((n, ranks), wall / 2)
+    steps["wall"][:, -1] = wall  # the slowest rank decides
+    steps["bytes_sent"] = np.zeros((n, ranks), dtype=np.int64)
+    steps["step"] = np.repeat(np.arange(n)[:, None], ranks, axis=1)
+    steps["wall"][:2] = 100.0  # warm-up, excluded
+    attrs = {"algorithm": algo, "scaling": scaling, "world_size": ranks, "warmup_steps": 2, "finished_at": "x",
+             "local_batch": batch, "global_batch": batch * ranks, "machine": "test"}
+    return RunResult(Path(f"{algo}_{ranks}_{seed}.h5"), attrs, {"run": {"seed": seed}}, steps, {}, {})
+
+
+def test_weak_and_strong_speedup_and_efficiency_pair_repeats_by_seed():
+    runs = [fake_run("sync", "weak", 1, 0, 1.0, 8), fake_run("sync", "weak", 1, 1, 2.0, 8),
+            fake_run("sync", "weak", 4, 0, 2.0, 8), fake_run("sync", "weak", 4, 1, 2.0, 8),
+            fake_run("sync", "strong", 1, 0, 1.0, 8), fake_run("sync", "strong", 2, 0, 0.625, 4)]
+    rows = {(r.scaling, r.ranks): r for r in scaling_rows(runs)}
+    w4 = rows[("weak", 4)]
+    assert w4.step_time.mean == 2.0 and w4.throughput.mean == pytest.approx(32 / 2.0)
+    assert w4.efficiency.mean == pytest.approx((0.5 + 1.0) / 2) and w4.speedup.mean == pytest.approx(3.0)
+    assert w4.efficiency.n == 2 and math.isfinite(w4.efficiency.half_width)
+    s2 = rows[("strong", 2)]
+    assert s2.speedup.mean == pytest.approx(1.6) and s2.efficiency.mean == pytest.approx(0.8)
+    assert rows[("weak", 1)].efficiency.mean == 1.0
+
+
+def test_fit_reads_bench_comm_dense_rows(tmp_path):
+    import h5py
+
+    sizes = [1024, 65536, 1048576]
+    m, alpha, bw = 4, 3e-6, 5e9
+    rows = [("mpi", "dense", s, 2 * (m - 1) * (alpha + s / (m * bw))) for s in sizes]
+    rows += [("mpi", "sign", 1024, 1.0), ("torch", "dense", 1024, 1.0)]  # ignored
+    with h5py.File(tmp_path / "comm.h5", "w") as f:
+        f.attrs["world_size"] = m
+        for i, key in enumerate(("backend", "op")):
+            f.create_dataset(f"comm/{key}", data=np.array([r[i] for r in rows], dtype=h5py.string_dtype()))
+        f["comm/size"] = np.array([r[2] for r in rows])
+        f["comm/t_median"] = np.array([r[3] for r in rows])
+    net = cm.fit_network([tmp_path / "comm.h5"])
+    assert net.alpha == pytest.approx(alpha, rel=1e-6) and net.bandwidth == pytest.approx(bw, rel=1e-6)

@@ -1,0 +1,89 @@
+"""Sweep planning: batch rules of weak/strong scaling, per-algorithm rules, seeds, resumability."""
+from pathlib import Path
+
+import h5py
+import pytest
+
+from hpcgan import sweep
+from hpcgan.__main__ import build_parser
+from hpcgan.config import RunConfig, config_from_args, config_to_argv
+from hpcgan.errors import UsageError
+
+BASE = RunConfig().replace(data={"batch_size": 64}, run={"steps": 20, "seed": 7})
+
+
+def test_weak_keeps_the_local_batch_and_strong_the_global_batch(tmp_path):
+    weak = sweep.plan(BASE, ["sync"], [1, 2, 4], "weak", 1, tmp_path)
+    strong = sweep.plan(BASE, ["sync"], [1, 2, 4], "strong", 1, tmp_path)
+    assert [j.cfg.data.batch_size for j in weak] == [64, 64, 64]
+    assert [j.cfg.data.batch_size * j.ranks for j in strong] == [64, 64, 64]
+    assert [j.cfg.data.batch_size for j in strong] == [64, 32, 16]
+    assert {j.cfg.run.scaling for j in strong} == {"strong"} and all(j.cfg.run.force for j in strong)
+
+
+def test_strong_scaling_rejects_a_global_batch_the_ranks_do_not_divide(tmp_path):
+    with pytest.raises(UsageError, match=r"not divisible by ranks \[3\]"):
+        sweep.plan(BASE, ["sync"], [1, 2, 3], "strong", 1, tmp_path)
+
+
+def test_repeats_get_consecutive_seeds_and_distinct_files(tmp_path):
+    jobs = sweep.plan(BASE, ["sync"], [1, 2], "weak", 3, tmp_path)
+    assert [(j.ranks, j.cfg.run.seed) for j in jobs] == [(1, 7), (1, 8), (1, 9), (2, 7), (2, 8), (2, 9)]
+    assert len({j.path for j in jobs}) == 6
+    assert jobs[4].path == tmp_path / "sync_weak_n2_r1.h5" and jobs[4].name == "sync_weak_n2_r1"
+
+
+def test_unknown_algorithm_fails_before_anything_runs(tmp_path):
+    with pytest.raises(UsageError, match="unknown algorithm 'nope'"):
+        sweep.plan(BASE, ["sync", "nope"], [1], "weak", 1, tmp_path)
+
+
+def test_weak_rules_scale_the_named_field_or_say_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setitem(sweep.WEAK_RULES, "sync", sweep.WeakRule("algo", "replicas", "test"))
+    jobs = sweep.plan(BASE.replace(algo={"replicas": 2}), ["sync"], [1, 4], "weak", 1, tmp_path)
+    assert [j.cfg.algo.replicas for j in jobs] == [2, 8]
+    strong = sweep.plan(BASE.replace(algo={"replicas": 2}), ["sync"], [1, 4], "strong", 1, tmp_path)
+    assert [j.cfg.algo.replicas for j in strong] == [2, 2]  # strong scaling leaves it alone
+    monkeypatch.setitem(sweep.WEAK_RULES, "sync", sweep.WeakRule("data", "no_such_field", "why"))
+    with pytest.raises(UsageError, match="data.no_such_field"):
+        sweep.plan(BASE, ["sync"], [1, 2], "weak", 1, tmp_path)
+
+
+def test_generated_train_flags_rebuild_the_config_exactly():
+    cfg = BASE.replace(comm={"error_feedback": False, "ratio": 0.125}, optim={"lr": 1e-4})
+    ns = build_parser().parse_args(["train", *config_to_argv(cfg)])
+    assert config_from_args(ns) == cfg
+
+
+def test_launcher_needs_the_rank_placeholder():
+    argv = sweep.launch_argv("srun --ntasks={n} --cpu-bind=cores", 8, ["train"])
+    assert argv[:3] == ["srun", "--ntasks=8", "--cpu-bind=cores"] and argv[-4:] == ["mpi4py", "-m", "hpcgan", "train"]
+    with pytest.raises(UsageError):
+        sweep.launch_argv("srun", 8, ["train"])
+
+
+def test_only_finished_valid_files_count_as_done(tmp_path):
+    assert not sweep.is_done(tmp_path / "missing.h5")
+    broken = tmp_path / "broken.h5"
+    broken.write_bytes(b"not hdf5")
+    assert not sweep.is_done(broken)
+    finished_but_invalid = tmp_path / "invalid.h5"
+    with h5py.File(finished_but_invalid, "w") as f:
+        f.attrs["finished_at"] = "now"
+    assert not sweep.is_done(finished_but_invalid)
+
+
+def test_dry_run_prints_only_pending_launch_lines(tmp_path, capsys):
+    jobs = sweep.plan(BASE, ["sync"], [1, 2], "strong", 1, tmp_path)
+    assert sweep.run_sweep(jobs, tmp_path / "x", "mpirun -np {n}", dry_run=True) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[0].startswith("mpirun -np 1 ") and lines[1].startswith("mpirun -np 2 ")
+    assert "--batch-size 32" in lines[1] and lines[2].endswith("bench collectives --out " + str(tmp_path / "x" / "comm_n2.hdf5"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_hpcgan_threads_fixes_the_thread_count(monkeypatch):
+    from hpcgan.world import init_world
+
+    monkeypatch.setenv("HPCGAN_THREADS", "3")
+    assert init_world(set_threads=False).threads == 3
