@@ -20,8 +20,23 @@ def summarize(paths: list[str | Path]) -> str:
                      f"{1e3 * phases['t_compute']:.2f}", f"{1e3 * phases['t_comm']:.2f}",
                      f"{r.bytes_per_step() / 1e3:.1f}", f"{r.total_bytes() / 1e6:.2f}", quality])
     widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+    savings = bytes_saved(runs)
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
     machine = runs[0].attrs.get("machine", "unknown machine")
     note = ("times: median over steps (after warm-up) of the slowest rank; compute/comm: mean over ranks. "
             f"KB/step: all ranks together. Machine: {machine}")
-    return "\n".join(lines + ["", note])
+    return "\n".join(lines + savings + ["", note])
+
+
+def bytes_saved(runs: list) -> list[str]:
+    """One line per communicating run: bytes per step against a dense `sync` run of the same size."""
+    dense = {r.world_size: r.bytes_per_step() for r in runs if r.attrs["algorithm"] == "sync"}
+    out = []
+    for r in runs:
+        ref = dense.get(r.world_size)
+        if r.attrs["algorithm"] == "sync" or not ref:
+            continue
+        mine = r.bytes_per_step()
+        ratio = f"{ref / mine:.1f}x fewer bytes per step" if mine else "no bytes at all"
+        out.append(f"{r.path.stem}: {ratio} than dense sync ({mine / 1e3:.1f} vs {ref / 1e3:.1f} KB/step)")
+    return ([""] + out) if out else []
