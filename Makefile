@@ -28,8 +28,8 @@ demo: $(STAMP)
 	mkdir -p $(DEMO)
 	$(HPCGAN) train --algo sync --data mog8 $(MOG) --steps 8000 --eval-every 2000 \
 		--out $(DEMO)/sync_mog8.h5 --force
-	$(HPCGAN) train --algo dqgan --compressor sign --optimizer oadam --data mog8 $(MOG) \
-		--steps 3000 --eval-every 1000 --out $(DEMO)/dqgan_sign_mog8.h5 --force
+	$(HPCGAN) train --algo dqgan --compressor sign --data mog8 $(MOG) \
+		--steps 4000 --eval-every 1000 --out $(DEMO)/dqgan_sign_mog8.h5 --force
 	$(HPCGAN) train --algo pcwgan --data mog8 --steps 400 --batch-size 64 --lr 1e-3 --beta2 0.9 \
 		--out $(DEMO)/pcwgan_mog8.h5 --force
 	$(BIN)/python -m hpcgan validate $(DEMO)/*.h5

@@ -37,6 +37,6 @@ def bytes_saved(runs: list) -> list[str]:
         if r.attrs["algorithm"] == "sync" or not ref:
             continue
         mine = r.bytes_per_step()
-        ratio = f"{ref / mine:.1f}x fewer bytes per step" if mine else "no bytes at all"
-        out.append(f"{r.path.stem}: {ratio} than dense sync ({mine / 1e3:.1f} vs {ref / 1e3:.1f} KB/step)")
+        saved = f"{ref / mine:.1f}x fewer bytes per step than" if mine else "sends nothing, against"
+        out.append(f"{r.path.stem}: {saved} dense sync ({mine / 1e3:.1f} vs {ref / 1e3:.1f} KB/step)")
     return ([""] + out) if out else []
