@@ -1,5 +1,5 @@
 """Training algorithms, looked up by ``--algo``."""
 from .base import ALGORITHMS, Algorithm, GanAlgorithm, TrainContext
-from . import sync  # noqa: F401  (registers "sync")
+from . import dposg, sync  # noqa: F401  (register "dposg", "sync")
 
 __all__ = ["ALGORITHMS", "Algorithm", "GanAlgorithm", "TrainContext"]

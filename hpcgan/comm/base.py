@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
+from ..errors import UsageError
 from ..registry import Registry
 
 BACKENDS: Registry[type["Communicator"]] = Registry("backend")
@@ -47,6 +48,12 @@ class Communicator(ABC):
     @abstractmethod
     def barrier(self) -> None:
         """Wait for every rank."""
+
+    def neighbor_mix(self, x: torch.Tensor, plan) -> torch.Tensor:
+        """One gossip round (DPOSG): self_weight x + sum_k weights[k] x^{sources[k]} for a
+        :class:`~hpcgan.topology.GossipPlan`, sending x to every rank in ``plan.destinations``;
+        counts the bytes of x times the out-degree. Collective over all ranks of the communicator."""
+        raise UsageError(f"gossip (neighbor_mix) is not supported on backend '{self.name}'; use --backend mpi")
 
     def aggregate(self, payload: list[torch.Tensor], ctx, compressor) -> torch.Tensor:
         """(1/M) sum_m decompress(payload_m): allreduce when summable, else allgather + decompress."""

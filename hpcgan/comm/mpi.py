@@ -21,6 +21,7 @@ class MPICommunicator(Communicator):
     def __init__(self, comm: MPI.Comm | None = None):
         self.comm = MPI.COMM_WORLD if comm is None else comm
         super().__init__(self.comm.rank, self.comm.size)
+        self._graphs: dict[tuple, MPI.Distgraphcomm] = {}
 
     def allreduce_(self, t: torch.Tensor, average: bool = True) -> torch.Tensor:
         self._count(t.numel() * t.element_size())
@@ -41,6 +42,22 @@ class MPICommunicator(Communicator):
         self.comm.Bcast(_buf(t), root=root)
         self.calls += 1
         return t
+
+    def neighbor_mix(self, x: torch.Tensor, plan) -> torch.Tensor:
+        """One gossip round over a distributed-graph communicator (one per plan, created on first
+        use, collectively): Neighbor_allgather of x, then the weighted sum with this rank's row of W."""
+        key = (plan.sources, plan.destinations)
+        if key not in self._graphs:
+            self._graphs[key] = self.comm.Create_dist_graph_adjacent(list(plan.sources), list(plan.destinations),
+                                                                     reorder=False)
+        x = x.reshape(-1).contiguous()
+        recv = torch.empty((len(plan.sources), x.numel()), dtype=x.dtype)
+        self._count(x.numel() * x.element_size() * len(plan.destinations))
+        self._graphs[key].Neighbor_allgather(_buf(x), _buf(recv))
+        out = x * plan.self_weight
+        for w, r in zip(plan.weights, recv):
+            out.add_(r, alpha=w)
+        return out
 
     def barrier(self) -> None:
         self.comm.Barrier()
