@@ -37,6 +37,8 @@ test-unit: $(STAMP)
 # exits the process, which takes the whole MPI job down instead of hanging).
 test-mpi: $(STAMP)
 	$(MPIEXEC) -n 2 $(BIN)/python -m pytest -q --with-mpi --timeout=120 --timeout-method=thread tests/mpi
+	$(MPIEXEC) -n 3 $(BIN)/python -m pytest -q --with-mpi --timeout=120 --timeout-method=thread tests/mpi/test_gossip_ring_mpi.py
+	$(MPIEXEC) -n 4 $(BIN)/python -m pytest -q --with-mpi --timeout=120 --timeout-method=thread tests/mpi/test_gossip_ring_mpi.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -43,8 +43,8 @@ class DPOSG(GanAlgorithm):
         if o.optimizer not in RULES:
             raise UsageError(f"dposg takes --optimizer omd (DPOSG) or oadam (DPOAdam), got '{o.optimizer}'")
         self.adam = o.optimizer == "oadam"
-        self.topology = build_topology(self.cfg.algo.topology, self.world.size)
-        self.plan = self.topology.plan(self.world.rank)
+        self.topology = build_topology(self.cfg.algo.topology, self.comm.size)
+        self.plan = self.topology.plan(self.comm.rank)
         self.rounds = self.cfg.algo.gossip_rounds
         self.comm.neighbor_mix(self.flat.params, self.plan)  # backend check; builds the graph communicator
         self.d_prev = torch.zeros_like(self.flat.params)
