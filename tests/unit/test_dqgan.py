@@ -1,0 +1,179 @@
+"""DQGAN arithmetic in process: 4 workers as threads, the variant-A invariant, joined payloads."""
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+import torch
+
+from hpcgan.algorithms.dqgan import JointPayload, QuantizedOMD
+from hpcgan.comm.base import Communicator
+from hpcgan.comm.compress import Compressor, Identity
+
+
+class TopK(Compressor):
+    """Test-local top-k: per tensor, the ceil(ratio * n) largest |x_i| with int32 indices."""
+
+    name, summable = "test-topk", False
+
+    def __init__(self, ratio: float = 0.25):
+        self.ratio = ratio
+
+    def compress(self, x, sizes):
+        values, indices, off = [], [], 0
+        for n in sizes:
+            k = max(1, math.ceil(self.ratio * n))
+            idx = x[off:off + n].abs().topk(k).indices + off
+            values.append(x[idx])
+            indices.append(idx.to(torch.int32))
+            off += n
+        return [torch.cat(values), torch.cat(indices)], (x.numel(), x.dtype)
+
+    def decompress(self, payload, ctx):
+        n, dtype = ctx
+        return torch.zeros(n, dtype=dtype).index_put_((payload[1].long(),), payload[0].to(dtype))
+
+
+class ThreadComm(Communicator):
+    """M in-process workers (one thread each) sharing slots; collectives meet at a barrier."""
+
+    def __init__(self, rank: int, group: dict):
+        super().__init__(rank, group["size"])
+        self.group = group
+
+    def allgather(self, t):
+        g = self.group
+        g["slots"][self.rank] = t.reshape(-1).clone()
+        self._count(t.numel() * t.element_size())
+        g["barrier"].wait()
+        out = list(g["slots"])
+        g["barrier"].wait()
+        return out
+
+    def allreduce_(self, t, average=True):
+        parts = self.allgather(t)
+        total = parts[0].clone()
+        for p in parts[1:]:
+            total += p
+        t.copy_(total.view_as(t) / (self.size if average else 1))
+        return t
+
+    def broadcast_(self, t, root=0):
+        t.copy_(self.allgather(t)[root].view_as(t))
+        return t
+
+    def barrier(self):
+        self.group["barrier"].wait()
+
+
+def run_workers(M: int, fn):
+    """fn(rank, comm) in M threads; returns their results in rank order (re-raises failures)."""
+    group = {"size": M, "slots": [None] * M, "barrier": threading.Barrier(M, timeout=30)}
+    results, errors = [None] * M, []
+
+    def target(r):
+        try:
+            results[r] = fn(r, ThreadComm(r, group))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+            group["barrier"].abort()
+
+    threads = [threading.Thread(target=target, args=(r,)) for r in range(M)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+N_G, N_D = (6, 4), (5, 3)                      # per-tensor sizes of "G" and "D"
+D_ALL = sum(N_G) + sum(N_D)
+PARTS = {"G": (slice(0, sum(N_G)), list(N_G)), "D": (slice(sum(N_G), D_ALL), list(N_D))}
+
+
+def game(rank: int):
+    """Worker rank's stochastic linear game field F_m(x) = A_m x + c_m (float64)."""
+    g = torch.Generator().manual_seed(100 + rank)
+    A = torch.randn(D_ALL, D_ALL, generator=g, dtype=torch.float64) * 0.3
+    A = A - A.T + 0.05 * torch.eye(D_ALL, dtype=torch.float64)   # mostly rotational, like a GAN
+    return A, torch.randn(D_ALL, generator=g, dtype=torch.float64)
+
+
+def trajectory(rank, comm, compressor, rule, steps=30, lr=0.05, ef=True):
+    A, c = game(rank)
+    q = QuantizedOMD(PARTS, compressor, ef, lr, rule, comm)
+    x = torch.linspace(-1, 1, D_ALL, dtype=torch.float64)
+    xs, gbar, res = [x.clone()], [], [q.residual(x)]
+    for _ in range(steps):
+        g = A @ x + c
+        gbar.append(comm.allreduce_(g.clone(), average=True))  # for the check only
+        payload, ctx = q.message(g)
+        q.apply(x, q.average(payload, ctx))
+        xs.append(x.clone())
+        res.append(q.residual(x))
+    return xs, gbar, res, comm.calls
+
+
+def test_variant_a_virtual_iterate_follows_exact_omd_with_the_averaged_gradient():
+    M, lr = 4, 0.05
+    out = run_workers(M, lambda r, comm: trajectory(r, comm, TopK(0.25), "A", lr=lr))
+    xs, gbar = out[0][0], out[0][1]
+    for r in range(1, M):
+        assert all(torch.equal(a, b) for a, b in zip(xs, out[r][0])), "workers apply the same Delta_t"
+    virtual = [xs[t] - torch.stack([o[2][t] for o in out]).mean(0) for t in range(len(xs))]
+    assert any(float(o[2][-1].abs().max()) > 1e-3 for o in out), "top-k must leave residuals"
+    prev = torch.zeros(D_ALL, dtype=torch.float64)
+    for t in range(len(gbar)):
+        want = virtual[t] - lr * (2 * gbar[t] - prev)
+        assert torch.allclose(virtual[t + 1], want, rtol=0, atol=1e-12), f"step {t}"
+        prev = gbar[t]
+
+
+@pytest.mark.parametrize("rule", ["A", "B"])
+def test_identity_dqgan_equals_omd_with_the_averaged_gradient(rule):
+    lr = 0.05
+    out = run_workers(3, lambda r, comm: trajectory(r, comm, Identity(), rule, lr=lr))
+    xs, gbar = out[0][0], out[0][1]
+    prev = torch.zeros(D_ALL, dtype=torch.float64)
+    for t in range(len(gbar)):
+        assert torch.allclose(xs[t + 1], xs[t] - 2 * lr * gbar[t] + lr * prev, rtol=0, atol=1e-12)
+        prev = gbar[t]
+
+
+def test_one_collective_per_step_and_bytes_are_the_payload():
+    steps = 7
+    out = run_workers(2, lambda r, comm: (trajectory(r, comm, TopK(0.25), "A", steps=steps), comm.bytes_sent))
+    (_, _, _, calls), sent = out[0]
+    assert calls == 2 * steps  # one for the check's allreduce, one aggregate
+    k = sum(math.ceil(0.25 * n) for n in N_G + N_D)
+    assert sent == steps * (D_ALL * 8 + k * (8 + 4))   # check allreduce (fp64) + top-k values and int32 indices
+
+
+def test_without_error_feedback_there_is_no_residual():
+    out = run_workers(2, lambda r, comm: trajectory(r, comm, TopK(0.25), "A", steps=5, ef=False))
+    assert all(float(e.abs().max()) == 0 for o in out for e in o[2])
+
+
+def test_joint_payload_round_trip_keeps_buffers_apart():
+    x = torch.arange(1.0, 1.0 + D_ALL)
+    for comp in (Identity(), TopK(0.5)):
+        joint = JointPayload(comp)
+        parts = [comp.compress(x[sl], sizes) for sl, sizes in PARTS.values()]
+        payload, ctx = joint.join(parts)
+        assert len(payload) == 1
+        want = torch.cat([comp.decompress(p, c) for p, c in parts])
+        assert torch.equal(joint.decompress(payload, ctx), want)
+        assert payload[0].numel() * payload[0].element_size() == sum(comp.nbytes(p) for p, _ in parts)
+
+
+def test_state_dict_holds_residuals_and_previous_gradient():
+    q = QuantizedOMD(PARTS, TopK(0.25), True, 0.1, "A", run_workers(1, lambda r, c: c)[0])
+    q.message(torch.arange(float(D_ALL)))
+    state = q.state_dict()
+    assert set(state["residuals"]) == {"G", "D"} and torch.equal(state["prev"], torch.arange(float(D_ALL)))
+    q2 = QuantizedOMD(PARTS, TopK(0.25), True, 0.1, "A", None)
+    q2.load_state_dict(state)
+    assert torch.equal(q2.residual(torch.zeros(D_ALL)), q.residual(torch.zeros(D_ALL)))

@@ -1,0 +1,97 @@
+"""The runner with DQGAN in process (1 rank): bit-identical --resume, NaN stop, image models."""
+from __future__ import annotations
+
+import h5py
+import pytest
+import torch
+from mpi4py import MPI
+
+from hpcgan.algorithms import ALGORITHMS
+from hpcgan.algorithms.dqgan import DQGAN
+from hpcgan.comm.compress import COMPRESSORS
+from hpcgan.config import RunConfig
+from hpcgan.errors import NonFiniteLossError
+from hpcgan.train import Trainer, checkpoint_path
+from hpcgan.world import init_world
+from test_dqgan import TopK
+
+if "test-topk" not in COMPRESSORS:
+    COMPRESSORS.register("test-topk")(lambda cfg: TopK(cfg.ratio))
+
+
+@pytest.fixture(scope="module")
+def world():
+    return init_world(MPI.COMM_SELF, set_threads=False)
+
+
+def cfg_for(out, **run) -> RunConfig:
+    return RunConfig().replace(
+        algo={"algo": "dqgan"}, optim={"optimizer": "omd", "lr": 0.05},
+        comm={"compressor": "test-topk", "ratio": 0.1}, data={"batch_size": 16},
+        model={"width": 16, "z_dim": 4},
+        run={"out": str(out), "steps": 40, "ckpt_every": 20, "flush_every": 10, "log_every": 1000,
+             "eval_samples": 200, **run})
+
+
+def final_state(cfg: RunConfig) -> dict:
+    return torch.load(checkpoint_path(cfg, 0), weights_only=False)["algorithm"]
+
+
+@pytest.mark.parametrize("variant", ["A", "B"])
+def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, world, variant):
+    straight = cfg_for(tmp_path / "straight.h5").replace(algo={"dqgan_variant": variant})
+    Trainer(straight, world).run()
+    part = cfg_for(tmp_path / "part.h5", steps=20).replace(algo={"dqgan_variant": variant})
+    Trainer(part, world).run()
+    Trainer(part.replace(run={"steps": 40, "resume": True}), world).run()
+    a, b = final_state(straight), final_state(part)
+    assert set(a["dqgan"]["residuals"]) == {"G", "D"} and a["dqgan"]["prev"] is not None
+    assert float(a["dqgan"]["residuals"]["D"].abs().max()) > 0
+    assert torch.equal(a["params"], b["params"])
+    for k in ("G", "D"):
+        assert torch.equal(a["dqgan"]["residuals"][k], b["dqgan"]["residuals"][k])
+    assert torch.equal(a["dqgan"]["prev"], b["dqgan"]["prev"])
+    with h5py.File(tmp_path / "part.h5") as f:
+        assert f["steps"]["step"].shape == (40, 1) and "finished_at" in f.attrs
+        assert f["steps"]["step"][:, 0].tolist() == list(range(40))
+
+
+class _NanAt7(DQGAN):
+    """DQGAN whose loss becomes NaN at step 7 (test-local)."""
+
+    def step(self, batch, t):
+        stats = super().step(batch, t)
+        if t == 7:
+            stats.d_loss = float("nan")
+        return stats
+
+
+if "test-nan-dqgan" not in ALGORITHMS:
+    ALGORITHMS.register("test-nan-dqgan")(_NanAt7)
+
+
+def test_nan_loss_stops_naming_step_and_rank_and_keeps_results(tmp_path, world):
+    cfg = cfg_for(tmp_path / "nan.h5", ckpt_every=0, flush_every=5).replace(algo={"algo": "test-nan-dqgan"})
+    with pytest.raises(NonFiniteLossError, match="step 7 on rank 0") as e:
+        Trainer(cfg, world).run()
+    assert (e.value.step, e.value.rank, e.value.which) == (7, 0, "d_loss")
+    with h5py.File(tmp_path / "nan.h5") as f:
+        assert f["steps"]["step"].shape[0] == 10 and "finished_at" not in f.attrs
+        assert "step 7" in f.attrs["stopped_reason"]
+
+
+def test_huge_learning_rate_is_stopped_not_propagated(tmp_path, world):
+    cfg = cfg_for(tmp_path / "huge.h5", ckpt_every=0, flush_every=5, steps=200).replace(
+        optim={"lr": 1e12}, comm={"compressor": "identity"})
+    with pytest.raises(NonFiniteLossError, match="non-finite"):
+        Trainer(cfg, world).run()
+    with h5py.File(tmp_path / "huge.h5") as f:
+        assert 0 < f["steps"]["step"].shape[0] < 200 and "stopped_reason" in f.attrs
+
+
+def test_dcgan32_on_digits_runs_under_compressed_dqgan(tmp_path, world):
+    cfg = cfg_for(tmp_path / "digits.h5", steps=3, ckpt_every=0).replace(
+        data={"data": "digits", "batch_size": 8}, model={"model": "dcgan32", "width": 4, "z_dim": 8})
+    Trainer(cfg, world).run()
+    with h5py.File(tmp_path / "digits.h5") as f:
+        assert f.attrs["compressor"] == "test-topk" and f["steps"]["step"].shape == (3, 1)
