@@ -51,7 +51,7 @@ class DPOSG(GanAlgorithm):
         self.m = torch.zeros_like(self.flat.params) if self.adam else None
         self.v = torch.zeros_like(self.flat.params) if self.adam else None
         self.k = 0                      # Adam steps taken (bias correction)
-        self._last_consensus = -1
+        self._last_step = self._last_consensus = -1
 
     # -- the step ------------------------------------------------------------------------------
     def gossip(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,9 +102,8 @@ class DPOSG(GanAlgorithm):
         self._last_step = step
 
     def finish(self, recorder: "Recorder") -> None:
-        last = getattr(self, "_last_step", -1)
-        if last >= 0 and self._last_consensus != last:
-            self._record_consensus(recorder, last)
+        if self._last_step >= 0 and self._last_consensus != self._last_step:
+            self._record_consensus(recorder, self._last_step)
 
     def _record_consensus(self, recorder: "Recorder", step: int) -> None:
         recorder.record_series("consensus", step, {"distance": self.consensus_distance()})
