@@ -10,7 +10,7 @@ NP     ?= 2
 HPCGAN := $(MPIEXEC) -n $(NP) $(BIN)/python -m mpi4py -m hpcgan
 DEMO   := results/demo
 
-.PHONY: install demo test test-unit test-mpi clean
+.PHONY: install demo test test-unit test-mpi horovod horovod-if-possible bench-comm clean
 
 install: $(STAMP)
 
@@ -34,11 +34,24 @@ test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit tests/system
 
 # One process per rank; a hung collective is killed by the per-test timeout (thread method
-# exits the process, which takes the whole MPI job down instead of hanging).
-test-mpi: $(STAMP)
-	$(MPIEXEC) -n 2 $(BIN)/python -m pytest -q --with-mpi --timeout=120 --timeout-method=thread tests/mpi
+# exits the process, which takes the whole MPI job down instead of hanging). The communicator
+# tests run once more per extra backend (torch, horovod); horovod's skip when it could not be built.
+MPITEST := $(MPIEXEC) -n 2 $(BIN)/python -m pytest -q --with-mpi --timeout=120 --timeout-method=thread
+test-mpi: $(STAMP) horovod-if-possible
+	$(MPITEST) tests/mpi
 	$(MPIEXEC) -n 3 $(BIN)/python -m pytest -q --with-mpi --timeout=120 --timeout-method=thread tests/mpi/test_gossip_ring_mpi.py
 	$(MPIEXEC) -n 4 $(BIN)/python -m pytest -q --with-mpi --timeout=120 --timeout-method=thread tests/mpi/test_gossip_ring_mpi.py
+	for b in torch horovod; do HPCGAN_TEST_BACKEND=$$b $(MPITEST) tests/mpi/test_comm_mpi.py || exit 1; done
+
+# Horovod 0.28.1 from source for this torch + MPI; the wheel is cached in ~/.cache/hpcgan.
+horovod: $(STAMP)
+	tools/build_horovod.sh $(VENV)
+
+horovod-if-possible: $(STAMP)
+	tools/build_horovod.sh $(VENV) || echo "make: Horovod could not be built here; its tests will skip"
+
+bench-comm: $(STAMP)
+	$(HPCGAN) bench comm --out results/bench_comm.h5
 
 clean:
 	rm -rf $(VENV) .pytest_cache

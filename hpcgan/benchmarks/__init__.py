@@ -12,4 +12,4 @@ from ..registry import Registry
 Benchmark = Callable[[list[str]], int]
 BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
 
-from . import recorder  # noqa: E402,F401  (registers "recorder")
+from . import comm, recorder  # noqa: E402,F401  (register "comm", "recorder")

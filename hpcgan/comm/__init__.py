@@ -4,10 +4,12 @@ from __future__ import annotations
 from mpi4py import MPI
 
 from ..config import CommConfig
-from . import mpi  # noqa: F401  (registers the "mpi" backend)
+from . import horovod, mpi, torchdist  # noqa: F401  (register the backends)
 from .base import BACKENDS, Communicator
+from .netem import NetworkModel
 
 
 def build_communicator(cfg: CommConfig, comm: MPI.Comm | None = None) -> Communicator:
-    """The communicator that ``--backend`` names, over ``comm`` (default COMM_WORLD)."""
-    return BACKENDS.get(cfg.backend)(comm)
+    """The communicator that ``--backend`` names, over ``comm`` (default COMM_WORLD), with the
+    network model of ``--net-latency`` / ``--net-bandwidth`` applied to its accounting."""
+    return BACKENDS.get(cfg.backend)(comm, NetworkModel(cfg.net_latency, cfg.net_bandwidth))

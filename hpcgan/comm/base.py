@@ -1,10 +1,18 @@
 """Communicator: moves tensors between ranks and counts what it hands to the transport.
 
-Communicators never compress and never own model state. ``bytes_sent`` counts the bytes of the
-payload this rank hands to the transport per call (an allreduce of d fp32 values counts 4d; an
-allgather counts this rank's payload once), which is what compression changes; the transport's
-own algorithm (ring, tree) multiplies it by a factor that does not depend on the compressor.
-``calls`` counts collective calls, so a test can prove an algorithm communicated nothing.
+Communicators never compress and never own model state. A backend implements four raw
+primitives (``_allreduce``, ``_allgather``, ``_broadcast``, ``barrier``); this class adds, in one
+place for every backend, the accounting:
+
+* ``bytes_sent`` counts the bytes of the payload this rank hands to the transport per call (an
+  allreduce of d fp32 values counts 4d; an allgather counts this rank's payload once), which is
+  what compression changes; the transport's own algorithm (ring, tree) multiplies it by a factor
+  that does not depend on the compressor. Control messages (size checks) are not counted.
+* ``calls`` counts collective calls, so a test can prove an algorithm communicated nothing.
+* ``t_net_emulated`` adds the modelled time of each collective under ``net`` (:mod:`.netem`).
+
+16-bit floats are summed by gathering every rank's values and adding them in rank order in fp32
+(MPI has no fp16 sum), the same on every backend, so results agree bit for bit across backends.
 """
 from __future__ import annotations
 
@@ -14,40 +22,90 @@ import torch
 
 from ..errors import UsageError
 from ..registry import Registry
+from .netem import NetworkModel
 
 BACKENDS: Registry[type["Communicator"]] = Registry("backend")
+_GATHER_SUMMED = (torch.float16, torch.bfloat16)
 
 
 class Communicator(ABC):
     name: str = "abstract"
 
-    def __init__(self, rank: int, size: int):
+    def __init__(self, rank: int, size: int, net: NetworkModel | None = None):
         self.rank, self.size = rank, size
+        self.net = net or NetworkModel()
         self.bytes_sent = 0
         self.calls = 0
         self.t_net_emulated = 0.0
 
-    def _count(self, nbytes: int) -> None:
+    def _count(self, nbytes: int, emulated: float = 0.0) -> None:
         """Record one call handing ``nbytes`` to the transport (nothing leaves a 1-rank job)."""
         if self.size > 1:
             self.bytes_sent += int(nbytes)
+            self.t_net_emulated += emulated
         self.calls += 1
 
+    # -- backend primitives (no accounting) -----------------------------------------------------
     @abstractmethod
-    def allreduce_(self, t: torch.Tensor, average: bool = True) -> torch.Tensor:
-        """In-place sum (or mean) of ``t`` over all ranks; returns ``t``."""
+    def _allreduce(self, t: torch.Tensor) -> None:
+        """In-place elementwise sum of contiguous ``t`` over all ranks."""
 
     @abstractmethod
-    def allgather(self, t: torch.Tensor) -> list[torch.Tensor]:
-        """Every rank's 1-D tensor, in rank order (lengths may differ between ranks)."""
+    def _allgather(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's contiguous 1-D ``t``, in rank order (lengths may differ)."""
 
     @abstractmethod
-    def broadcast_(self, t: torch.Tensor, root: int = 0) -> torch.Tensor:
-        """In-place copy of ``t`` from ``root`` to every rank; returns ``t``."""
+    def _broadcast(self, t: torch.Tensor, root: int) -> None:
+        """In-place copy of contiguous ``t`` from ``root``."""
 
     @abstractmethod
     def barrier(self) -> None:
         """Wait for every rank."""
+
+    # -- public collectives ---------------------------------------------------------------------
+    def allreduce_(self, t: torch.Tensor, average: bool = True) -> torch.Tensor:
+        """In-place sum (or mean) of ``t`` over all ranks; returns ``t``."""
+        nbytes = t.numel() * t.element_size()
+        if t.dtype in _GATHER_SUMMED:
+            self._count(nbytes, self.net.allgather(nbytes, self.size))
+            parts = self._allgather(t.reshape(-1).contiguous())
+            total = parts[0].float()
+            for p in parts[1:]:
+                total += p.float()
+            t.copy_(total.view_as(t))
+        else:
+            self._count(nbytes, self.net.allreduce(nbytes, self.size))
+            flat = t if t.is_contiguous() else t.contiguous()
+            self._allreduce(flat)
+            if flat is not t:
+                t.copy_(flat)
+        if average and self.size > 1:
+            t.div_(self.size)
+        return t
+
+    def allgather(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's 1-D tensor, in rank order (lengths may differ between ranks)."""
+        flat = t.reshape(-1).contiguous()
+        nbytes = flat.numel() * flat.element_size()
+        self._count(nbytes, self.net.allgather(nbytes, self.size))
+        return self._allgather(flat)
+
+    def broadcast_(self, t: torch.Tensor, root: int = 0) -> torch.Tensor:
+        """In-place copy of ``t`` from ``root`` to every rank; returns ``t``."""
+        nbytes = t.numel() * t.element_size()
+        self._count(nbytes if self.rank == root else 0, self.net.broadcast(nbytes, self.size))
+        flat = t if t.is_contiguous() else t.contiguous()
+        self._broadcast(flat, root)
+        if flat is not t:
+            t.copy_(flat)
+        return t
+
+    def check_same_size(self, n: int, what: str = "payload") -> None:
+        """Raise UsageError on every rank unless every rank passes the same ``n`` (control message)."""
+        sizes = [int(s) for s in self._allgather(torch.tensor([n], dtype=torch.int64))]
+        if len(set(sizes)) > 1:
+            raise UsageError(f"ranks disagree on the {what} size: {sizes} (rank order); "
+                             "every rank must communicate tensors of the same shapes")
 
     def neighbor_mix(self, x: torch.Tensor, plan) -> torch.Tensor:
         """One gossip round (DPOSG): self_weight x + sum_k weights[k] x^{sources[k]} for a
@@ -55,12 +113,47 @@ class Communicator(ABC):
         counts the bytes of x times the out-degree. Collective over all ranks of the communicator."""
         raise UsageError(f"gossip (neighbor_mix) is not supported on backend '{self.name}'; use --backend mpi")
 
+    # -- compressed aggregation -----------------------------------------------------------------
     def aggregate(self, payload: list[torch.Tensor], ctx, compressor) -> torch.Tensor:
-        """(1/M) sum_m decompress(payload_m): allreduce when summable, else allgather + decompress."""
+        """Delta = (1/M) sum_m decompress(payload_m), identical on every rank, one collective.
+
+        Summable payloads are concatenated and allreduced, then decompressed once. Others are
+        concatenated into one byte buffer per rank and allgathered; every rank decompresses every
+        rank's payload and sums them in rank order. Ranks whose payloads differ in size raise
+        UsageError together instead of hanging.
+        """
         if compressor.summable:
-            summed = [self.allreduce_(t.clone(), average=False) for t in payload]
+            buf = payload[0].reshape(-1) if len(payload) == 1 else torch.cat([t.reshape(-1) for t in payload])
+            self.check_same_size(buf.numel())
+            buf = self.allreduce_(buf.clone(), average=False)
+            summed = [p.view_as(t) for p, t in zip(buf.split([t.numel() for t in payload]), payload)]
             return compressor.decompress(summed, ctx).div_(self.size)
-        gathered = [self.allgather(t) for t in payload]
-        parts = [compressor.decompress([g[r].view_as(t) for g, t in zip(gathered, payload)], ctx)
-                 for r in range(self.size)]
-        return torch.stack(parts).mean(dim=0)
+        wire = to_bytes(payload)
+        gathered = self.allgather(wire)
+        lengths = [g.numel() for g in gathered]
+        if len(set(lengths)) > 1:
+            raise UsageError(f"ranks disagree on the compressed payload size: {lengths} bytes (rank order)")
+        total = compressor.decompress(from_bytes(gathered[0], payload), ctx).clone()
+        for g in gathered[1:]:
+            total += compressor.decompress(from_bytes(g, payload), ctx)
+        return total.div_(self.size)
+
+
+def to_bytes(payload: list[torch.Tensor]) -> torch.Tensor:
+    """The payload tensors' bytes, concatenated (widest dtypes first, so every part stays aligned)."""
+    order = sorted(range(len(payload)), key=lambda i: -payload[i].element_size())
+    return torch.cat([payload[i].reshape(-1).contiguous().view(torch.uint8) for i in order])
+
+
+def from_bytes(wire: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Inverse of :func:`to_bytes`: tensors shaped and typed like ``like``, viewing ``wire``."""
+    if wire.storage_offset() % 8:
+        wire = wire.clone()  # another rank's slice of a gather buffer may start unaligned
+    order = sorted(range(len(like)), key=lambda i: -like[i].element_size())
+    out: list[torch.Tensor | None] = [None] * len(like)
+    offset = 0
+    for i in order:
+        n = like[i].numel() * like[i].element_size()
+        out[i] = wire[offset:offset + n].view(like[i].dtype).view(like[i].shape)
+        offset += n
+    return out

@@ -6,6 +6,10 @@ A compressor is stateless apart from its hyper-parameters and never sees the net
 ``sizes`` are the per-tensor lengths of the flat buffer x (one scale per parameter tensor).
 ``summable`` compressors produce payloads whose elementwise sum is the payload of the sum, so the
 communicator may allreduce them; the others are allgathered and decompressed one by one.
+
+Registered here: identity, fp16, bf16. In their own modules: sign (:mod:`.sign`), topk and randk
+(:mod:`.sparse`), qsgd (:mod:`.qsgd`). Bytes on the wire for d fp32 values (ALGORITHMS.md section 0):
+identity 4d, fp16/bf16 2d, sign d/8 + 4 per tensor, topk 8k, randk 4k, qsgd ~ d*ceil(log2(2s+1))/8 + 4.
 """
 from __future__ import annotations
 
@@ -58,5 +62,39 @@ class Identity(Compressor):
         return payload[0].view(ctx)
 
 
+class Cast(Compressor):
+    """Q(x) = float(lowp(x)): round to a 16-bit float; delta = 1 - u^2 with u the unit roundoff
+    (|Q(x)_i - x_i| <= u |x_i| away from overflow/underflow). Summable: the sum travels in 16 bits."""
+
+    summable: ClassVar[bool] = True
+    dtype: ClassVar[torch.dtype]
+    roundoff: ClassVar[float]
+
+    def __init__(self, cfg: CommConfig | None = None):
+        pass
+
+    def compress(self, x, sizes):
+        return [x.to(self.dtype)], x.dtype
+
+    def decompress(self, payload, ctx):
+        return payload[0].to(ctx)
+
+    def delta(self, d: int) -> float:
+        return 1.0 - self.roundoff**2
+
+
+@COMPRESSORS.register("fp16")
+class FP16(Cast):
+    name, dtype, roundoff = "fp16", torch.float16, 2.0**-11
+
+
+@COMPRESSORS.register("bf16")
+class BF16(Cast):
+    name, dtype, roundoff = "bf16", torch.bfloat16, 2.0**-8
+
+
 def build_compressor(cfg: CommConfig) -> Compressor:
     return COMPRESSORS.get(cfg.compressor)(cfg)
+
+
+from . import qsgd, sign, sparse  # noqa: E402,F401  (register the other compressors)

@@ -1,11 +1,19 @@
-"""mpi4py communicator: buffer-based collectives on contiguous CPU tensors (no pickling)."""
+"""mpi4py communicator: buffer-based collectives on contiguous tensors (no pickling).
+
+CUDA tensors go to MPI directly when mpi4py reports a CUDA-aware MPI library, and are staged
+through host memory otherwise (copy out, collective, copy back).
+"""
 from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import torch
 from mpi4py import MPI
 
 from .base import BACKENDS, Communicator
+from .netem import NetworkModel
 
 
 def _buf(t: torch.Tensor) -> np.ndarray:
@@ -14,34 +22,51 @@ def _buf(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
+def cuda_aware() -> bool:
+    """Whether the MPI library says it can read and write CUDA device memory."""
+    try:
+        return bool(MPI.Query_cuda_support())
+    except (AttributeError, NotImplementedError, MPI.Exception):
+        return False
+
+
 @BACKENDS.register("mpi")
 class MPICommunicator(Communicator):
     name = "mpi"
 
-    def __init__(self, comm: MPI.Comm | None = None):
+    def __init__(self, comm: MPI.Comm | None = None, net: NetworkModel | None = None):
         self.comm = MPI.COMM_WORLD if comm is None else comm
-        super().__init__(self.comm.rank, self.comm.size)
+        super().__init__(self.comm.rank, self.comm.size, net)
+        self._cuda_aware = cuda_aware()
         self._graphs: dict[tuple, MPI.Distgraphcomm] = {}
 
-    def allreduce_(self, t: torch.Tensor, average: bool = True) -> torch.Tensor:
-        self._count(t.numel() * t.element_size())
-        self.comm.Allreduce(MPI.IN_PLACE, _buf(t), op=MPI.SUM)
-        if average and self.size > 1:
-            t.div_(self.size)
-        return t
+    @contextmanager
+    def _host(self, t: torch.Tensor) -> Iterator[object]:
+        """A buffer MPI can use for ``t``; device tensors are staged unless MPI is CUDA-aware."""
+        if t.device.type == "cpu":
+            yield _buf(t)
+        elif self._cuda_aware:
+            yield t.detach()
+        else:
+            host = t.detach().cpu()
+            yield _buf(host)
+            t.copy_(host)
 
-    def allgather(self, t: torch.Tensor) -> list[torch.Tensor]:
-        flat = t.reshape(-1).contiguous()
-        counts = self.comm.allgather(flat.numel())  # also catches ranks that disagree on sizes
-        out = torch.empty(sum(counts), dtype=flat.dtype)
-        self._count(flat.numel() * flat.element_size())
-        self.comm.Allgatherv(_buf(flat), [_buf(out), counts])
-        return list(out.split(counts))
+    def _allreduce(self, t: torch.Tensor) -> None:
+        with self._host(t) as buf:
+            self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
 
-    def broadcast_(self, t: torch.Tensor, root: int = 0) -> torch.Tensor:
-        self.comm.Bcast(_buf(t), root=root)
-        self.calls += 1
-        return t
+    def _allgather(self, t: torch.Tensor) -> list[torch.Tensor]:
+        counts = self.comm.allgather(t.numel())
+        out = torch.empty(sum(counts), dtype=t.dtype)
+        src = t.cpu() if t.device.type != "cpu" else t
+        width = t.element_size()  # move raw bytes: numpy has no bfloat16
+        self.comm.Allgatherv(_buf(src.view(torch.uint8)), [_buf(out.view(torch.uint8)), [c * width for c in counts]])
+        return [p.to(t.device) for p in out.split(counts)]
+
+    def _broadcast(self, t: torch.Tensor, root: int) -> None:
+        with self._host(t) as buf:
+            self.comm.Bcast(buf, root=root)
 
     def neighbor_mix(self, x: torch.Tensor, plan) -> torch.Tensor:
         """One gossip round over a distributed-graph communicator (one per plan, created on first
@@ -52,7 +77,8 @@ class MPICommunicator(Communicator):
                                                                      reorder=False)
         x = x.reshape(-1).contiguous()
         recv = torch.empty((len(plan.sources), x.numel()), dtype=x.dtype)
-        self._count(x.numel() * x.element_size() * len(plan.destinations))
+        nbytes, degree = x.numel() * x.element_size(), len(plan.destinations)
+        self._count(nbytes * degree, self.net.neighbor(nbytes, degree))
         self._graphs[key].Neighbor_allgather(_buf(x), _buf(recv))
         out = x * plan.self_weight
         for w, r in zip(plan.weights, recv):

@@ -38,12 +38,13 @@ def run(algo, steps):
 
 
 def test_bytes_and_calls_are_rounds_times_degree_and_no_global_collective():
-    algo = build(config("ring", rounds=3))
+    algo = build(config("ring", rounds=3).replace(comm={"net_latency": 0.005}))
     calls0 = algo.comm.calls
     stats = run(algo, 2)
     degree = len(algo.plan.destinations)
     assert_all(all(s.bytes_sent == 3 * degree * 4 * len(algo.flat) for s in stats), "bytes = t * degree * 4d")
     assert_all(algo.comm.calls - calls0 == 2 * 3, "one neighbour exchange per round, nothing else")
+    assert_all(all(s.t_net_emulated == pytest.approx(3 * 0.005) for s in stats), "emulated: one hop per round")
     assert_all(all(s.t_comm > 0 and s.t_compute > 0 and s.t_update > 0 for s in stats), "phases timed")
     assert_all(algo.attrs()["spectral_gap"] == pytest.approx(1 - algo.topology.rho), "attrs")
 

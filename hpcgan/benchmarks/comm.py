@@ -1,0 +1,215 @@
+"""``hpcgan bench comm``: OSU-style dense allreduce vs every compressor's aggregate, every backend.
+
+For each available backend, op and message size (bytes of the dense fp32 tensor, d = size/4):
+warm-up calls, a barrier, then timed iterations; each iteration's time is the slowest rank's, and
+the median over iterations is reported. Ops: ``dense`` = ``allreduce_`` of the fp32 tensor;
+a compressor name = compress + ``aggregate`` (collective + decompress of every rank's payload +
+mean), the whole cost a training step pays. Local costs (compress, decompress, ``x.clone()`` of the
+same tensor) are timed once per size on one thread, since they do not depend on the backend.
+
+HDF5 layout (``--out FILE.h5``, written by rank 0; attrs world_size, versions_json, machine,
+created_at, threads)::
+
+    /comm/<column>      one row per (backend, op, size): backend, op (str), size [B] (dense fp32
+                        bytes), wire_bytes [B] (bytes this rank handed to the transport per call),
+                        iters, t_median, t_min, t_max [s]
+    /compress/<column>  one row per (op, size): op, size, wire_bytes, t_clone, t_compress,
+                        t_decompress [s] (medians, one thread)
+
+Fit alpha and B from /comm rows with op == "dense": t = 2(M-1)(alpha + size/(M B)) (ring).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from dataclasses import replace
+
+import h5py
+import numpy as np
+import torch
+from mpi4py import MPI
+
+from ..comm import BACKENDS, build_communicator
+from ..comm.compress import COMPRESSORS, build_compressor
+from ..config import CommConfig
+from ..errors import UsageError
+from ..info import machine, versions
+from ..recorder import utc_now
+from . import BENCHMARKS
+
+SIGN_TARGET_ELEMENTS = 6_300_000  # speed target: sign compress+decompress <= 1.5 x clone
+UNITS = {"": 1, "k": 2**10, "kib": 2**10, "m": 2**20, "mib": 2**20, "g": 2**30, "gib": 2**30, "b": 1}
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in UNITS:
+        raise UsageError(f"bad size '{text}' (use e.g. 4096, 64KiB, 16MiB)")
+    return int(float(m.group(1)) * UNITS[m.group(2).lower()])
+
+
+def default_sizes(lo: int, hi: int) -> list[int]:
+    """Powers of 4 from ``lo`` to ``hi``, plus the 6.3M-element size of the speed targets."""
+    sizes, s = [], lo
+    while s <= hi:
+        sizes.append(s)
+        s *= 4
+    if lo <= 4 * SIGN_TARGET_ELEMENTS <= hi:
+        sizes.append(4 * SIGN_TARGET_ELEMENTS)
+    return sorted(sizes)
+
+
+def timed(fn, iters: int, warmup: int, comm: MPI.Comm | None) -> np.ndarray:
+    """Per-iteration seconds (the slowest rank's when ``comm`` is given)."""
+    for _ in range(warmup):
+        fn()
+    if comm is not None:
+        comm.Barrier()
+    out = np.empty(iters)
+    for i in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        out[i] = time.perf_counter() - t0
+    if comm is not None:
+        comm.Allreduce(MPI.IN_PLACE, out, op=MPI.MAX)
+    return out
+
+
+def iterations(size: int, iters: int) -> int:
+    """OSU-style: full count up to 1 MiB, a tenth above (at least 3)."""
+    return iters if size <= 2**20 else max(3, iters // 10)
+
+
+@BENCHMARKS.register("comm")
+def bench_comm(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="hpcgan bench comm", description=__doc__.split("\n\n")[0])
+    p.add_argument("--backends", default=",".join(BACKENDS.names()), help="comma list (default: all)")
+    p.add_argument("--compressors", default=",".join(n for n in COMPRESSORS.names() if n != "identity"))
+    p.add_argument("--min-size", type=parse_size, default=2**10, help="smallest message (default 1KiB)")
+    p.add_argument("--max-size", type=parse_size, default=2**26, help="largest message (default 64MiB)")
+    p.add_argument("--sizes", type=lambda s: [parse_size(x) for x in s.split(",")], default=None,
+                   help="explicit comma list of sizes (overrides --min-size/--max-size)")
+    p.add_argument("--iters", type=int, default=50, help="timed iterations up to 1 MiB (a tenth above)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--ratio", type=float, default=0.01, help="topk / randk ratio")
+    p.add_argument("--levels", type=int, default=16, help="QSGD levels")
+    p.add_argument("--out", default="", help="HDF5 file for the results (rank 0 writes)")
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    world = MPI.COMM_WORLD
+    torch.set_num_threads(1)
+    sizes = args.sizes or default_sizes(args.min_size, args.max_size)
+    ops = [n for n in args.compressors.split(",") if n]
+    for n in ops:
+        COMPRESSORS.get(n)  # unknown names fail before any collective
+    cfg = CommConfig(ratio=args.ratio, levels=args.levels)
+    comms, skipped = {}, {}
+    for name in args.backends.split(","):
+        BACKENDS.get(name)
+        try:
+            comms[name] = build_communicator(CommConfig(backend=name), world)
+        except UsageError as e:
+            skipped[name] = str(e)
+    local = local_costs(sizes, ops, cfg, args)
+    rows = []
+    for backend, comm in comms.items():
+        for size in sizes:
+            x = torch.randn(size // 4, generator=torch.Generator().manual_seed(world.rank))
+            n = iterations(size, args.iters)
+            rows.append(collective_row(backend, "dense", size, comm, lambda: comm.allreduce_(x.clone()), n, args))
+            for op in ops:
+                c = build_compressor(replace(cfg, compressor=op))
+                fn = lambda: comm.aggregate(*c.compress(x, [x.numel()]), c)  # noqa: E731
+                rows.append(collective_row(backend, op, size, comm, fn, n, args))
+    if world.rank == 0:
+        print_report(rows, local, skipped, world.size)
+        if args.out:
+            write_h5(args.out, rows, local, world.size)
+    return 0
+
+
+def collective_row(backend, op, size, comm, fn, iters, args) -> dict:
+    before = comm.bytes_sent
+    fn()
+    wire = comm.bytes_sent - before
+    t = timed(fn, iters, args.warmup, MPI.COMM_WORLD)
+    return {"backend": backend, "op": op, "size": size, "wire_bytes": wire, "iters": iters,
+            "t_median": float(np.median(t)), "t_min": float(t.min()), "t_max": float(t.max())}
+
+
+def local_costs(sizes, ops, cfg, args) -> list[dict]:
+    """clone / compress / decompress medians of one tensor per size, on one thread, no comm."""
+    out = []
+    for size in sizes:
+        x = torch.randn(size // 4)
+        n = iterations(size, args.iters)
+        t_clone = float(np.median(timed(x.clone, n, args.warmup, None)))
+        for op in ops:
+            c = build_compressor(replace(cfg, compressor=op))
+            payload, ctx = c.compress(x, [x.numel()])
+            tc = float(np.median(timed(lambda: c.compress(x, [x.numel()]), n, args.warmup, None)))
+            td = float(np.median(timed(lambda: c.decompress(payload, ctx), n, args.warmup, None)))
+            out.append({"op": op, "size": size, "wire_bytes": c.nbytes(payload), "t_clone": t_clone,
+                        "t_compress": tc, "t_decompress": td})
+    return out
+
+
+def fmt_size(n: int) -> str:
+    for unit, f in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= f:
+            return f"{n / f:.4g}{unit}"
+    return f"{n}B"
+
+
+def print_report(rows, local, skipped, world_size) -> None:
+    cost = {(r["op"], r["size"]): r for r in local}
+    print(f"hpcgan bench comm: {world_size} rank(s), median of timed iterations, slowest rank; "
+          "algbw = size / time; cost vs clone of the same tensor (one thread)")
+    for name, why in skipped.items():
+        print(f"backend {name} skipped: {why}")
+    print(f"{'backend':>8} {'op':>8} {'size':>9} {'lat[us]':>10} {'algbw[GB/s]':>11} {'wire[B]':>11} "
+          f"{'wire/dense':>10} {'comp/clone':>10} {'dec/clone':>9}")
+    for r in rows:
+        c = cost.get((r["op"], r["size"]))
+        comp = f"{c['t_compress'] / c['t_clone']:10.2f}" if c else f"{'-':>10}"
+        dec = f"{c['t_decompress'] / c['t_clone']:9.2f}" if c else f"{'-':>9}"
+        print(f"{r['backend']:>8} {r['op']:>8} {fmt_size(r['size']):>9} {1e6 * r['t_median']:10.1f} "
+              f"{r['size'] / r['t_median'] / 1e9:11.3f} {r['wire_bytes']:11d} "
+              f"{r['wire_bytes'] / max(r['size'], 1):10.4f} {comp} {dec}")
+    print_targets(rows, local)
+
+
+def print_targets(rows, local) -> None:
+    """The issue's three speed figures, where this run measured them."""
+    size = 4 * SIGN_TARGET_ELEMENTS
+    sign = next((r for r in local if r["op"] == "sign" and r["size"] == size), None)
+    if sign:
+        ratio = (sign["t_compress"] + sign["t_decompress"]) / sign["t_clone"]
+        print(f"target sign compress+decompress / clone at {SIGN_TARGET_ELEMENTS} elements: "
+              f"{ratio:.2f} (goal <= 1.5)")
+    for op, goal in (("sign", 30), ("topk", 45)):
+        r = max((r for r in local if r["op"] == op), key=lambda r: r["size"], default=None)
+        if r:
+            print(f"target wire bytes dense/{op} at {fmt_size(r['size'])}: {r['size'] / r['wire_bytes']:.1f}x "
+                  f"(goal >= {goal}x)")
+    dense = {r["backend"]: r["t_median"] for r in rows if r["op"] == "dense" and r["size"] == size}
+    if "mpi" in dense and "horovod" in dense:
+        print(f"target dense allreduce of {fmt_size(size)}: mpi {1e3 * dense['mpi']:.2f} ms, "
+              f"horovod {1e3 * dense['horovod']:.2f} ms (goal mpi <= horovod)")
+
+
+def write_h5(path, rows, local, world_size) -> None:
+    with h5py.File(path, "w") as f:
+        f.attrs.update(world_size=world_size, versions_json=json.dumps(versions()), threads=1,
+                       machine=machine(torch.device("cpu")), created_at=utc_now())
+        for group, table in (("comm", rows), ("compress", local)):
+            g = f.create_group(group)
+            for key in (table[0] if table else {}):
+                values = [r[key] for r in table]
+                g.create_dataset(key, data=np.array(values, dtype=h5py.string_dtype()) if isinstance(values[0], str)
+                                 else np.array(values))
+                g[key].attrs["unit"] = "s" if key.startswith("t_") else ("B" if "size" in key or "bytes" in key else "")

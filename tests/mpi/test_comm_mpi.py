@@ -1,0 +1,97 @@
+"""Communicator backends under N ranks: aggregate of every compressor, bytes, size checks, netem.
+
+Runs against the backend named by HPCGAN_TEST_BACKEND (default mpi); `make test-mpi` runs this
+file once per backend. A backend that cannot be built here skips with the reason.
+"""
+import os
+
+import pytest
+import torch
+from mpi4py import MPI
+
+from helpers import assert_all
+from hpcgan.comm import build_communicator
+from hpcgan.comm.compress import build_compressor
+from hpcgan.comm.qsgd import QSGD
+from hpcgan.config import CommConfig
+from hpcgan.errors import UsageError
+
+pytestmark = pytest.mark.mpi(min_size=2)
+COMM = MPI.COMM_WORLD
+BACKEND = os.environ.get("HPCGAN_TEST_BACKEND", "mpi")
+NAMES = ["identity", "fp16", "bf16", "sign", "topk", "randk", "qsgd"]
+SIZES = [100, 3, 230]
+
+
+def communicator(**kw):
+    try:
+        return build_communicator(CommConfig(backend=BACKEND, **kw), COMM)
+    except UsageError as e:  # the same on every rank (e.g. Horovod not built)
+        pytest.skip(f"backend {BACKEND}: {e}")
+
+
+def rank_input(r: int) -> torch.Tensor:
+    return torch.randn(sum(SIZES), generator=torch.Generator().manual_seed(100 + r))
+
+
+def compressor(name: str, r: int):
+    c = build_compressor(CommConfig(compressor=name, ratio=0.1, levels=4))
+    if isinstance(c, QSGD):
+        c.generator = torch.Generator().manual_seed(r)
+    return c
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_aggregate_is_the_mean_of_every_ranks_decompressed_payload(name):
+    comm = communicator()
+    c = compressor(name, comm.rank)
+    payload, ctx = c.compress(rank_input(comm.rank), SIZES)
+    got = comm.aggregate(payload, ctx, c)
+    want = torch.zeros(sum(SIZES), dtype=torch.float64)
+    for r in range(comm.size):
+        cr = compressor(name, r)
+        want += cr.decompress(*cr.compress(rank_input(r), SIZES)).double()
+    want /= comm.size
+    tol = 1e-2 if name in ("fp16", "bf16") else 1e-5  # 16-bit sums round once more
+    assert_all(torch.allclose(got.double(), want, rtol=tol, atol=tol), f"{name}: aggregate = mean")
+    digests = COMM.allgather(got.numpy().tobytes())
+    assert_all(len(set(digests)) == 1, f"{name}: every rank holds the same aggregate")
+    assert_all(comm.bytes_sent == c.nbytes(payload), f"{name}: bytes_sent {comm.bytes_sent} != payload")
+
+
+def test_dense_collectives_closed_form():
+    comm = communicator()
+    p = comm.size
+    t = torch.full((5,), float(comm.rank))
+    comm.allreduce_(t, average=False)
+    assert_all(torch.all(t == p * (p - 1) / 2), "sum of ranks")
+    parts = comm.allgather(torch.arange(comm.rank + 1, dtype=torch.float32))
+    assert_all(all(torch.equal(x, torch.arange(r + 1.0)) for r, x in enumerate(parts)), "ragged allgather")
+    b = torch.full((3,), float(comm.rank))
+    comm.broadcast_(b, root=p - 1)
+    assert_all(torch.all(b == p - 1), "broadcast from the last rank")
+    h = torch.full((4,), 0.5 * (comm.rank + 1), dtype=torch.float16)
+    comm.allreduce_(h, average=False)
+    assert_all(torch.all(h == 0.25 * p * (p + 1)), "fp16 sum")
+
+
+@pytest.mark.parametrize("name", ["identity", "sign"])
+def test_mismatched_sizes_raise_on_every_rank(name):
+    comm = communicator()
+    c = compressor(name, 0)
+    x = torch.randn(8 + 8 * comm.rank)
+    payload, ctx = c.compress(x, [x.numel()])
+    with pytest.raises(UsageError, match="ranks disagree"):
+        comm.aggregate(payload, ctx, c)
+    comm.barrier()
+
+
+def test_network_emulation_is_accounted_not_slept():
+    alpha, bw = 1e-3, 1e6
+    comm = communicator(net_latency=alpha, net_bandwidth=bw)
+    m, n = comm.size, 4000
+    comm.allreduce_(torch.ones(n // 4))
+    want = 2 * (m - 1) * (alpha + n / (m * bw))
+    comm.allgather(torch.ones(n // 4))
+    want += (m - 1) * (alpha + n / bw)
+    assert_all(abs(comm.t_net_emulated - want) < 1e-12, f"t_net_emulated {comm.t_net_emulated} != {want}")

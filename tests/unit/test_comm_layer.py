@@ -1,0 +1,41 @@
+"""Communicator plumbing on one process: backend names, the network model, byte packing."""
+import pytest
+import torch
+
+from hpcgan.comm import build_communicator
+from hpcgan.comm.base import from_bytes, to_bytes
+from hpcgan.comm.compress import build_compressor
+from hpcgan.comm.netem import NetworkModel
+from hpcgan.config import CommConfig
+from hpcgan.errors import UsageError
+
+
+def test_unknown_backend_lists_the_valid_ones():
+    with pytest.raises(UsageError, match="unknown backend 'gloo'; valid: horovod, mpi, torch"):
+        build_communicator(CommConfig(backend="gloo"))
+
+
+def test_network_model_formulas():
+    net = NetworkModel(latency=1e-5, bandwidth=1e9)
+    assert net.allreduce(4_000_000, 4) == pytest.approx(2 * 3 * (1e-5 + 1e6 / 1e9))
+    assert net.allgather(1000, 4) == pytest.approx(3 * (1e-5 + 1e-6))
+    assert net.broadcast(1000, 8) == pytest.approx(3 * (1e-5 + 1e-6))
+    assert net.allreduce(10**9, 1) == 0.0 and not NetworkModel().active
+
+
+def test_single_rank_aggregate_sends_nothing_and_applies_no_emulated_delay():
+    comm = build_communicator(CommConfig(net_latency=1.0, net_bandwidth=1.0))
+    x = torch.randn(100)
+    c = build_compressor(CommConfig(compressor="sign"))
+    y = comm.aggregate(*c.compress(x, [100]), c)
+    torch.testing.assert_close(y, c.decompress(*c.compress(x, [100])))
+    assert comm.bytes_sent == 0 and comm.t_net_emulated == 0.0 and comm.calls == 1
+
+
+def test_payload_bytes_round_trip_keeps_dtypes_and_alignment():
+    payload = [torch.arange(13, dtype=torch.uint8), torch.randn(3), torch.arange(5, dtype=torch.int32)]
+    wire = to_bytes(payload)
+    assert wire.numel() == 13 + 12 + 20
+    shifted = torch.cat([torch.zeros(3, dtype=torch.uint8), wire])[3:]  # unaligned slice
+    for a, b in zip(from_bytes(shifted, payload), payload):
+        assert a.dtype == b.dtype and torch.equal(a, b)
