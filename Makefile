@@ -30,6 +30,9 @@ demo: $(STAMP)
 		--out $(DEMO)/sync_mog8.h5 --force
 	$(HPCGAN) train --algo dqgan --compressor sign --data mog8 $(MOG) \
 		--steps 4000 --eval-every 1000 --out $(DEMO)/dqgan_sign_mog8.h5 --force
+	$(MPIEXEC) -n 4 $(BIN)/python -m mpi4py -m hpcgan train --algo dposg --topology ring --optimizer oadam \
+		--data mog8 $(MOG) --steps 3000 --eval-every 1000 --consensus-every 100 \
+		--out $(DEMO)/dposg_ring_mog8.h5 --force
 	$(HPCGAN) train --algo pcwgan --data mog8 --steps 400 --batch-size 64 --lr 1e-3 --beta2 0.9 \
 		--out $(DEMO)/pcwgan_mog8.h5 --force
 	$(BIN)/python -m hpcgan validate $(DEMO)/*.h5
@@ -47,7 +50,8 @@ test-unit: $(STAMP)
 MPITEST := $(MPIEXEC) -n 2 $(BIN)/python -m pytest -q --with-mpi --timeout=120 --timeout-method=thread
 test-mpi: $(STAMP) horovod-if-possible
 	$(MPITEST) tests/mpi
-	$(MPIEXEC) -n 3 $(BIN)/python -m pytest -q --with-mpi --timeout=120 --timeout-method=thread tests/mpi/test_h5_shards_mpi.py
+	$(MPIEXEC) -n 3 $(BIN)/python -m pytest -q --with-mpi --timeout=120 --timeout-method=thread tests/mpi/test_h5_shards_mpi.py tests/mpi/test_gossip_ring_mpi.py
+	$(MPIEXEC) -n 4 $(BIN)/python -m pytest -q --with-mpi --timeout=120 --timeout-method=thread tests/mpi/test_gossip_ring_mpi.py
 	for b in torch horovod; do HPCGAN_TEST_BACKEND=$$b $(MPITEST) tests/mpi/test_comm_mpi.py || exit 1; done
 
 # Horovod 0.28.1 from source for this torch + MPI; the wheel is cached in ~/.cache/hpcgan.

@@ -107,6 +107,12 @@ class Communicator(ABC):
             raise UsageError(f"ranks disagree on the {what} size: {sizes} (rank order); "
                              "every rank must communicate tensors of the same shapes")
 
+    def neighbor_mix(self, x: torch.Tensor, plan) -> torch.Tensor:
+        """One gossip round (DPOSG): self_weight x + sum_k weights[k] x^{sources[k]} for a
+        :class:`~hpcgan.topology.GossipPlan`, sending x to every rank in ``plan.destinations``;
+        counts the bytes of x times the out-degree. Collective over all ranks of the communicator."""
+        raise UsageError(f"gossip (neighbor_mix) is not supported on backend '{self.name}'; use --backend mpi")
+
     # -- compressed aggregation -----------------------------------------------------------------
     def aggregate(self, payload: list[torch.Tensor], ctx, compressor) -> torch.Tensor:
         """Delta = (1/M) sum_m decompress(payload_m), identical on every rank, one collective.

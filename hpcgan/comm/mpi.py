@@ -38,6 +38,7 @@ class MPICommunicator(Communicator):
         self.comm = MPI.COMM_WORLD if comm is None else comm
         super().__init__(self.comm.rank, self.comm.size, net)
         self._cuda_aware = cuda_aware()
+        self._graphs: dict[tuple, MPI.Distgraphcomm] = {}
 
     @contextmanager
     def _host(self, t: torch.Tensor) -> Iterator[object]:
@@ -66,6 +67,23 @@ class MPICommunicator(Communicator):
     def _broadcast(self, t: torch.Tensor, root: int) -> None:
         with self._host(t) as buf:
             self.comm.Bcast(buf, root=root)
+
+    def neighbor_mix(self, x: torch.Tensor, plan) -> torch.Tensor:
+        """One gossip round over a distributed-graph communicator (one per plan, created on first
+        use, collectively): Neighbor_allgather of x, then the weighted sum with this rank's row of W."""
+        key = (plan.sources, plan.destinations)
+        if key not in self._graphs:
+            self._graphs[key] = self.comm.Create_dist_graph_adjacent(list(plan.sources), list(plan.destinations),
+                                                                     reorder=False)
+        x = x.reshape(-1).contiguous()
+        recv = torch.empty((len(plan.sources), x.numel()), dtype=x.dtype)
+        nbytes, degree = x.numel() * x.element_size(), len(plan.destinations)
+        self._count(nbytes * degree, self.net.neighbor(nbytes, degree))
+        self._graphs[key].Neighbor_allgather(_buf(x), _buf(recv))
+        out = x * plan.self_weight
+        for w, r in zip(plan.weights, recv):
+            out.add_(r, alpha=w)
+        return out
 
     def barrier(self) -> None:
         self.comm.Barrier()

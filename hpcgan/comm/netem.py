@@ -5,6 +5,7 @@ to the transport (ALGORITHMS.md section 5):
     allreduce (ring)   2 (M - 1) (alpha + n / (M B))
     allgather (ring)   (M - 1) (alpha + n / B)
     broadcast (tree)   ceil(log2 M) (alpha + n / B)
+    neighbour exchange alpha + n / B per gossip round (neighbours served in parallel; 0 without any)
 The communicator adds this to ``t_net_emulated``, recorded next to (never inside) the measured
 t_comm, so a run on a fast local network can be re-read as if on a slower one:
 t_step(emulated) = t_step(measured) - t_comm + t_net_emulated. A 1-rank job sends nothing: 0.
@@ -35,3 +36,6 @@ class NetworkModel:
 
     def broadcast(self, nbytes: int, size: int) -> float:
         return math.ceil(math.log2(size)) * self._hop(nbytes) if size > 1 else 0.0
+
+    def neighbor(self, nbytes: int, degree: int) -> float:
+        return self._hop(nbytes) if degree > 0 else 0.0

@@ -1,0 +1,153 @@
+"""dposg: decentralized parallel optimistic stochastic gradient (ALGORITHMS.md section 2).
+
+Every rank i keeps its own x^i = (theta, phi) (one flat vector, G and D together) and its previous
+direction d^i_prev (zero at start). Per iteration, with mixing matrix W (``--topology``) and t
+gossip rounds (``--gossip-rounds``):
+    1. x_hat^i = sum_j (W^t)_ij x^j          t rounds, each one neighbour exchange of the flat vector
+    2. z^i     = x_hat^i - eta d^i_prev      optimistic extrapolation, no new gradient
+    3. g^i     = F(z^i; xi^i)                one fresh simultaneous gradient of G and D, at z^i
+    4. x^i     = x_hat^i - eta d^i;  d^i_prev = d^i
+with d^i = g^i (DPOSG, ``--optimizer omd``) or, for DPOAdam (``--optimizer oadam``), this rank's
+own Adam direction d^i = m_hat/(sqrt(v_hat) + eps) after updating m, v with g^i (moments are
+local, never gossiped). The step runs no global collective: only the neighbour exchange.
+
+Outside the timed step: the consensus distance (1/M) sum_i ||x^i - x_bar||^2 every
+``--consensus-every`` steps (one allreduce of [x^i, ||x^i||^2]) into /consensus/distance, and
+evaluation of the averaged model x_bar ("avg") and of rank 0's model ("rank0").
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from mpi4py import MPI
+
+from ..bench import StepStats
+from ..errors import UsageError
+from ..metrics import SampleFn
+from ..topology import build_topology
+from .base import ALGORITHMS, Batch, GanAlgorithm, TrainContext
+
+if TYPE_CHECKING:
+    from ..recorder import Recorder
+
+RULES = {"omd": "DPOSG", "oadam": "DPOAdam"}
+
+
+@ALGORITHMS.register("dposg")
+class DPOSG(GanAlgorithm):
+    def __init__(self, ctx: TrainContext):
+        super().__init__(ctx)
+        o = self.cfg.optim
+        if o.optimizer not in RULES:
+            raise UsageError(f"dposg takes --optimizer omd (DPOSG) or oadam (DPOAdam), got '{o.optimizer}'")
+        self.adam = o.optimizer == "oadam"
+        self.topology = build_topology(self.cfg.algo.topology, self.comm.size)
+        self.plan = self.topology.plan(self.comm.rank)
+        self.rounds = self.cfg.algo.gossip_rounds
+        self.comm.neighbor_mix(self.flat.params, self.plan)  # backend check; builds the graph communicator
+        self.d_prev = torch.zeros_like(self.flat.params)
+        self.m = torch.zeros_like(self.flat.params) if self.adam else None
+        self.v = torch.zeros_like(self.flat.params) if self.adam else None
+        self.k = 0                      # Adam steps taken (bias correction)
+        self._last_step = self._last_consensus = -1
+
+    # -- the step ------------------------------------------------------------------------------
+    def gossip(self, x: torch.Tensor) -> torch.Tensor:
+        """x_hat = (W^t x)_i: t neighbour exchanges."""
+        for _ in range(self.rounds):
+            x = self.comm.neighbor_mix(x, self.plan)
+        return x
+
+    def direction(self, g: torch.Tensor) -> torch.Tensor:
+        """d = g (DPOSG) or the local Adam direction m_hat / (sqrt(v_hat) + eps) (DPOAdam)."""
+        if not self.adam:
+            return g.clone()
+        o = self.cfg.optim
+        self.k += 1
+        self.m.mul_(o.beta1).add_(g, alpha=1 - o.beta1)
+        self.v.mul_(o.beta2).addcmul_(g, g, value=1 - o.beta2)
+        m_hat = self.m / (1 - o.beta1 ** self.k)
+        v_hat = self.v / (1 - o.beta2 ** self.k)
+        return m_hat.div_(v_hat.sqrt_().add_(o.eps))
+
+    def step(self, batch: Batch, t: int) -> StepStats:
+        eta, x = self.cfg.optim.lr, self.flat.params
+        self._comm_mark()
+        with self.timer("comm"):
+            x_hat = self.gossip(x)
+        with self.timer("update"):
+            torch.add(x_hat, self.d_prev, alpha=-eta, out=x)            # params <- z
+        with self.timer("compute"):
+            d_loss, g_loss = self.compute_gradients(batch)             # grads <- F(z; xi)
+        with self.timer("update"):
+            self.d_prev = self.direction(self.flat.grads)
+            torch.add(x_hat, self.d_prev, alpha=-eta, out=x)            # params <- x_hat - eta d
+        return self._stats(d_loss, g_loss)
+
+    # -- outside the timed step ----------------------------------------------------------------
+    def consensus_distance(self) -> float:
+        """(1/M) sum_i ||x^i - x_bar||^2 = (sum_i ||x^i||^2 - M ||x_bar||^2) / M, one allreduce (float64)."""
+        x = self.flat.params.detach().to(torch.float64)
+        buf = np.append(x.numpy(), float(x @ x))
+        self.world.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        M = self.world.size
+        mean = buf[:-1] / M
+        return max(0.0, float(buf[-1] - M * mean @ mean) / M)
+
+    def after_step(self, recorder: "Recorder", step: int) -> None:
+        if (step + 1) % self.cfg.algo.consensus_every == 0:
+            self._record_consensus(recorder, step)
+        self._last_step = step
+
+    def finish(self, recorder: "Recorder") -> None:
+        if self._last_step >= 0 and self._last_consensus != self._last_step:
+            self._record_consensus(recorder, self._last_step)
+
+    def _record_consensus(self, recorder: "Recorder", step: int) -> None:
+        recorder.record_series("consensus", step, {"distance": self.consensus_distance()})
+        self._last_consensus = step
+
+    def averaged_params(self) -> torch.Tensor:
+        x = self.flat.params.detach().clone()
+        self.world.comm.Allreduce(MPI.IN_PLACE, x.numpy(), op=MPI.SUM)
+        return x.div_(self.world.size)
+
+    def rank0_params(self) -> torch.Tensor:
+        x = self.flat.params.detach().clone()
+        self.world.comm.Bcast(x.numpy(), root=0)
+        return x
+
+    def _sampler_with(self, params_fn) -> SampleFn:
+        """A sampler that evaluates G at params_fn() (collective), keeping this rank's x^i."""
+        def sample(n: int):
+            other, own = params_fn(), self.flat.params.clone()
+            self.flat.params.copy_(other)
+            try:
+                return self.sample(n)
+            finally:
+                self.flat.params.copy_(own)
+        return sample
+
+    def samplers(self) -> dict[str, SampleFn]:
+        return {"avg": self._sampler_with(self.averaged_params), "rank0": self._sampler_with(self.rank0_params)}
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def attrs(self) -> dict[str, Any]:
+        return {"compressor": "none", "topology": self.topology.name, "spectral_gap": self.topology.spectral_gap,
+                "mixing_rho": self.topology.rho, "gossip_rounds": self.rounds,
+                "update_rule": RULES[self.cfg.optim.optimizer]}
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {**super().state_dict(), "d_prev": self.d_prev.clone(), "k": self.k}
+        if self.adam:
+            state.update(m=self.m.clone(), v=self.v.clone())
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.d_prev = state["d_prev"].clone()
+        self.k = int(state["k"])
+        if self.adam:
+            self.m, self.v = state["m"].clone(), state["v"].clone()
