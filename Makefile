@@ -31,7 +31,7 @@ demo: $(STAMP)
 	$(HPCGAN) train --algo dqgan --compressor sign --data mog8 $(MOG) \
 		--steps 4000 --eval-every 1000 --out $(DEMO)/dqgan_sign_mog8.h5 --force
 	$(MPIEXEC) -n 4 $(BIN)/python -m mpi4py -m hpcgan train --algo dposg --topology ring --optimizer oadam \
-		--data mog8 $(MOG) --steps 3000 --eval-every 1000 --consensus-every 100 \
+		--data mog8 $(MOG) --steps 2000 --eval-every 1000 --consensus-every 100 \
 		--out $(DEMO)/dposg_ring_mog8.h5 --force
 	$(HPCGAN) train --algo pcwgan --data mog8 --steps 400 --batch-size 64 --lr 1e-3 --beta2 0.9 \
 		--out $(DEMO)/pcwgan_mog8.h5 --force
