@@ -1,46 +1,43 @@
 """pcwgan vs cwgan on digits under one wall-clock budget (issue 6 experiment).
 
-    mpiexec -n 2 python jobs/pcwgan_digits.py --budget 180 --out-dir results/pcwgan_digits
+    mpiexec -n 2 python -m mpi4py jobs/pcwgan_digits.py --budget 180 --out-dir results/pcwgan_digits
 
-Trains each method in turn through the normal Trainer (results file per method), then samples
-100 images per label from the trained conditional model (pcwgan: every rank generates its own
-labels), and on rank 0 computes classifier-FID and class-consistency with a small digits
-classifier (jobs/digits_proxy.py) and writes a 10x10 grid PNG (row c = label c) and metrics.json.
+Uses only hpcgan's own pieces: the proxy classifier of ``hpcgan eval --train-proxy --data digits``
+(trained here if missing), ``hpcgan train`` (same flags; paper settings --n-critic 5 --lr 1e-4
+--beta1 0.5 --beta2 0.9, same model/width/batch for both methods), the quality metrics the
+trainer records in each results file's /eval at the end (proxy_fid, proxy_class_consistency,
+proxy_is), and hpcgan.grid for a 10x10 sample grid per method (row c = label c). Writes
+<algo>.h5, <algo>_grid.png and metrics.json into --out-dir.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-import h5py
-import numpy as np
 import torch
-from torchvision.utils import save_image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from digits_proxy import proxy_metrics, train_classifier  # noqa: E402
+from hpcgan.__main__ import build_parser
+from hpcgan.config import config_from_args
+from hpcgan.data import build_dataset
+from hpcgan.errors import UsageError
+from hpcgan.evaluate import train_proxy_command
+from hpcgan.grid import save_grid
+from hpcgan.log import setup_logging
+from hpcgan.metrics.proxy import load_proxy
+from hpcgan.results import load_run
+from hpcgan.train import Trainer
+from hpcgan.world import init_world
 
-from hpcgan.config import RunConfig  # noqa: E402
-from hpcgan.data import build_dataset  # noqa: E402
-from hpcgan.log import setup_logging  # noqa: E402
-from hpcgan.train import Trainer  # noqa: E402
-from hpcgan.world import init_world  # noqa: E402
-
-PER_LABEL = 100
+PAPER = ["--n-critic", "5", "--lr", "1e-4", "--beta1", "0.5", "--beta2", "0.9"]
 
 
-def step_counts(path: str) -> dict:
-    """Steps each rank took, its median step time, and pcwgan's per-label steps."""
-    with h5py.File(path, "r") as f:
-        step, wall = f["steps"]["step"][()], f["steps"]["wall"][()]
-        got = {"steps_per_rank": [int((step[:, r] >= 0).sum()) for r in range(step.shape[1])],
-               "median_step_s": float(np.nanmedian(wall[5:]))}
-        if "labels" in f:
-            got["label_steps"] = f["labels"]["steps"][()].tolist()
-            got["label_owner"] = f["labels"]["owner"][()].tolist()
-    return got
+def ensure_proxy(world) -> float:
+    """Held-out accuracy of the digits proxy classifier, training it first if there is none."""
+    try:
+        return float(load_proxy(build_dataset("digits")).meta["test_accuracy"])  # every rank reads it
+    except UsageError:
+        return float(train_proxy_command("digits", world, epochs=10, out=None)["proxy_test_accuracy"])
 
 
 def main() -> None:
@@ -55,32 +52,27 @@ def main() -> None:
     world = init_world()
     setup_logging(world.rank)
     out = Path(args.out_dir)
-    data = build_dataset("digits")
-    labels = torch.arange(10).repeat_interleave(PER_LABEL)
-    results = {}
+    results = {"proxy_heldout_accuracy": ensure_proxy(world), "budget_s": args.budget, "ranks": world.size}
     if world.rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        net, acc = train_classifier(data.images, data.labels)
-        results["classifier_heldout_accuracy"] = acc
+        print(f"proxy classifier held-out accuracy: {results['proxy_heldout_accuracy']:.4f}", flush=True)
+    labels = torch.arange(10).repeat_interleave(10)
     for algo in args.algos.split(","):
-        cfg = RunConfig().replace(
-            algo={"algo": algo}, data={"data": "digits", "batch_size": args.batch_size},
-            model={"model": args.model, "width": args.width},
-            optim={"lr": 1e-4, "beta1": 0.5, "beta2": 0.9, "n_critic": 5},
-            run={"budget": args.budget, "out": str(out / f"{algo}.h5"), "force": True, "log_every": 200})
-        trainer = Trainer(cfg, world)
-        trainer.run()
-        fake = trainer.algo.sample(labels)  # collective for pcwgan
+        flags = ["train", "--algo", algo, "--data", "digits", "--model", args.model, "--width", str(args.width),
+                 "--batch-size", str(args.batch_size), "--budget", str(args.budget), *PAPER,
+                 "--out", str(out / f"{algo}.h5"), "--force", "--log-every", "200"]
+        trainer = Trainer(config_from_args(build_parser().parse_args(flags)), world)
+        h5 = trainer.run()  # evaluates at the end into /eval (collective)
+        with torch.no_grad():
+            fake = trainer.algo.sample(labels)  # collective for pcwgan
         if world.rank == 0:
-            m = proxy_metrics(net, data.images, fake, labels)
-            grid = torch.stack([fake[labels == c][:10] for c in range(10)]).flatten(0, 1)
-            save_image(grid * 0.5 + 0.5, out / f"{algo}_grid.png", nrow=10)
-            results[algo] = {**m, **step_counts(cfg.run.out), "grid": str(out / f"{algo}_grid.png"),
-                             "h5": cfg.run.out}
+            run = load_run(h5)
+            grid = save_grid(fake, out / f"{algo}_grid.png", nrow=10)
+            results[algo] = {**run.final_eval(), "steps_per_rank": [int(n) for n in (run.steps["step"] >= 0).sum(0)],
+                             "grid": str(grid), "h5": str(h5), "command": "hpcgan " + " ".join(flags)}
             print(algo, json.dumps(results[algo]), flush=True)
         world.comm.Barrier()
     if world.rank == 0:
-        (out / "metrics.json").write_text(json.dumps(results, indent=2))
+        (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
         print(json.dumps(results, indent=2))
 
 
