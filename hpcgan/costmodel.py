@@ -151,7 +151,7 @@ def parameter_count(run: RunResult) -> int:
 
     try:
         conditional = getattr(ALGORITHMS.get(run.attrs["algorithm"]), "conditional", False)
-        spec = build_dataset(run.config["data"]["data"]).spec
+        spec = build_dataset(run.config["data"]["data"], labels=run.config["data"].get("labels", 0)).spec
         g, d = build_models(spec, ModelConfig(**run.config["model"]), conditional)
         return sum(p.numel() for p in g.parameters()) + sum(p.numel() for p in d.parameters())
     except (UsageError, KeyError, TypeError):
