@@ -27,6 +27,7 @@ class DataConfig:
     data: str = opt("mog8", "dataset: mog8, mog25, digits or h5:PATH")
     batch_size: int = opt(64, "local (per-rank) minibatch size b")
     shard: str = opt("even", "how image datasets are split over ranks", ("even", "uneven"))
+    labels: int = opt(0, "use only the first K labels of the dataset; 0 = all")
 
 
 @dataclass(frozen=True)

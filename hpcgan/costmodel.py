@@ -14,10 +14,11 @@ wall - t_comm - t_net_emulated: compute, compression, update and data), so the c
 measured step time tests the communication model alone.
 
 Fit: alpha and 1/B by non-negative least squares on *relative* residuals (t_pred - t)/t over the
-Allreduce points (t = 2(M-1)alpha + 2(M-1)/M * s/B) and Allgather points (t = (M-1)(alpha + s/B))
-of the collective benchmark files, so 4-byte and 1-MiB messages weigh alike and a scheduling spike
-(t >> t_pred) costs at most 1. The comparison with the runs uses the fit at the same M when there
-is one (:func:`fit_per_ranks`), else the pooled fit.
+dense fp32 allreduce points of ``hpcgan bench comm`` files (/comm rows with op "dense", mpi
+backend; n = size bytes, ring t = 2(M-1)(alpha + n/(M B)), as ALGORITHMS.md section 5), so
+4-byte and 1-MiB messages weigh alike and a scheduling spike (t >> t_pred) costs at most 1. The
+comparison with the runs uses the fit at the same M when there is one (:func:`fit_per_ranks`),
+else the pooled fit.
 
 Projection to many ranks: C(M) = C(1) for weak scaling (per-rank work constant) and C(1)/M for
 strong scaling (ideal compute scaling, an optimistic bound); the network is the one given (default
@@ -65,7 +66,7 @@ def fit_per_ranks(files: list[Path]) -> dict[int, Network]:
 
 
 def fit_network(files: list[Path]) -> Network | None:
-    """alpha, B pooled over ``hpcgan bench collectives`` or ``hpcgan bench comm`` files (None if none)."""
+    """alpha, B pooled over ``hpcgan bench comm`` files' dense mpi allreduce rows (None if none)."""
     rows, times, names = [], [], []
     for path in files:
         with h5py.File(path, "r") as f:
@@ -73,28 +74,26 @@ def fit_network(files: list[Path]) -> Network | None:
             if m < 2:
                 continue
             names.append(f"M={m}")
-            for op, s, t in _points(f):
-                rows.append([2 * (m - 1), 2 * (m - 1) / m * s] if op == "allreduce" else [m - 1, (m - 1) * s])
+            for s, t in _points(f):  # ring allreduce: t = 2(M-1) alpha + 2(M-1)/M * s/B
+                rows.append([2 * (m - 1), 2 * (m - 1) / m * s])
                 times.append(t)
     if not rows:
         return None
     a, t = np.asarray(rows, dtype=np.float64), np.asarray(times, dtype=np.float64)
     (alpha, inv_b), _ = nnls(a / t[:, None], np.ones_like(t))
     resid = np.median(np.abs(a @ [alpha, inv_b] / t - 1))
-    source = f"fitted to hpcgan bench collectives, {', '.join(names)}, {len(t)} points"
+    source = f"fitted to hpcgan bench comm dense allreduce, {', '.join(names)}, {len(t)} points"
     return Network(float(alpha), float(1 / inv_b) if inv_b > 0 else float("inf"), source, float(resid))
 
 
-def _points(f: h5py.File) -> list[tuple[str, float, float]]:
-    """(op, bytes per rank, seconds) from ``bench collectives`` (/allreduce, /allgather) or from
-    ``bench comm`` (/comm rows with op "dense" = fp32 allreduce, mpi backend)."""
-    if "comm" in f:
-        c = {k: f["comm"][k][()] for k in ("backend", "op", "size", "t_median")}
-        text = lambda v: v.decode() if isinstance(v, bytes) else str(v)  # noqa: E731
-        return [("allreduce", float(s), float(t)) for b, o, s, t in zip(c["backend"], c["op"], c["size"], c["t_median"])
-                if text(o) == "dense" and text(b) == "mpi"]
-    return [(op, float(s), float(t)) for op in ("allreduce", "allgather") if op in f
-            for s, t in zip(f[f"{op}/bytes"][()], f[f"{op}/seconds"][()])]
+def _points(f: h5py.File) -> list[tuple[float, float]]:
+    """(bytes, seconds) of the dense fp32 allreduce (op "dense", mpi backend) in a ``bench comm`` file."""
+    if "comm" not in f:
+        return []
+    c = {k: f["comm"][k][()] for k in ("backend", "op", "size", "t_median")}
+    text = lambda v: v.decode() if isinstance(v, bytes) else str(v)  # noqa: E731
+    return [(float(s), float(t)) for b, o, s, t in zip(c["backend"], c["op"], c["size"], c["t_median"])
+            if text(o) == "dense" and text(b) == "mpi"]
 
 
 # -- per-algorithm communication time -----------------------------------------------------------
@@ -152,7 +151,7 @@ def parameter_count(run: RunResult) -> int:
 
     try:
         conditional = getattr(ALGORITHMS.get(run.attrs["algorithm"]), "conditional", False)
-        spec = build_dataset(run.config["data"]["data"]).spec
+        spec = build_dataset(run.config["data"]["data"], labels=run.config["data"].get("labels", 0)).spec
         g, d = build_models(spec, ModelConfig(**run.config["model"]), conditional)
         return sum(p.numel() for p in g.parameters()) + sum(p.numel() for p in d.parameters())
     except (UsageError, KeyError, TypeError):

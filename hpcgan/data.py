@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator
 
 import torch
 
+from .errors import UsageError
 from .registry import Registry
 from .world import rank_seed
 
@@ -46,6 +47,10 @@ class Dataset(ABC):
                labels: list[int] | None = None) -> Loader:
         """This rank's stream; ``labels`` restricts it to those classes (per-label views)."""
 
+    def restrict_labels(self, k: int) -> Dataset:
+        """The same data with only labels 0..k-1 (``--labels K``); ``spec.num_classes`` = k."""
+        raise UsageError(f"{type(self).__name__} cannot be restricted to the first {k} labels")
+
 
 #: ``builder(arg, shard)``: ``arg`` is what follows ``NAME:`` ("" if nothing); ``shard`` is the
 #: ``--shard`` policy ("even" or "uneven"), which datasets without a finite index set ignore.
@@ -53,10 +58,15 @@ DatasetBuilder = Callable[[str, str], Dataset]
 DATASETS: Registry[DatasetBuilder] = Registry("dataset")
 
 
-def build_dataset(name: str, shard: str = "even") -> Dataset:
-    """``mog8`` -> builder("", shard) ; ``h5:PATH`` -> builder("PATH", shard)."""
+def build_dataset(name: str, shard: str = "even", labels: int = 0) -> Dataset:
+    """``mog8`` -> builder("", shard) ; ``h5:PATH`` -> builder("PATH", shard); ``labels`` = K > 0
+    keeps only labels 0..K-1 (mixture modes count as labels), 0 keeps all."""
     key, _, arg = name.partition(":")
-    return DATASETS.get(key)(arg, shard)
+    ds = DATASETS.get(key)(arg, shard)
+    if labels < 0 or labels > ds.spec.num_classes:
+        raise UsageError(f"--labels {labels}: {name} has {ds.spec.num_classes} labels (use 1..{ds.spec.num_classes}, "
+                         "or 0 for all)")
+    return ds.restrict_labels(labels) if 0 < labels < ds.spec.num_classes else ds
 
 
 class GaussianMixture(Dataset):
@@ -76,6 +86,9 @@ class GaussianMixture(Dataset):
     def loader(self, batch_size: int, rank: int, size: int, seed: int,
                labels: list[int] | None = None) -> Loader:
         return _MixtureLoader(self, batch_size, rank_seed(seed, rank, "data"), labels)
+
+    def restrict_labels(self, k: int) -> GaussianMixture:
+        return GaussianMixture(self.centers[:k], self.sigma)
 
 
 class _MixtureLoader(Loader):
@@ -131,6 +144,7 @@ class IndexedDataset(Dataset):
         order = torch.argsort(self.labels, stable=True)
         counts = torch.bincount(self.labels, minlength=spec.num_classes)
         self.by_label = dict(enumerate(order.split(counts.tolist())))
+        self.pool: torch.Tensor | None = None  # the indices in use when restricted to some labels
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -141,8 +155,17 @@ class IndexedDataset(Dataset):
 
     def indices(self, labels: list[int] | None = None) -> torch.Tensor:
         if labels is None:
-            return torch.arange(len(self.labels))
+            return torch.arange(len(self.labels)) if self.pool is None else self.pool
+        if any(c not in self.by_label for c in labels):
+            raise UsageError(f"labels {labels} outside 0..{self.spec.num_classes - 1}")
         return torch.cat([self.by_label[c] for c in labels])
+
+    def restrict_labels(self, k: int) -> IndexedDataset:
+        """In place: samples of labels >= k are never drawn (indices stay those of the full set)."""
+        self.pool = torch.sort(torch.cat([self.by_label[c] for c in range(k)])).values
+        self.by_label = {c: v for c, v in self.by_label.items() if c < k}
+        self.spec = replace(self.spec, num_classes=k)
+        return self
 
     def loader(self, batch_size: int, rank: int, size: int, seed: int,
                labels: list[int] | None = None) -> Loader:
@@ -199,6 +222,11 @@ class ArrayDataset(IndexedDataset):
 
     def fetch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images[idx], self.labels[idx]
+
+    def restrict_labels(self, k: int) -> ArrayDataset:
+        """A copy holding only labels < k, so metrics that read ``images``/``labels`` see them alone."""
+        keep = self.labels < k
+        return ArrayDataset(self.images[keep], self.labels[keep], k, self.shard)
 
 
 def digits_images() -> tuple[torch.Tensor, torch.Tensor]:

@@ -79,7 +79,7 @@ def eval_command(args, world: World) -> dict:
         path = checkpoint_files(Path(args.target), world)
         state = torch.load(path, map_location="cpu", weights_only=False)
         cfg = RunConfig.from_json(state["config_json"])
-        dataset = build_dataset(args.data or cfg.data.data)
+        dataset = build_dataset(args.data or cfg.data.data, labels=cfg.data.labels)
         algo = ALGORITHMS.get(cfg.algo.algo)(TrainContext(cfg, world, build_communicator(cfg.comm, world.comm), dataset))
         algo.load_state_dict(state["algorithm"])
         samplers, step = algo.samplers(), int(state["step"])

@@ -32,7 +32,7 @@ def samples_from_checkpoint(ckpt: str | Path, n: int, seed: int = 0) -> torch.Te
 
     state = torch.load(ckpt, weights_only=False, map_location="cpu")
     cfg = RunConfig.from_json(state["config_json"])
-    G, D = build_models(build_dataset(cfg.data.data).spec, cfg.model, False)
+    G, D = build_models(build_dataset(cfg.data.data, labels=cfg.data.labels).spec, cfg.model, False)
     flat = FlatParams({"G": G, "D": D})
     flat.params.copy_(state["algorithm"]["params"])
     G.eval()

@@ -78,7 +78,7 @@ def costmodel_section(rows: list[Row], files: list[Path], proj: cm.Network) -> t
     out = ["## Cost model: predicted vs measured step time", ""]
     fitted, per_m = cm.fit_network(files), cm.fit_per_ranks(files)
     if fitted is None:
-        return out + ["No collective benchmark files (comm_nN.hdf5) in the sweep folder: run the sweep with "
+        return out + ["No `hpcgan bench comm` files (comm_nN.hdf5) in the sweep folder: run the sweep with "
                       "rank counts >= 2 to fit alpha and B.", ""], []
     out += [f"Network fitted on this machine, pooled: {fitted.describe()}."]
     out += [f"At M = {m}: {net.describe()}." for m, net in sorted(per_m.items())]

@@ -12,9 +12,9 @@ batch of the 1-rank baseline, b:
   divide b).
 
 Resumable: a file that has ``finished_at`` and validates is skipped; anything else (crashed,
-killed, invalid) is rerun with ``--force``. For the cost model the sweep also runs the collective
-micro-benchmark once per rank count N >= 2 (``comm_nN.hdf5``, see :mod:`hpcgan.benchmarks.collectives`;
-the report also fits ``hpcgan bench comm`` files placed in the folder).
+killed, invalid) is rerun with ``--force``. For the cost model the sweep also runs
+``hpcgan bench comm`` once per rank count N >= 2 (``comm_nN.hdf5``: mpi backend, dense fp32
+allreduce only, 4 B to 1 MiB, :data:`COMM_BENCH_ARGS`; see :mod:`hpcgan.benchmarks.comm`).
 """
 from __future__ import annotations
 
@@ -36,6 +36,11 @@ from .bench import validate
 from .config import SECTIONS, RunConfig, config_to_argv
 from .errors import UsageError
 from .log import get_logger
+
+#: ``hpcgan bench comm`` flags of the per-rank-count cost-model measurement: what
+#: :func:`hpcgan.costmodel.fit_network` reads (mpi backend, dense allreduce), kept quick.
+COMM_BENCH_ARGS = ["--backends", "mpi", "--compressors=", "--min-size", "4", "--max-size", "1MiB",
+                   "--iters", "20", "--warmup", "2"]
 
 #: Fields the sweep sets per configuration (excluded from the pass-through train flags).
 SWEEP_FIELDS = frozenset({"algo", "scaling", "out", "force", "resume"})
@@ -160,7 +165,7 @@ def _tail(path: Path, lines: int = 8) -> str:
 
 def run_sweep(jobs: list[Job], out: Path, launcher: str = DEFAULT_LAUNCHER, timeout: float = 3600,
               comm_bench: bool = True, dry_run: bool = False, threads: int = 0) -> int:
-    """Launch every job not yet done (and the collective benchmark per rank count); 0 if all succeed.
+    """Launch every job not yet done (and ``bench comm`` per rank count); 0 if all succeed.
 
     ``dry_run`` prints the exact launch line of each pending job instead of running it; ``threads``
     > 0 fixes the torch threads per rank (``HPCGAN_THREADS``) so that 1-rank runs do not use more
@@ -171,7 +176,7 @@ def run_sweep(jobs: list[Job], out: Path, launcher: str = DEFAULT_LAUNCHER, time
     if comm_bench:
         for n in sorted({j.ranks for j in jobs if j.ranks > 1}):
             path = out / f"comm_n{n}.hdf5"
-            tasks.append((f"comm_n{n}", n, path, ["bench", "collectives", "--out", str(path)]))
+            tasks.append((f"comm_n{n}", n, path, ["bench", "comm", *COMM_BENCH_ARGS, "--out", str(path)]))
     pending = []
     for task in tasks:
         name, _, path, _ = task

@@ -60,7 +60,7 @@ class Trainer:
         self.cfg, self.world, self.log = cfg, world, get_logger()
         check_same_config(cfg, world)
         seed_everything(cfg.run.seed, world.rank)
-        dataset = build_dataset(cfg.data.data, shard=cfg.data.shard)
+        dataset = build_dataset(cfg.data.data, shard=cfg.data.shard, labels=cfg.data.labels)
         self.comm = build_communicator(cfg.comm, world.comm)
         self.algo = ALGORITHMS.get(cfg.algo.algo)(TrainContext(cfg, world, self.comm, dataset))
         if not self.algo.lockstep and (cfg.run.eval_every or cfg.run.ckpt_every or cfg.run.resume):

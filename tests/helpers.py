@@ -48,11 +48,18 @@ def assert_all(ok: bool, message: str = "", comm: MPI.Comm = MPI.COMM_WORLD) -> 
 
 
 def write_comm_file(path: Path, m: int, alpha: float, bandwidth: float) -> Path:
-    """A ``hpcgan bench collectives`` file whose times follow the cost model exactly."""
-    sizes = np.array([4, 64, 1024, 16384, 262144, 1048576], dtype=np.int64)
+    """A ``hpcgan bench comm`` file (/comm layout) whose dense mpi allreduce times follow the ring
+    model 2(M-1)(alpha + n/(M B)) exactly; a compressor row and a non-mpi row must be ignored."""
+    sizes = [4, 64, 1024, 16384, 262144, 1048576]
+    rows = [("mpi", "dense", s, 2 * (m - 1) * (alpha + s / (m * bandwidth))) for s in sizes]
+    rows += [("mpi", "sign", 1024, 1.0), ("torch", "dense", 1024, 1.0)]
     with h5py.File(path, "w") as f:
-        f.attrs.update(world_size=m, machine="synthetic")
-        f["allreduce/bytes"], f["allgather/bytes"] = sizes, sizes
-        f["allreduce/seconds"] = 2 * (m - 1) * (alpha + sizes / (m * bandwidth))
-        f["allgather/seconds"] = (m - 1) * (alpha + sizes / bandwidth)
+        f.attrs.update(world_size=m, machine="synthetic", threads=1)
+        for i, key in enumerate(("backend", "op")):
+            f.create_dataset(f"comm/{key}", data=np.array([r[i] for r in rows], dtype=h5py.string_dtype()))
+        f["comm/size"] = np.array([r[2] for r in rows], dtype=np.int64)
+        f["comm/wire_bytes"] = np.array([r[2] for r in rows], dtype=np.int64)
+        f["comm/iters"] = np.full(len(rows), 20, dtype=np.int64)
+        for key in ("t_median", "t_min", "t_max"):
+            f[f"comm/{key}"] = np.array([r[3] for r in rows])
     return path

@@ -20,3 +20,12 @@ def test_two_rank_budget_run_records_owners_steps_and_zero_bytes(hpcgan, tmp_pat
     assert rows.min() > 0 and [label_steps[owner == r].sum() for r in (0, 1)] == rows.tolist()
     assert np.all(sent[step >= 0] == 0) and np.all(t_comm[step >= 0] == 0)
 
+
+
+def test_labels_flag_gives_pcwgan_only_the_first_k_labels(hpcgan, tmp_path):
+    out = tmp_path / "pcw4.h5"
+    r = hpcgan(2, "train", "--algo", "pcwgan", "--data", "mog8", "--labels", "4", "--budget", "2",
+               "--batch-size", "16", "--width", "32", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out) as f:
+        assert f["labels"]["owner"][()].tolist() == [0, 1, 0, 1]

@@ -16,8 +16,17 @@ def test_fit_recovers_latency_and_bandwidth_of_exact_data(tmp_path):
     files = [write_comm_file(tmp_path / f"comm_n{m}.hdf5", m, 5e-6, 2e9) for m in (2, 4)]
     net = cm.fit_network(files)
     assert net.alpha == pytest.approx(5e-6, rel=1e-6) and net.bandwidth == pytest.approx(2e9, rel=1e-6)
-    assert net.rel_error < 1e-6 and "M=2, M=4" in net.source
+    assert net.rel_error < 1e-6 and "M=2, M=4" in net.source and "bench comm" in net.source
     assert cm.fit_network([]) is None
+
+
+def test_fit_ignores_files_without_bench_comm_rows(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "old.hdf5", "w") as f:  # the removed ``bench collectives`` layout
+        f.attrs["world_size"] = 2
+        f["allreduce/bytes"], f["allreduce/seconds"] = np.array([4, 1024]), np.array([1e-5, 2e-5])
+    assert cm.fit_network([tmp_path / "old.hdf5"]) is None
 
 
 def test_communication_formulas():

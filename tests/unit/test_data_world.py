@@ -87,3 +87,29 @@ def test_threads_per_rank():
     assert threads_per_rank(usable=2, node_cores=2, local_size=4) == 1   # oversubscribed
     assert threads_per_rank(usable=64, node_cores=64, local_size=4) == 16  # shared node
     assert threads_per_rank(usable=7, node_cores=64, local_size=8) == 7    # bound by the launcher
+
+
+def test_labels_restricts_a_mixture_to_its_first_k_modes():
+    full, ds = build_dataset("mog25"), build_dataset("mog25", labels=3)
+    assert ds.spec.num_classes == 3 and torch.equal(ds.centers, full.centers[:3])
+    x, y = next(ds.loader(500, 0, 1, seed=2))
+    assert set(y.tolist()) == {0, 1, 2} and x.shape == (500, 2)
+    assert build_dataset("mog8", labels=8).spec.num_classes == 8  # K = all labels: unchanged
+    assert build_dataset("mog8", labels=0).spec.num_classes == 8
+
+
+def test_labels_restricts_digits_to_classes_below_k():
+    full, ds = build_dataset("digits"), build_dataset("digits", labels=4)
+    keep = full.labels < 4
+    assert ds.spec.num_classes == 4 and set(ds.labels.tolist()) == {0, 1, 2, 3}
+    assert torch.equal(ds.images, full.images[keep]) and len(ds.labels) == int(keep.sum())
+    shards = [set(ds.loader(8, r, 2, seed=1).shard.tolist()) for r in range(2)]
+    assert len(shards[0]) == len(ds.labels) // 2 and shards[0].isdisjoint(shards[1])
+    _, y = next(ds.loader(300, 1, 2, seed=1))
+    assert int(y.max()) < 4
+
+
+@pytest.mark.parametrize("k", [11, -1])
+def test_labels_beyond_the_dataset_are_a_usage_error(k):
+    with pytest.raises(UsageError, match="has 10 labels"):
+        build_dataset("digits", labels=k)

@@ -82,3 +82,16 @@ def test_missing_or_non_hdf5_files(tmp_path):
         build_dataset(f"h5:{tmp_path / 'd.h5'}")
     with pytest.raises(UsageError, match="h5:PATH"):
         build_dataset("h5")
+
+
+def test_labels_restricts_an_h5_file_to_classes_below_k(tmp_path):
+    small_file(tmp_path / "d.h5")  # 60 images, labels 0..3
+    ds = build_dataset(f"h5:{tmp_path / 'd.h5'}", shard="uneven", labels=2)
+    assert ds.spec.num_classes == 2
+    shards = [set(ds.loader(4, r, 3, seed=0).shard.tolist()) for r in range(3)]
+    every = set().union(*shards)
+    assert len(every) == 30 and set(ds.fetch(torch.tensor(sorted(every)))[1].tolist()) == {0, 1}
+    with pytest.raises(UsageError, match="labels"):
+        ds.loader(4, 0, 1, seed=0, labels=[3])
+    with pytest.raises(UsageError, match="has 4 labels"):
+        build_dataset(f"h5:{tmp_path / 'd.h5'}", labels=5)

@@ -49,8 +49,20 @@ def test_weak_rules_scale_the_named_field_or_say_what_is_missing(tmp_path, monke
         sweep.plan(BASE, ["sync"], [1, 2], "weak", 1, tmp_path)
 
 
+def test_pcwgan_weak_scaling_keeps_k_labels_per_rank(tmp_path):
+    base = BASE.replace(data={"labels": 2})
+    jobs = sweep.plan(base, ["pcwgan", "cwgan"], [1, 2, 4], "weak", 1, tmp_path)
+    assert [(j.algo, j.ranks, j.cfg.data.labels) for j in jobs] == [
+        ("pcwgan", 1, 2), ("pcwgan", 2, 4), ("pcwgan", 4, 8), ("cwgan", 1, 2), ("cwgan", 2, 4), ("cwgan", 4, 8)]
+    assert all(j.cfg.data.batch_size == 64 for j in jobs)
+    assert "--labels 8" in " ".join(config_to_argv(jobs[2].cfg))
+    assert [j.cfg.data.labels for j in sweep.plan(base, ["pcwgan"], [1, 4], "strong", 1, tmp_path)] == [2, 2]
+    with pytest.raises(UsageError, match="give --labels K"):
+        sweep.plan(BASE, ["pcwgan"], [1, 2], "weak", 1, tmp_path)
+
+
 def test_generated_train_flags_rebuild_the_config_exactly():
-    cfg = BASE.replace(comm={"error_feedback": False, "ratio": 0.125}, optim={"lr": 1e-4})
+    cfg = BASE.replace(comm={"error_feedback": False, "ratio": 0.125}, optim={"lr": 1e-4}, data={"labels": 3})
     ns = build_parser().parse_args(["train", *config_to_argv(cfg)])
     assert config_from_args(ns) == cfg
 
@@ -78,7 +90,8 @@ def test_dry_run_prints_only_pending_launch_lines(tmp_path, capsys):
     assert sweep.run_sweep(jobs, tmp_path / "x", "mpirun -np {n}", dry_run=True) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and lines[0].startswith("mpirun -np 1 ") and lines[1].startswith("mpirun -np 2 ")
-    assert "--batch-size 32" in lines[1] and lines[2].endswith("bench collectives --out " + str(tmp_path / "x" / "comm_n2.hdf5"))
+    assert "--batch-size 32" in lines[1] and lines[2].endswith("bench comm --backends mpi --compressors= --min-size 4 --max-size 1MiB --iters 20 "
+                                                      "--warmup 2 --out " + str(tmp_path / "x" / "comm_n2.hdf5"))
     assert not (tmp_path / "x").exists()
 
 
