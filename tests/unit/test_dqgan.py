@@ -10,7 +10,7 @@ import torch
 from hpcgan.algorithms.dqgan import JointPayload, QuantizedOMD
 from hpcgan.comm.base import Communicator
 from hpcgan.comm.compress import Identity
-from toy_compressors import TopK
+from hpcgan.comm.sparse import TopK
 
 
 class ThreadComm(Communicator):
@@ -94,7 +94,7 @@ def trajectory(rank, comm, compressor, rule, steps=30, lr=0.05, ef=True):
 
 def test_variant_a_virtual_iterate_follows_exact_omd_with_the_averaged_gradient():
     M, lr = 4, 0.05
-    out = run_workers(M, lambda r, comm: trajectory(r, comm, TopK(0.25), "A", lr=lr))
+    out = run_workers(M, lambda r, comm: trajectory(r, comm, TopK(ratio=0.25), "A", lr=lr))
     xs, gbar = out[0][0], out[0][1]
     for r in range(1, M):
         assert all(torch.equal(a, b) for a, b in zip(xs, out[r][0])), "workers apply the same Delta_t"
@@ -120,21 +120,21 @@ def test_identity_dqgan_equals_omd_with_the_averaged_gradient(rule):
 
 def test_one_collective_per_step_and_bytes_are_the_payload():
     steps = 7
-    out = run_workers(2, lambda r, comm: (trajectory(r, comm, TopK(0.25), "A", steps=steps), comm.bytes_sent))
+    out = run_workers(2, lambda r, comm: (trajectory(r, comm, TopK(ratio=0.25), "A", steps=steps), comm.bytes_sent))
     (_, _, _, calls), sent = out[0]
     assert calls == 2 * steps  # one for the check's allreduce, one aggregate
-    k = sum(math.ceil(0.25 * n) for n in N_G + N_D)
-    assert sent == steps * (D_ALL * 8 + k * (8 + 4))   # check allreduce (fp64) + top-k values and int32 indices
+    k = math.ceil(0.25 * sum(N_G)) + math.ceil(0.25 * sum(N_D))  # top-k of the G and D buffers
+    assert sent == steps * (D_ALL * 8 + k * (4 + 4))   # check allreduce (fp64) + fp32 values and int32 indices
 
 
 def test_without_error_feedback_there_is_no_residual():
-    out = run_workers(2, lambda r, comm: trajectory(r, comm, TopK(0.25), "A", steps=5, ef=False))
+    out = run_workers(2, lambda r, comm: trajectory(r, comm, TopK(ratio=0.25), "A", steps=5, ef=False))
     assert all(float(e.abs().max()) == 0 for o in out for e in o[2])
 
 
 def test_joint_payload_round_trip_keeps_buffers_apart():
     x = torch.arange(1.0, 1.0 + D_ALL)
-    for comp in (Identity(), TopK(0.5)):
+    for comp in (Identity(), TopK(ratio=0.5)):
         joint = JointPayload(comp)
         parts = [comp.compress(x[sl], sizes) for sl, sizes in PARTS.values()]
         payload, ctx = joint.join(parts)
@@ -144,10 +144,10 @@ def test_joint_payload_round_trip_keeps_buffers_apart():
 
 
 def test_state_dict_holds_residuals_and_previous_gradient():
-    q = QuantizedOMD(PARTS, TopK(0.25), True, 0.1, "A", run_workers(1, lambda r, c: c)[0])
+    q = QuantizedOMD(PARTS, TopK(ratio=0.25), True, 0.1, "A", run_workers(1, lambda r, c: c)[0])
     q.message(torch.arange(float(D_ALL)))
     state = q.state_dict()
     assert set(state["residuals"]) == {"G", "D"} and torch.equal(state["prev"], torch.arange(float(D_ALL)))
-    q2 = QuantizedOMD(PARTS, TopK(0.25), True, 0.1, "A", None)
+    q2 = QuantizedOMD(PARTS, TopK(ratio=0.25), True, 0.1, "A", None)
     q2.load_state_dict(state)
     assert torch.equal(q2.residual(torch.zeros(D_ALL)), q.residual(torch.zeros(D_ALL)))

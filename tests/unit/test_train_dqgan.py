@@ -12,9 +12,6 @@ from hpcgan.config import RunConfig
 from hpcgan.errors import NonFiniteLossError
 from hpcgan.train import Trainer, checkpoint_path
 from hpcgan.world import init_world
-from toy_compressors import register
-
-register()
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +22,7 @@ def world():
 def cfg_for(out, **run) -> RunConfig:
     return RunConfig().replace(
         algo={"algo": "dqgan"}, optim={"optimizer": "omd", "lr": 0.05},
-        comm={"compressor": "test-topk", "ratio": 0.1}, data={"batch_size": 16},
+        comm={"compressor": "topk", "ratio": 0.1}, data={"batch_size": 16},
         model={"width": 16, "z_dim": 4},
         run={"out": str(out), "steps": 24, "ckpt_every": 12, "flush_every": 10, "log_every": 1000,
              "eval_samples": 200, **run})
@@ -96,7 +93,7 @@ def test_sample_grid_from_a_checkpoint(tmp_path, world):
         data={"data": "digits", "batch_size": 8}, model={"model": "dcgan32", "width": 4, "z_dim": 8})
     Trainer(cfg, world).run()  # DCGAN-32 on digits under compressed DQGAN
     with h5py.File(tmp_path / "g.h5") as f:
-        assert f.attrs["compressor"] == "test-topk" and f["steps"]["step"].shape == (2, 1)
+        assert f.attrs["compressor"] == "topk" and f["steps"]["step"].shape == (2, 1)
     grid_main([str(checkpoint_path(cfg, 0)), str(tmp_path / "grid.png"), "--n", "16", "--nrow", "4"])
     with Image.open(tmp_path / "grid.png") as im:
         assert im.size == (4 * 34 + 2, 4 * 34 + 2)
