@@ -14,7 +14,8 @@ def summarize(paths: list[str | Path]) -> str:
     rows = []
     for r in runs:
         phases = r.phase_times()
-        quality = "  ".join(f"{k}={v:.3g}" for k, v in r.final_eval().items())
+        quality = "  ".join(f"{k}={v:.3g}" for k, v in r.final_eval().items()
+                            if not k.endswith("_avg"))  # shown under its plain name (results.py)
         rows.append([r.path.stem, r.attrs["algorithm"] + ("" if r.finished else " (unfinished)"),
                      str(r.world_size), str(r.n_steps), f"{1e3 * r.step_time():.2f}",
                      f"{1e3 * phases['t_compute']:.2f}", f"{1e3 * phases['t_comm']:.2f}",
