@@ -67,7 +67,7 @@ class Trainer:
             raise UsageError(f"--algo {cfg.algo.algo} trains every rank on its own clock: --eval-every, "
                              "--ckpt-every and --resume would make ranks wait for each other during "
                              "training; it is evaluated once, at the end")
-        self.evaluator = build_evaluator(dataset)
+        self.evaluator = build_evaluator(dataset, device=world.device)
         self.loader = self.algo.make_loader()
         self.start_step, self.elapsed0 = 0, 0.0
         self.last_eval_step, self.last_eval = -1, {}
