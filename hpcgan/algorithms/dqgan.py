@@ -40,22 +40,34 @@ RULES = ("A", "B", "opt")
 class JointPayload:
     """The payloads of several buffers (G's, then D's) as one payload list, so that one
     ``Communicator.aggregate`` call -- one collective -- carries them all. ``decompress`` splits
-    the list, decompresses each buffer with the inner compressor and concatenates in order."""
+    the list and decompresses each buffer with the inner compressor into its slice of one flat
+    output; ``decompress_add`` adds each into its slice."""
 
     def __init__(self, inner: Compressor):
-        self.inner, self.summable = inner, inner.summable
+        self.inner, self.summable, self.name = inner, inner.summable, f"joint-{inner.name}"
 
-    def join(self, parts: Sequence[tuple[Payload, Any]]) -> tuple[Payload, Any]:
+    def join(self, parts: Sequence[tuple[Payload, Any]], lengths: Sequence[int]) -> tuple[Payload, Any]:
+        """One payload from the (payload, ctx) of buffers of ``lengths`` values each."""
         payload = [t for p, _ in parts for t in p]
-        return payload, ([len(p) for p, _ in parts], [ctx for _, ctx in parts])
+        return payload, ([len(p) for p, _ in parts], list(lengths), [ctx for _, ctx in parts])
+
+    @staticmethod
+    def _split(payload: Payload, ctx: Any):
+        """(payload, ctx, offset, length) of each buffer."""
+        counts, lengths, ctxs = ctx
+        i = offset = 0
+        for k, n, c in zip(counts, lengths, ctxs):
+            yield payload[i:i + k], c, offset, n
+            i, offset = i + k, offset + n
 
     def decompress(self, payload: Payload, ctx: Any) -> torch.Tensor:
-        counts, ctxs = ctx
-        dense, i = [], 0
-        for k, c in zip(counts, ctxs):
-            dense.append(self.inner.decompress(payload[i:i + k], c).reshape(-1))
-            i += k
-        return torch.cat(dense)
+        return torch.cat([self.inner.decompress(part, c).reshape(-1) for part, c, _, _ in self._split(payload, ctx)])
+
+    def decompress_add(self, payload: Payload, ctx: Any, out: torch.Tensor) -> torch.Tensor:
+        flat = out.view(-1)
+        for part, c, offset, n in self._split(payload, ctx):
+            self.inner.decompress_add(part, c, flat[offset:offset + n])
+        return out
 
 
 class QuantizedOMD:
@@ -88,7 +100,7 @@ class QuantizedOMD:
         else:
             p = grads.clone()
         parts = [self.ef.compress(name, p[sl], sizes) for name, (sl, sizes) in self.parts.items()]
-        return self.joint.join(parts)
+        return self.joint.join(parts, [sum(sizes) for _, sizes in self.parts.values()])
 
     def average(self, payload: Payload, ctx: Any) -> torch.Tensor:
         """Step 4: Delta_t, identical on every rank (one collective)."""

@@ -6,10 +6,11 @@ the median over iterations is reported. Ops: ``dense`` = in-place ``allreduce_``
 fp32 tensor;
 a compressor name = compress + ``aggregate`` (collective + decompress of every rank's payload +
 mean), the whole cost a training step pays. Local costs (compress, decompress, ``x.clone()`` of the
-same tensor) are timed once per size on one thread, since they do not depend on the backend.
+same tensor) are timed once per size on one thread, since they do not depend on the backend; the
+three are timed round-robin in one loop so that they see the same machine state.
 
 HDF5 layout (``--out FILE.h5``, written by rank 0; attrs world_size, versions_json, machine,
-created_at, threads)::
+created_at, threads, sign_kernel)::
 
     /comm/<column>      one row per (backend, op, size): backend, op (str), size [B] (dense fp32
                         bytes), wire_bytes [B] (bytes this rank handed to the transport per call),
@@ -34,6 +35,7 @@ from mpi4py import MPI
 
 from ..comm import BACKENDS, build_communicator
 from ..comm.compress import COMPRESSORS, build_compressor
+from ..comm.sign import implementation as sign_implementation
 from ..config import CommConfig
 from ..errors import UsageError
 from ..info import machine, versions
@@ -76,6 +78,20 @@ def timed(fn, iters: int, warmup: int, comm: MPI.Comm | None) -> np.ndarray:
     if comm is not None:
         comm.Allreduce(MPI.IN_PLACE, out, op=MPI.MAX)
     return out
+
+
+def timed_together(fns, iters: int, warmup: int) -> list[float]:
+    """Median seconds of each function, timed in turn within every iteration (one process)."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    t = np.empty((iters, len(fns)))
+    for i in range(iters):
+        for j, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            t[i, j] = time.perf_counter() - t0
+    return [float(v) for v in np.median(t, axis=0)]
 
 
 def iterations(size: int, iters: int) -> int:
@@ -149,13 +165,12 @@ def local_costs(sizes, ops, cfg, args) -> list[dict]:
     out = []
     for size in sizes:
         x = torch.randn(size // 4)
-        n = iterations(size, args.iters)
-        t_clone = float(np.median(timed(x.clone, n, args.warmup, None)))
+        n = max(iterations(size, args.iters), 10)
         for op in ops:
             c = build_compressor(replace(cfg, compressor=op))
             payload, ctx = c.compress(x, [x.numel()])
-            tc = float(np.median(timed(lambda: c.compress(x, [x.numel()]), n, args.warmup, None)))
-            td = float(np.median(timed(lambda: c.decompress(payload, ctx), n, args.warmup, None)))
+            t_clone, tc, td = timed_together([x.clone, lambda: c.compress(x, [x.numel()]),
+                                              lambda: c.decompress(payload, ctx)], n, args.warmup)
             out.append({"op": op, "size": size, "wire_bytes": c.nbytes(payload), "t_clone": t_clone,
                         "t_compress": tc, "t_decompress": td})
     return out
@@ -171,7 +186,8 @@ def fmt_size(n: int) -> str:
 def print_report(rows, local, skipped, world_size) -> None:
     cost = {(r["op"], r["size"]): r for r in local}
     print(f"hpcgan bench comm: {world_size} rank(s), median of timed iterations, slowest rank; "
-          "algbw = size / time; cost vs clone of the same tensor (one thread)")
+          "algbw = size / time; cost vs clone of the same tensor (one thread); "
+          f"sign kernel: {sign_implementation()}")
     for name, why in skipped.items():
         print(f"backend {name} skipped: {why}")
     print(f"{'backend':>8} {'op':>8} {'size':>9} {'lat[us]':>10} {'algbw[GB/s]':>11} {'wire[B]':>11} "
@@ -208,6 +224,7 @@ def print_targets(rows, local) -> None:
 def write_h5(path, rows, local, world_size) -> None:
     with h5py.File(path, "w") as f:
         f.attrs.update(world_size=world_size, versions_json=json.dumps(versions()), threads=1,
+                       sign_kernel=sign_implementation(),
                        machine=machine(torch.device("cpu")), created_at=utc_now())
         for group, table in (("comm", rows), ("compress", local)):
             g = f.create_group(group)

@@ -4,6 +4,9 @@ A compressor is stateless apart from its hyper-parameters and never sees the net
 ``compress(x, sizes)`` returns ``(payload, ctx)``; the payload is the list of tensors that travel,
 ``ctx`` never leaves the rank; ``decompress(payload, ctx)`` rebuilds a dense tensor shaped like x.
 ``sizes`` are the per-tensor lengths of the flat buffer x (one scale per parameter tensor).
+For non-summable compressors ``decompress`` returns a new tensor (never a view of the payload),
+so the aggregate can accumulate into it. A payload's shapes depend only on the length of x and the
+compressor's settings, so a buffer's payload has the same size on every rank at every step.
 ``summable`` compressors produce payloads whose elementwise sum is the payload of the sum, so the
 communicator may allreduce them; the others are allgathered and decompressed one by one.
 
@@ -33,6 +36,10 @@ class Compressor(ABC):
 
     @abstractmethod
     def decompress(self, payload: Payload, ctx: Any) -> torch.Tensor: ...
+
+    def decompress_add(self, payload: Payload, ctx: Any, out: torch.Tensor) -> torch.Tensor:
+        """``out += decompress(payload, ctx)`` in place (aggregation of gathered payloads)."""
+        return out.add_(self.decompress(payload, ctx))
 
     def delta(self, d: int) -> float:
         """Guaranteed delta for vectors of length d (a lower bound; 1 = exact)."""

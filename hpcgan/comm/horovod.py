@@ -41,10 +41,10 @@ class HorovodCommunicator(Communicator):
     def _allreduce(self, t: torch.Tensor) -> None:
         self.hvd.allreduce_(t, op=self.hvd.Sum)
 
-    def _allgather(self, t: torch.Tensor) -> list[torch.Tensor]:
+    def _allgather(self, t: torch.Tensor, counts: list[int] | None = None) -> list[torch.Tensor]:
         raw = t.view(torch.uint8)  # move bytes: Horovod has no bfloat16
-        counts = self.hvd.allgather(torch.tensor([raw.numel()])).tolist()
-        return [p.view(t.dtype) for p in self.hvd.allgather(raw).split(counts)]
+        counts = counts or self.hvd.allgather(torch.tensor([t.numel()])).tolist()
+        return [p.view(t.dtype) for p in self.hvd.allgather(raw).split([n * t.element_size() for n in counts])]
 
     def _broadcast(self, t: torch.Tensor, root: int) -> None:
         self.hvd.broadcast_(t, root_rank=root)

@@ -56,8 +56,8 @@ class MPICommunicator(Communicator):
         with self._host(t) as buf:
             self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
 
-    def _allgather(self, t: torch.Tensor) -> list[torch.Tensor]:
-        counts = self.comm.allgather(t.numel())
+    def _allgather(self, t: torch.Tensor, counts: list[int] | None = None) -> list[torch.Tensor]:
+        counts = counts or self.comm.allgather(t.numel())
         out = torch.empty(sum(counts), dtype=t.dtype)
         src = t.cpu() if t.device.type != "cpu" else t
         width = t.element_size()  # move raw bytes: numpy has no bfloat16

@@ -5,11 +5,17 @@ Then <Q(x), x> = ||Q(x)||^2 = ||x||_1^2 / d, so ||Q(x) - x||^2 = ||x||^2 - ||x||
 delta = ||x||_1^2 / (d ||x||_2^2) >= 1/d (ALGORITHMS.md section 0).
 Payload: the sign bits of the whole flat buffer packed 8 per byte (:mod:`.bits`), and the scales:
 ceil(D/8) + 4 T bytes for D values in T tensors. Not summable (allgather + decompress + mean).
-The sign bit is read straight from the IEEE-754 encoding: the high byte of each little-endian fp32,
-shifted right by 7 (a strided copy then a contiguous shift vectorizes better than ``x < 0``).
+The sign bit is read straight from the IEEE-754 encoding (so -0.0 counts as negative).
+
+On CPU the work is done by the C kernels of ``sign1bit.c`` (:mod:`.native`): compress is one pass
+that sums |x| and packs the bits, decompress one pass that writes the output. Eager torch needs
+several passes for the same job; it is the fallback (device tensors, no C compiler, or
+``$HPCGAN_NATIVE=0``) and produces the same bits. The kernels' scales are summed in fp64 over fp32
+blocks, so they can differ from the fallback's in the last bit.
 """
 from __future__ import annotations
 
+import ctypes
 import sys
 from functools import lru_cache
 
@@ -17,12 +23,34 @@ import torch
 import torch.nn.functional as F
 
 from ..config import CommConfig
-from . import bits
+from . import bits, native
 from .compress import COMPRESSORS, Compressor
 
 
 #: row v = the 8 signs (+1 / -1) that packed byte v encodes (bit j set = element j negative)
 _SIGNS = torch.tensor([[-1.0 if (v >> j) & 1 else 1.0 for j in range(8)] for v in range(256)])
+
+
+@lru_cache(maxsize=1)
+def _kernels() -> ctypes.CDLL | None:
+    lib = native.load("sign1bit")
+    if lib is not None:
+        ptr = ctypes.c_void_p
+        lib.hpcgan_sign_compress.argtypes = [ptr, ptr, ctypes.c_int64, ptr, ptr]
+        lib.hpcgan_sign_decompress.argtypes = [ptr, ptr, ctypes.c_int64, ptr, ptr, ctypes.c_int]
+        lib.hpcgan_sign_isa.restype = ctypes.c_char_p
+    return lib
+
+
+def implementation() -> str:
+    """What compresses CPU tensors here: ``c-avx2``, ``c-portable`` or ``torch``."""
+    lib = _kernels()
+    return f"c-{lib.hpcgan_sign_isa().decode()}" if lib is not None else "torch"
+
+
+def _native(*tensors: torch.Tensor) -> ctypes.CDLL | None:
+    """The C kernels if they are available and every tensor lives on the CPU."""
+    return _kernels() if all(t.device.type == "cpu" for t in tensors) else None
 
 
 @lru_cache(maxsize=8)
@@ -45,6 +73,8 @@ class ScaledSign(Compressor):
         flat = x.reshape(-1).to(torch.float32).contiguous()
         d = flat.numel()
         sizes = list(sizes) if sizes else [d]
+        if _native(flat) is not None:
+            return self._compress_native(flat, sizes), (x.shape, x.dtype, sizes)
         scales = torch.stack([seg.abs().sum() / n for seg, n in zip(flat.split(sizes), sizes)])
         buf = bits.flag_buffer(d)
         buf[:d] = flat.view(torch.uint8)[3::4]  # high byte of each fp32 ...
@@ -55,6 +85,8 @@ class ScaledSign(Compressor):
         packed, scales = payload
         shape, dtype, sizes = ctx
         d = sum(sizes)
+        if _native(packed, scales) is not None:
+            return self._decompress_native(packed, scales, sizes, torch.empty(d), False).view(shape).to(dtype)
         # One row gather writes the output: byte b of row i selects the 8 values s_t * (+-1) of
         # table t = owner of element 8i. Rows that straddle a tensor boundary are fixed after.
         owner, starts = _row_owners(tuple(sizes))
@@ -66,6 +98,32 @@ class ScaledSign(Compressor):
                 neg = bits.unpack(packed[start // 8:start // 8 + 1], 8)[start % 8:start % 8 + end - start]
                 out[start:end] = scales[t] * (1.0 - 2.0 * neg.to(torch.float32))
         return out.view(shape).to(dtype)
+
+    def decompress_add(self, payload, ctx, out):
+        packed, scales = payload
+        if _native(packed, scales, out) is None or out.dtype != torch.float32 or not out.is_contiguous():
+            return super().decompress_add(payload, ctx, out)
+        self._decompress_native(packed, scales, ctx[2], out, True)
+        return out
+
+    @staticmethod
+    def _compress_native(flat, sizes) -> list[torch.Tensor]:
+        """The C kernel: packed sign bits and per-tensor scales of the contiguous fp32 ``flat``."""
+        lengths = torch.tensor(sizes, dtype=torch.int64)
+        packed = torch.zeros(bits.packed_len(flat.numel()), dtype=torch.uint8)
+        scales = torch.empty(len(sizes), dtype=torch.float32)
+        _kernels().hpcgan_sign_compress(flat.data_ptr(), lengths.data_ptr(), len(sizes), packed.data_ptr(),
+                                        scales.data_ptr())
+        return [packed, scales]
+
+    @staticmethod
+    def _decompress_native(packed, scales, sizes, out, accumulate: bool) -> torch.Tensor:
+        """The C kernel: writes (or adds) the decompressed values into the fp32 buffer ``out``."""
+        packed, scales = packed.contiguous(), scales.to(torch.float32).contiguous()
+        lengths = torch.tensor(sizes, dtype=torch.int64)
+        _kernels().hpcgan_sign_decompress(packed.data_ptr(), lengths.data_ptr(), len(sizes), scales.data_ptr(),
+                                          out.data_ptr(), int(accumulate))
+        return out
 
     def delta(self, d: int) -> float:
         return 1.0 / d

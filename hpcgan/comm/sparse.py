@@ -35,7 +35,7 @@ class Sparse(Compressor):
 
     @staticmethod
     def _scatter(values: torch.Tensor, index: torch.Tensor, shape, dtype) -> torch.Tensor:
-        out = torch.zeros(math.prod(shape), dtype=values.dtype)
+        out = torch.zeros(math.prod(shape), dtype=values.dtype, device=values.device)
         out.index_copy_(0, index.long(), values)
         return out.view(shape).to(dtype)
 
@@ -52,6 +52,12 @@ class TopK(Sparse):
     def decompress(self, payload, ctx):
         values, index = payload
         return self._scatter(values, index, *ctx)
+
+    def decompress_add(self, payload, ctx, out):
+        """Adds the k values at their indices (distinct, so the same sums as a dense add)."""
+        values, index = payload
+        out.view(-1).index_add_(0, index.long(), values.to(out.dtype))
+        return out
 
 
 @COMPRESSORS.register("randk")

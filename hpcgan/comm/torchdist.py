@@ -62,11 +62,12 @@ class TorchCommunicator(Communicator):
         if x is not t:
             t.copy_(x)
 
-    def _allgather(self, t: torch.Tensor) -> list[torch.Tensor]:
+    def _allgather(self, t: torch.Tensor, counts: list[int] | None = None) -> list[torch.Tensor]:
         x = self._on_device(t)
-        counts = [torch.zeros(1, dtype=torch.int64, device=self.device) for _ in range(self.size)]
-        dist.all_gather(counts, torch.tensor([x.numel()], device=self.device))
-        counts = [int(c) for c in counts]
+        if counts is None:
+            exchanged = [torch.zeros(1, dtype=torch.int64, device=self.device) for _ in range(self.size)]
+            dist.all_gather(exchanged, torch.tensor([x.numel()], device=self.device))
+            counts = [int(c) for c in exchanged]
         longest = max(counts)
         if x.numel() < longest:  # all_gather needs equal sizes: pad to the longest
             x = torch.cat([x, x.new_zeros(longest - x.numel())])

@@ -6,16 +6,12 @@ its SHA-256 matches, or the caller gets a :class:`UsageError` that says how to s
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import UsageError
-
-CACHE_ENV = "HPCGAN_CACHE"
-
 
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
@@ -45,8 +41,3 @@ def tensor_digest(*tensors: torch.Tensor) -> str:
         h.update(f"{a.dtype}{a.shape}".encode())
         h.update(a.tobytes())
     return h.hexdigest()
-
-
-def cache_dir() -> Path:
-    """$HPCGAN_CACHE, else ~/.cache/hpcgan: where built-in datasets' derived files live."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "hpcgan")

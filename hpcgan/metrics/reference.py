@@ -5,7 +5,7 @@ datasets: in-memory arrays and HDF5 files) or ``images`` (N, C, H, W) in [-1, 1]
 index arrays, plus optionally ``path`` (their HDF5 file) and ``checksum``. Reference statistics (features of every real image) are computed once, collectively
 (rank r embeds images r, r+M, ...), and cached as ``<home>/refstats-<extractor>-<dataset>.npz``,
 keyed by the extractor's weights digest and the dataset checksum: next to the dataset's file when
-it has one, else in :func:`~hpcgan.metrics.files.cache_dir`.
+it has one, else in :func:`~hpcgan.cache.cache_dir`.
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from mpi4py import MPI
 from ..errors import UsageError
 from ..log import get_logger
 from .features import Extractor
-from .files import cache_dir, sha256_file, tensor_digest
+from ..cache import cache_dir
+from .files import sha256_file, tensor_digest
 from .stats import ClassStats, FeatureStats
 
 

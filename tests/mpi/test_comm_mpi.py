@@ -59,6 +59,31 @@ def test_aggregate_is_the_mean_of_every_ranks_decompressed_payload(name):
     assert_all(comm.bytes_sent == c.nbytes(payload), f"{name}: bytes_sent {comm.bytes_sent} != payload")
 
 
+@pytest.mark.parametrize("name", ["identity", "fp16", "sign", "topk"])
+def test_after_the_first_call_aggregate_is_one_collective(name):
+    """Sizes are checked once per payload signature; each later step makes exactly one raw
+    collective, and an allgather is told the lengths instead of exchanging them."""
+    comm = communicator()
+    c = compressor(name, comm.rank)
+    raw = []
+    for prim in ("_allreduce", "_allgather"):
+        inner = getattr(comm, prim)
+
+        def spy(t, *args, _inner=inner, _prim=prim):
+            raw.append((_prim, bool(args and args[0] is not None)))
+            return _inner(t, *args)
+        setattr(comm, prim, spy)
+    payload, ctx = c.compress(rank_input(comm.rank), SIZES)
+    first = comm.aggregate(payload, ctx, c)
+    checks = len(raw) - 1
+    for _ in range(3):
+        again = comm.aggregate(payload, ctx, c)
+    steady = raw[checks + 1:]
+    one = [("_allreduce", False)] if name == "identity" else [("_allgather", True)]
+    assert_all(checks == 1 and steady == one * 3, f"{name}: raw collectives {raw}")
+    assert_all(torch.equal(first, again), f"{name}: same aggregate every call")
+
+
 def test_dense_collectives_closed_form():
     comm = communicator()
     p = comm.size

@@ -1,11 +1,14 @@
 """Compressors: measured delta, round-trip shapes, bytes on the wire, error-feedback telescoping."""
 import math
+import os
+import shlex
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from hpcgan.comm import bits
+from hpcgan.comm import bits, sign
 from hpcgan.comm.compress import COMPRESSORS, build_compressor
 from hpcgan.comm.feedback import ErrorFeedback
 from hpcgan.comm.qsgd import QSGD
@@ -60,6 +63,28 @@ def test_round_trip_shape_dtype(name):
     assert torch.all(c.decompress(*c.compress(z, [40])) == 0), "zero compresses to zero"
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_payload_shapes_depend_only_on_the_input_length(name):
+    """What lets the communicator check payload sizes once per buffer instead of every step."""
+    c = make(name, ratio=0.05, levels=4)
+    shapes = [[(t.shape, t.dtype) for t in c.compress(x, SIZES)[0]]
+              for x in (torch.randn(D), torch.zeros(D), torch.randn(D) ** 5)]
+    assert shapes[0] == shapes[1] == shapes[2]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_decompress_add_equals_adding_the_decompressed_payload(name):
+    c = make(name, ratio=0.05, levels=4)
+    payload, ctx = c.compress(torch.randn(D), SIZES)
+    base = torch.randn(D)
+    want = base + c.decompress(payload, ctx)
+    got = base.clone()
+    assert c.decompress_add(payload, ctx, got) is got
+    assert torch.equal(got, want)
+    if not c.summable:
+        assert c.decompress(payload, ctx).data_ptr() not in {t.data_ptr() for t in payload}
+
+
 def test_sign_matches_the_formula_per_tensor():
     x = torch.randn(D)
     x[5] = 0.0
@@ -70,6 +95,35 @@ def test_sign_matches_the_formula_per_tensor():
     err = float((y - x).pow(2).sum())
     exact = float(x.pow(2).sum()) - sum(float(t.abs().sum()) ** 2 / t.numel() for t in x.split(SIZES))
     assert math.isclose(err, exact, rel_tol=1e-4)
+
+
+def test_sign_kernels_build_where_a_compiler_exists():
+    if os.environ.get("HPCGAN_NATIVE") == "0" or not shutil.which(shlex.split(os.environ.get("CC", "cc"))[0]):
+        pytest.skip("native kernels disabled or no C compiler")
+    assert sign._kernels() is not None
+
+
+def test_sign_native_and_torch_paths_agree(monkeypatch):
+    """Same bits and outputs from the C kernels and the torch fallback, across tensor boundaries
+    inside bytes, +-0.0, short tails, and an output large enough to be streamed past the cache."""
+    if sign._kernels() is None:
+        pytest.skip("native kernels unavailable")
+    sizes = [3, 13, 64, 1, 1000, 37, 2_200_005]
+    x = torch.randn(sum(sizes), generator=torch.Generator().manual_seed(3))
+    x[[0, 17, 80]], x[[1, 81]] = 0.0, -0.0
+    c = make("sign")
+    (packed, scales), ctx = c.compress(x, sizes)
+    y = c.decompress([packed, scales], ctx)
+    base = torch.randn(x.numel())
+    added = c.decompress_add([packed, scales], ctx, base.clone())
+    monkeypatch.setattr(sign, "_native", lambda *tensors: None)
+    (packed_t, scales_t), _ = c.compress(x, sizes)
+    assert torch.equal(packed, packed_t)
+    torch.testing.assert_close(scales, scales_t, rtol=2e-6, atol=0)
+    assert torch.equal(c.decompress([packed, scales], ctx), y)
+    assert torch.equal(torch.signbit(y), torch.signbit(x))
+    assert torch.equal(added, base + y)
+    assert torch.equal(c.decompress_add([packed, scales], ctx, base.clone()), added)
 
 
 def test_topk_keeps_the_largest_and_exact_values():

@@ -20,7 +20,7 @@ class ThreadComm(Communicator):
         super().__init__(rank, group["size"])
         self.group = group
 
-    def _allgather(self, t):
+    def _allgather(self, t, counts=None):
         g = self.group
         g["slots"][self.rank] = t.reshape(-1).clone()
         g["barrier"].wait()
@@ -137,9 +137,10 @@ def test_joint_payload_round_trip_keeps_buffers_apart():
     for comp in (Identity(), TopK(ratio=0.5)):
         joint = JointPayload(comp)
         parts = [comp.compress(x[sl], sizes) for sl, sizes in PARTS.values()]
-        payload, ctx = joint.join(parts)
+        payload, ctx = joint.join(parts, [sum(sizes) for _, sizes in PARTS.values()])
         want = torch.cat([comp.decompress(p, c) for p, c in parts])
         assert torch.equal(joint.decompress(payload, ctx), want)
+        assert torch.equal(joint.decompress_add(payload, ctx, x.clone()), x + want)
         assert sum(t.numel() * t.element_size() for t in payload) == sum(comp.nbytes(p) for p, _ in parts)
 
 
