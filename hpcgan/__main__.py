@@ -99,16 +99,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .config import config_from_args
-    from .sweep import parse_ints, plan, run_sweep, write_manifest
+    from .sweep import parse_algo_flags, parse_ints, plan, run_sweep, write_manifest
 
     if MPI.COMM_WORLD.size > 1:
         raise UsageError("hpcgan sweep is a single process that launches the runs; do not start it with mpiexec")
-    out = Path(args.out)
-    jobs = plan(config_from_args(args), args.algos.split(","), parse_ints(args.ranks), args.scaling,
-                args.repeats, out)
+    out, algos = Path(args.out), args.algos.split(",")
+    base, flags = config_from_args(args), parse_algo_flags(args.algo_flags, algos)
+    jobs = {scaling: plan(base, algos, parse_ints(args.ranks), scaling, args.repeats, out, flags)
+            for scaling in args.scaling.split(",")}  # every configuration is checked before anything runs
     if not args.dry_run:
-        write_manifest(out, jobs, args.scaling, args.launcher, args.threads)
-    return run_sweep(jobs, out, args.launcher, args.run_timeout, args.comm_bench, args.dry_run, args.threads)
+        for scaling, mine in jobs.items():
+            write_manifest(out, mine, scaling, args.launcher, args.threads)
+    return run_sweep([j for mine in jobs.values() for j in mine], out, args.launcher, args.run_timeout,
+                     args.comm_bench, args.dry_run, args.threads)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -167,7 +170,9 @@ def add_sweep_parsers(sub) -> None:
                                     "(weak: b per rank; strong: b/N per rank).")
     sw.add_argument("--algos", default="sync", help="comma-separated algorithm names")
     sw.add_argument("--ranks", default="1,2,4", help="comma-separated rank counts")
-    sw.add_argument("--scaling", choices=("weak", "strong"), required=True)
+    sw.add_argument("--scaling", required=True, help="weak, strong, or weak,strong (both, one folder)")
+    sw.add_argument("--algo-flags", action="append", default=[], metavar="'ALGO: FLAGS'",
+                    help="extra train flags for one algorithm, e.g. 'dposg: --optimizer oadam' (repeatable)")
     sw.add_argument("--repeats", type=int, default=1, help="runs per configuration, seeds seed..seed+R-1")
     sw.add_argument("--out", required=True, help="sweep folder, e.g. results/<sweep>")
     sw.add_argument("--launcher", default=DEFAULT_LAUNCHER, help="launch command with {n} for the rank count, "

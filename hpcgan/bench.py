@@ -1,4 +1,4 @@
-"""Timing and the results-file contract: PhaseTimer, StepStats and SCHEMA (HDF5 schema v1).
+"""Timing and the results-file contract: PhaseTimer, StepStats and SCHEMA (HDF5 schema v2).
 
 ``SCHEMA`` is the single source of truth for the writer (:mod:`hpcgan.recorder`), the validator
 (:func:`validate`, ``hpcgan validate``) and the report. Layout of one results file::
@@ -27,30 +27,42 @@ PHASES = ("compute", "compress", "comm", "update")
 
 
 class PhaseTimer:
-    """Accumulates wall time per phase of a step; on CUDA it synchronizes before reading the clock."""
+    """Accumulates wall time per phase of a step, and the process CPU time of the step outside
+    the "comm" phase, from :meth:`begin` to :meth:`take` (the rank's own work: CPU time does not
+    advance while the rank is descheduled, so on an oversubscribed node it measures the work, not
+    the wait for a core). On CUDA it synchronizes before reading the clocks."""
 
     def __init__(self, device: torch.device | None = None):
         self._sync: Callable[[], None] | None = (
             torch.cuda.synchronize if device is not None and device.type == "cuda" else None
         )
         self.times = dict.fromkeys(PHASES, 0.0)
+        self.comm_cpu = 0.0
+        self.cpu0 = time.process_time()
+
+    def begin(self) -> None:
+        """Start of a step: CPU time counts from here."""
+        self.cpu0 = time.process_time()
 
     @contextmanager
     def __call__(self, phase: str) -> Iterator[None]:
         if self._sync:
             self._sync()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             if self._sync:
                 self._sync()
             self.times[phase] += time.perf_counter() - t0
+            if phase == "comm":
+                self.comm_cpu += time.process_time() - c0
 
     def take(self) -> dict[str, float]:
-        """The accumulated times as ``t_<phase>`` keys, and reset."""
-        out = {f"t_{p}": t for p, t in self.times.items()}
-        self.times = dict.fromkeys(PHASES, 0.0)
+        """The accumulated times as ``t_<phase>`` keys and ``cpu``; then reset and begin anew."""
+        out = {**{f"t_{p}": t for p, t in self.times.items()}, "cpu": time.process_time() - self.cpu0 - self.comm_cpu}
+        self.times, self.comm_cpu = dict.fromkeys(PHASES, 0.0), 0.0
+        self.begin()
         return out
 
 
@@ -66,6 +78,7 @@ class StepStats:
     t_comm: float = 0.0
     t_update: float = 0.0
     t_net_emulated: float = 0.0
+    cpu: float = 0.0
     bytes_sent: int = 0
     d_loss: float = math.nan
     g_loss: float = math.nan
@@ -100,7 +113,7 @@ class Schema:
 
 
 SCHEMA = Schema(
-    version=1,
+    version=2,  # 2: /steps/cpu
     root_attrs={
         "schema_version": int, "algorithm": str, "backend": str, "compressor": str, "topology": str,
         "spectral_gap": float, "world_size": int, "scaling": str, "local_batch": int,
@@ -117,6 +130,7 @@ SCHEMA = Schema(
         Column("t_comm", "s", "f8", "measured time in collectives / neighbour exchange"),
         Column("t_update", "s", "f8", "optimizer arithmetic and parameter writes"),
         Column("t_net_emulated", "s", "f8", "emulated network delay (never inside t_comm)"),
+        Column("cpu", "s", "f8", "process CPU time of the step outside collectives (work, not waiting)"),
         Column("bytes_sent", "B", "i8", "bytes this rank handed to the transport"),
         Column("d_loss", "", "f8", "discriminator / critic loss on the local batch"),
         Column("g_loss", "", "f8", "generator loss on the local batch"),

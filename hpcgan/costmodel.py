@@ -9,9 +9,17 @@ M = ranks, p = payload bytes per rank per step. Communication time of one step:
     pcwgan       communication-free:         T_comm = 0
 
 and T_comm = 0 at M = 1. Predicted step time at M ranks: T(M) = C(M) + T_comm(M), where C(M) is
-the measured non-communication time of the run (median over timed steps of the slowest rank's
-wall - t_comm - t_net_emulated: compute, compression, update and data), so the comparison with the
-measured step time tests the communication model alone.
+the run's non-communication time per step (compute, compression, update, data), the slowest
+rank's median over timed steps:
+
+* ranks with cores of their own:  C(M) = wall - t_comm - t_net_emulated, as measured, so the
+  comparison with the measured step time tests the communication model alone;
+* ranks sharing cores (more ranks on a node than cores, e.g. 4 ranks on this 2-core machine):
+  the measured wall time then also holds waits for a core, which show up inside the collectives
+  of the ranks that got one. C(M) = s(M, w) * w, with w the rank's CPU time per step outside
+  collectives (/steps/cpu: its work, which does not advance while it waits) and s the node's
+  time-sharing factor for steps of that much work, measured by ``hpcgan bench sharing`` at M
+  ranks (:mod:`hpcgan.benchmarks.sharing`; about M / cores for bulk-synchronous steps).
 
 Fit: alpha and 1/B by non-negative least squares on *relative* residuals (t_pred - t)/t over the
 dense fp32 allreduce points of ``hpcgan bench comm`` files (/comm rows with op "dense", mpi
@@ -129,11 +137,49 @@ def comm_time(algo: str, net: Network, m: int, work: Workload) -> float:
     return COMM_MODELS[algo][1](net, m, work) if algo in COMM_MODELS else float("nan")
 
 
+# -- time-sharing of oversubscribed nodes -------------------------------------------------------
+@dataclass(frozen=True)
+class Sharing:
+    """s(M, w) at one M from ``hpcgan bench sharing``: factors at CPU works w (sorted)."""
+
+    ranks: int
+    oversubscribed: bool
+    cpu: tuple[float, ...]
+    factor: tuple[float, ...]
+
+    def at(self, work: float) -> float:
+        """s at ``work`` seconds of CPU time: interpolated in log w, clamped to the measured range."""
+        return float(np.interp(np.log(work), np.log(self.cpu), self.factor))
+
+
+def read_sharing(files: list[Path]) -> dict[int, Sharing]:
+    """One :class:`Sharing` per rank count, from ``hpcgan bench sharing`` files (smallest message)."""
+    out = {}
+    for path in files:
+        with h5py.File(path, "r") as f:
+            if "sharing" not in f:
+                continue
+            g = {k: f["sharing"][k][()] for k in ("bytes", "cpu", "factor")}
+            keep = g["bytes"] == g["bytes"].min()
+            order = np.argsort(g["cpu"][keep])
+            m = int(f.attrs["world_size"])
+            out[m] = Sharing(m, bool(f.attrs["oversubscribed"]), tuple(g["cpu"][keep][order]),
+                             tuple(g["factor"][keep][order]))
+    return out
+
+
 # -- quantities taken from the runs -------------------------------------------------------------
-def local_time(run: RunResult) -> float:
-    """C(M): median over timed steps of the slowest rank's non-communication time [s]."""
-    local = run.timed("wall") - run.timed("t_comm") - run.timed("t_net_emulated")
-    return float(np.nanmedian(np.nanmax(local, axis=1)))
+def slowest_median(values: np.ndarray) -> float:
+    """The slowest rank's median over timed steps."""
+    return float(np.nanmax(np.nanmedian(values, axis=0)))
+
+
+def local_time(run: RunResult, sharing: Sharing | None = None) -> float:
+    """C(M) [s]: measured non-communication wall time, or s(M, w) w on an oversubscribed node."""
+    if sharing is not None and sharing.oversubscribed:
+        work = slowest_median(run.timed("cpu"))
+        return sharing.at(work) * work
+    return slowest_median(run.timed("wall") - run.timed("t_comm") - run.timed("t_net_emulated"))
 
 
 def payload_per_rank(run: RunResult) -> float:

@@ -22,6 +22,8 @@ from .scaling import Row, quality_metric, scaling_rows
 
 PROJECTION_RANKS = [1, 2, 4, 8, 64, 512, 2000]
 TARGET_ERROR = 0.15
+#: Benchmark files of a sweep folder that the cost model reads (see hpcgan.sweep).
+BENCH_FILES = ("comm_n*.hdf5", "sharing_n*.hdf5")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -76,23 +78,27 @@ def scaling_section(scaling: str, rows: list[Row]) -> list[str]:
 
 def costmodel_section(rows: list[Row], files: list[Path], proj: cm.Network) -> tuple[list[str], list[float]]:
     out = ["## Cost model: predicted vs measured step time", ""]
-    fitted, per_m = cm.fit_network(files), cm.fit_per_ranks(files)
+    fitted, per_m, sharing = cm.fit_network(files), cm.fit_per_ranks(files), cm.read_sharing(files)
     if fitted is None:
         return out + ["No `hpcgan bench comm` files (comm_nN.hdf5) in the sweep folder: run the sweep with "
                       "rank counts >= 2 to fit alpha and B.", ""], []
     out += [f"Network fitted on this machine, pooled: {fitted.describe()}."]
     out += [f"At M = {m}: {net.describe()}." for m, net in sorted(per_m.items())]
-    out += ["", "Predicted T(M) = C(M) + T_comm(M) with alpha, B fitted at the same M (pooled fit otherwise): "
-            "C(M) is the run's measured non-communication time of the "
-            "slowest rank, T_comm the model of ALGORITHMS.md §5 (formulas in `hpcgan/costmodel.py`). "
-            f"Target: |error| ≤ {100 * TARGET_ERROR:.0f}%.", ""]
+    out += [f"At M = {m}: ranks share cores; time-sharing factor s = "
+            + ", ".join(f"{f:.2f} at {1e3 * c:.2g} ms" for c, f in zip(sh.cpu, sh.factor))
+            + " of CPU work per step (`hpcgan bench sharing`)." for m, sh in sorted(sharing.items()) if sh.oversubscribed]
+    out += ["", "Predicted T(M) = C(M) + T_comm(M) with alpha, B fitted at the same M (pooled fit otherwise). "
+            "C(M) is the slowest rank's median non-communication time per step: as measured when every rank has "
+            "a core, else s(M, w)·w with w its CPU time per step outside collectives (waits for a core inside "
+            "the measured time are what s models). T_comm is the model of ALGORITHMS.md §5 (formulas in "
+            f"`hpcgan/costmodel.py`). Target: |error| ≤ {100 * TARGET_ERROR:.0f}%.", ""]
     body, errors, by_algo = [], [], defaultdict(list)
     for r in rows:
         by_algo[(r.scaling, r.algo)].append(r)
     for (scaling, algo), group in sorted(by_algo.items()):
         work = cm.workload([run for row in group for run in row.runs])
         for r in group:
-            c = sum(cm.local_time(run) for run in r.runs) / len(r.runs)
+            c = sum(cm.local_time(run, sharing.get(r.ranks)) for run in r.runs) / len(r.runs)
             t_comm = cm.comm_time(algo, per_m.get(r.ranks, fitted), r.ranks, work)
             pred, meas = c + t_comm, r.step_time.mean
             err = (pred - meas) / meas
@@ -153,9 +159,9 @@ def write_report(paths: list[str | Path], out: Path, net: cm.Network) -> Path:
         if any(r.speedup is not None for r in mine):
             figures.append(plot_scaling(mine, scaling, out / f"scaling_{scaling}.png", machine))
         figures.append(plot_phases(mine, scaling, out / f"phases_{scaling}.png", machine))
-    comm_files = sorted({f for p in map(Path, paths) for f in (p.rglob("comm_n*.hdf5") if p.is_dir() else [])}
-                        | {f for f in find_runs(paths) if not _is_run(f) and f.exists()})
-    section, _ = costmodel_section(rows, comm_files, net)
+    bench_files = sorted({f for p in map(Path, paths) if p.is_dir() for pattern in BENCH_FILES
+                          for f in p.rglob(pattern)} | {f for f in find_runs(paths) if not _is_run(f) and f.exists()})
+    section, _ = costmodel_section(rows, bench_files, net)
     md += section
     metric = quality_metric([r for r in runs if r.finished])
     if metric:

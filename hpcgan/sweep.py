@@ -12,12 +12,14 @@ batch of the 1-rank baseline, b:
   divide b).
 
 Resumable: a file that has ``finished_at`` and validates is skipped; anything else (crashed,
-killed, invalid) is rerun with ``--force``. For the cost model the sweep also runs
-``hpcgan bench comm`` once per rank count N >= 2 (``comm_nN.hdf5``: mpi backend, dense fp32
-allreduce only, 4 B to 1 MiB, :data:`COMM_BENCH_ARGS`; see :mod:`hpcgan.benchmarks.comm`).
+killed, invalid) is rerun with ``--force``. For the cost model the sweep also runs, once per rank
+count N >= 2, ``hpcgan bench comm`` (``comm_nN.hdf5``: mpi backend, dense fp32 allreduce only,
+4 B to 1 MiB, :data:`COMM_BENCH_ARGS`; see :mod:`hpcgan.benchmarks.comm`) and ``hpcgan bench
+sharing`` (``sharing_nN.hdf5``, :data:`SHARING_BENCH_ARGS`: how ranks that share cores slow down).
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -33,7 +35,7 @@ from tqdm import tqdm
 
 from .algorithms import ALGORITHMS
 from .bench import validate
-from .config import SECTIONS, RunConfig, config_to_argv
+from .config import SECTIONS, RunConfig, add_config_arguments, config_from_args, config_to_argv
 from .errors import UsageError
 from .log import get_logger
 
@@ -41,6 +43,9 @@ from .log import get_logger
 #: :func:`hpcgan.costmodel.fit_network` reads (mpi backend, dense allreduce), kept quick.
 COMM_BENCH_ARGS = ["--backends", "mpi", "--compressors=", "--min-size", "4", "--max-size", "1MiB",
                    "--iters", "20", "--warmup", "2"]
+
+#: ``hpcgan bench sharing`` flags: works spanning the step times of small models, kept quick.
+SHARING_BENCH_ARGS = ["--work", "0.001,0.004,0.016", "--iters", "100"]
 
 #: Fields the sweep sets per configuration (excluded from the pass-through train flags).
 SWEEP_FIELDS = frozenset({"algo", "scaling", "out", "force", "resume"})
@@ -89,30 +94,56 @@ def parse_ints(text: str) -> list[int]:
     return sorted(set(values))
 
 
+def parse_algo_flags(items: list[str], algos: list[str]) -> dict[str, list[str]]:
+    """``--algo-flags 'ALGO: FLAGS'`` (repeatable) -> {ALGO: [flags]}; ALGO must be in the sweep."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        algo, sep, flags = item.partition(":")
+        algo = algo.strip()
+        if not sep or algo not in algos:
+            raise UsageError(f"--algo-flags takes 'ALGO: FLAGS' with ALGO one of {','.join(algos)}; got '{item}'")
+        out.setdefault(algo, []).extend(shlex.split(flags))
+    return out
+
+
+def with_flags(base: RunConfig, flags: list[str]) -> RunConfig:
+    """``base`` with train ``flags`` applied on top (parsed and range-checked like ``train``'s)."""
+    if not flags:
+        return base
+    parser = argparse.ArgumentParser(prog="--algo-flags", exit_on_error=False, add_help=False)
+    add_config_arguments(parser)
+    try:
+        ns = parser.parse_args(config_to_argv(base) + flags)
+    except (argparse.ArgumentError, SystemExit) as e:
+        raise UsageError(f"--algo-flags {shlex.join(flags)}: {e}") from None
+    return config_from_args(ns)
+
+
 def plan(base: RunConfig, algos: list[str], ranks: list[int], scaling: str, repeats: int,
-         out: Path) -> list[Job]:
-    """Every (algorithm, ranks, repeat) configuration of the sweep, in launch order."""
+         out: Path, algo_flags: dict[str, list[str]] | None = None) -> list[Job]:
+    """Every (algorithm, ranks, repeat) configuration of the sweep, in launch order. ``algo_flags``
+    are extra train flags of single algorithms (e.g. dposg's ``--optimizer oadam``)."""
     if scaling not in ("weak", "strong"):
         raise UsageError(f"--scaling must be weak or strong, got '{scaling}'")
     if repeats < 1:
         raise UsageError("--repeats must be >= 1")
-    b = base.data.batch_size
-    if scaling == "strong":
-        bad = [n for n in ranks if b % n]
-        if bad:
-            raise UsageError(f"strong scaling keeps the global batch {b}: not divisible by ranks {bad}")
     jobs = []
     for algo in algos:
         ALGORITHMS.get(algo)  # unknown names fail here, before anything is launched
+        mine = with_flags(base, (algo_flags or {}).get(algo, []))
+        b = mine.data.batch_size
+        bad = [n for n in ranks if b % n] if scaling == "strong" else []
+        if bad:
+            raise UsageError(f"strong scaling keeps the global batch {b}: not divisible by ranks {bad}")
         for n in ranks:
             for r in range(repeats):
                 changes = {"algo": {"algo": algo},
                            "data": {"batch_size": b if scaling == "weak" else b // n},
-                           "run": {"scaling": scaling, "seed": base.run.seed + r,
+                           "run": {"scaling": scaling, "seed": mine.run.seed + r,
                                    "out": str(out / f"{algo}_{scaling}_n{n}_r{r}.h5"), "force": True}}
                 if scaling == "weak" and algo in WEAK_RULES:
-                    _apply_weak_rule(base, WEAK_RULES[algo], n, changes)
-                jobs.append(Job(algo, n, r, base.replace(**changes)))
+                    _apply_weak_rule(mine, WEAK_RULES[algo], n, changes)
+                jobs.append(Job(algo, n, r, mine.replace(**changes)))
     return jobs
 
 
@@ -175,8 +206,9 @@ def run_sweep(jobs: list[Job], out: Path, launcher: str = DEFAULT_LAUNCHER, time
     tasks = [(j.name, j.ranks, j.path, ["train", *config_to_argv(j.cfg)]) for j in jobs]
     if comm_bench:
         for n in sorted({j.ranks for j in jobs if j.ranks > 1}):
-            path = out / f"comm_n{n}.hdf5"
-            tasks.append((f"comm_n{n}", n, path, ["bench", "comm", *COMM_BENCH_ARGS, "--out", str(path)]))
+            for bench, flags in (("comm", COMM_BENCH_ARGS), ("sharing", SHARING_BENCH_ARGS)):
+                path = out / f"{bench}_n{n}.hdf5"
+                tasks.append((f"{bench}_n{n}", n, path, ["bench", bench, *flags, "--out", str(path)]))
     pending = []
     for task in tasks:
         name, _, path, _ = task

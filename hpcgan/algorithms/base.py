@@ -78,11 +78,13 @@ class Algorithm(ABC):
         return {"compressor": "none", "topology": "none", "spectral_gap": float("nan")}
 
     # -- accounting helpers -------------------------------------------------------------------
-    def _comm_mark(self) -> None:
+    def _begin_step(self) -> None:
+        """Called first thing in :meth:`step`: the marks that :meth:`_stats` measures from."""
         self._bytes0, self._net0 = self.comm.bytes_sent, self.comm.t_net_emulated
+        self.timer.begin()
 
     def _stats(self, d_loss: torch.Tensor, g_loss: torch.Tensor) -> StepStats:
-        """Phase times, bytes and emulated delay since :meth:`_comm_mark`, with the losses."""
+        """Phase times, CPU time, bytes and emulated delay since :meth:`_begin_step`, with the losses."""
         return StepStats(**self.timer.take(), bytes_sent=int(self.comm.bytes_sent - self._bytes0),
                          t_net_emulated=self.comm.t_net_emulated - self._net0,
                          d_loss=float(d_loss), g_loss=float(g_loss))

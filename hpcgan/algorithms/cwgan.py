@@ -52,7 +52,7 @@ class CWGAN(GanAlgorithm):
     def step(self, batch: Batch, t: int) -> StepStats:
         b, dev = self.cfg.data.batch_size, self.world.device
         x, y = (v.to(dev, non_blocking=True) for v in batch)
-        self._comm_mark()
+        self._begin_step()
         for real, labels in zip(x.split(b), y.split(b)):
             with self.timer("compute"):
                 d_loss = self.pair.critic_backward(real, self.latent(len(real), self.noise), (labels,), self.noise)

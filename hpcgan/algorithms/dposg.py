@@ -74,7 +74,7 @@ class DPOSG(GanAlgorithm):
 
     def step(self, batch: Batch, t: int) -> StepStats:
         eta, x = self.cfg.optim.lr, self.flat.params
-        self._comm_mark()
+        self._begin_step()
         with self.timer("comm"):
             x_hat = self.gossip(x)
         with self.timer("update"):

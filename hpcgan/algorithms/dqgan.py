@@ -102,9 +102,10 @@ class QuantizedOMD:
         parts = [self.ef.compress(name, p[sl], sizes) for name, (sl, sizes) in self.parts.items()]
         return self.joint.join(parts, [sum(sizes) for _, sizes in self.parts.values()])
 
-    def average(self, payload: Payload, ctx: Any) -> torch.Tensor:
-        """Step 4: Delta_t, identical on every rank (one collective)."""
-        return self.comm.aggregate(payload, ctx, self.joint)
+    def average(self, payload: Payload, ctx: Any, timer=None) -> torch.Tensor:
+        """Step 4: Delta_t, identical on every rank (one collective; ``timer`` splits its time
+        into the collective, "comm", and decompression, "compress")."""
+        return self.comm.aggregate(payload, ctx, self.joint, timer)
 
     def apply(self, params: torch.Tensor, delta: torch.Tensor) -> None:
         """Step 5 (rules A and B)."""
@@ -152,13 +153,12 @@ class DQGAN(GanAlgorithm):
                           f"variant {rule} (OMD)" if rule != "opt" else f"quality mode ({cfg.optim.optimizer})")
 
     def step(self, batch: Batch, t: int) -> StepStats:
-        self._comm_mark()
+        self._begin_step()
         with self.timer("compute"):
             d_loss, g_loss = self.compute_gradients(batch)
         with self.timer("compress"):
             payload, ctx = self.q.message(self.flat.grads)
-        with self.timer("comm"):
-            delta = self.q.average(payload, ctx)
+        delta = self.q.average(payload, ctx, self.timer)
         with self.timer("update"):
             if self.opt is None:
                 self.q.apply(self.flat.params, delta)

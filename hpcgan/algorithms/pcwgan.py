@@ -133,7 +133,7 @@ class PCWGAN(Algorithm):
     def step(self, batch: Batch, t: int) -> StepStats:
         unit = self.units[t % len(self.units)]
         b = self.cfg.data.batch_size
-        self._comm_mark()
+        self._begin_step()
         reals = batch[0].to(self.world.device, non_blocking=True).split(b)
         for real in reals:
             with self.timer("compute"):

@@ -23,7 +23,7 @@ class Sync(GanAlgorithm):
         self.opt = build_optimizer(self.flat.param_list, self.cfg.optim)
 
     def step(self, batch: Batch, t: int) -> StepStats:
-        self._comm_mark()
+        self._begin_step()
         with self.timer("compute"):
             d_loss, g_loss = self.compute_gradients(batch)
         with self.timer("comm"):

@@ -12,4 +12,4 @@ from ..registry import Registry
 Benchmark = Callable[[list[str]], int]
 BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
 
-from . import comm, data, recorder  # noqa: E402,F401  (register them)
+from . import comm, data, recorder, sharing  # noqa: E402,F401  (register them)

@@ -17,6 +17,7 @@ place for every backend, the size checks and the accounting:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
 
 import torch
 
@@ -117,7 +118,7 @@ class Communicator(ABC):
         raise UsageError(f"gossip (neighbor_mix) is not supported on backend '{self.name}'; use --backend mpi")
 
     # -- compressed aggregation -----------------------------------------------------------------
-    def aggregate(self, payload: list[torch.Tensor], ctx, compressor) -> torch.Tensor:
+    def aggregate(self, payload: list[torch.Tensor], ctx, compressor, timer=None) -> torch.Tensor:
         """Delta = (1/M) sum_m decompress(payload_m), identical on every rank, one collective.
 
         Summable payloads are concatenated and allreduced, then decompressed once. Others are
@@ -130,22 +131,31 @@ class Communicator(ABC):
         sync's plain allreduce is, so their latency compares fairly. This relies on a payload's
         size depending only on the size of the compressed buffer (true of every registered
         compressor, and tested): a rank's signature changes only if its model does.
+
+        ``timer`` (a :class:`~hpcgan.bench.PhaseTimer`) times the collective as "comm" and the
+        decompression as "compress", the phase that local (de)compression work belongs to.
         """
+        phase = timer or (lambda name: nullcontext())
         nbytes = sum(t.numel() * t.element_size() for t in payload)
         signature = (compressor.name, tuple((tuple(t.shape), t.dtype) for t in payload))
         if signature not in self._checked:
-            self.check_same_size(nbytes, "compressed payload")
+            with phase("comm"):
+                self.check_same_size(nbytes, "compressed payload")
             self._checked.add(signature)
         if compressor.summable:
             buf = payload[0].reshape(-1) if len(payload) == 1 else torch.cat([t.reshape(-1) for t in payload])
-            buf = self.allreduce_(buf.clone(), average=False)
-            summed = [p.view_as(t) for p, t in zip(buf.split([t.numel() for t in payload]), payload)]
-            return compressor.decompress(summed, ctx).div_(self.size)
-        gathered = self.allgather(to_bytes(payload), counts=[nbytes] * self.size)
-        total = compressor.decompress(from_bytes(gathered[0], payload), ctx)
-        for g in gathered[1:]:
-            compressor.decompress_add(from_bytes(g, payload), ctx, total)
-        return total.div_(self.size)
+            with phase("comm"):
+                buf = self.allreduce_(buf.clone(), average=False)
+            with phase("compress"):
+                summed = [p.view_as(t) for p, t in zip(buf.split([t.numel() for t in payload]), payload)]
+                return compressor.decompress(summed, ctx).div_(self.size)
+        with phase("comm"):
+            gathered = self.allgather(to_bytes(payload), counts=[nbytes] * self.size)
+        with phase("compress"):
+            total = compressor.decompress(from_bytes(gathered[0], payload), ctx)
+            for g in gathered[1:]:
+                compressor.decompress_add(from_bytes(g, payload), ctx, total)
+            return total.div_(self.size)
 
 
 def to_bytes(payload: list[torch.Tensor]) -> torch.Tensor:

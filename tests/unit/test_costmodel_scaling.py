@@ -58,7 +58,7 @@ def test_estimate_uses_student_t():
 
 def fake_run(algo: str, scaling: str, ranks: int, seed: int, wall: float, batch: int) -> RunResult:
     n = 12
-    steps = {c: np.zeros((n, ranks)) for c in ("t_compute", "t_compress", "t_comm", "t_update", "t_net_emulated")}
+    steps = {c: np.zeros((n, ranks)) for c in ("t_compute", "t_compress", "t_comm", "t_update", "t_net_emulated", "cpu")}
     steps["wall"] = np.full((n, ranks), wall / 2)
     steps["wall"][:, -1] = wall  # the slowest rank decides
     steps["bytes_sent"] = np.zeros((n, ranks), dtype=np.int64)
@@ -98,3 +98,21 @@ def test_fit_reads_bench_comm_dense_rows(tmp_path):
         f["comm/t_median"] = np.array([r[3] for r in rows])
     net = cm.fit_network([tmp_path / "comm.h5"])
     assert net.alpha == pytest.approx(alpha, rel=1e-6) and net.bandwidth == pytest.approx(bw, rel=1e-6)
+
+
+def test_oversubscribed_local_time_is_the_sharing_factor_times_cpu_work(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "sharing_n4.hdf5", "w") as f:
+        f.attrs.update(world_size=4, oversubscribed=True)
+        f["sharing/bytes"] = np.array([8.0, 8.0, 8.0, 4096.0])
+        f["sharing/cpu"] = np.array([0.004, 0.001, 0.016, 0.001])  # unsorted; the 4 KiB row is ignored
+        f["sharing/factor"] = np.array([2.0, 2.4, 1.8, 9.0])
+    sharing = cm.read_sharing([tmp_path / "sharing_n4.hdf5"])[4]
+    assert sharing.cpu == (0.001, 0.004, 0.016) and sharing.factor == (2.4, 2.0, 1.8)
+    assert sharing.at(0.002) == pytest.approx(2.2) and sharing.at(1.0) == 1.8 and sharing.at(1e-6) == 2.4
+    run = fake_run("sync", "weak", 4, 0, 0.010, 8)
+    run.steps["cpu"][:] = 0.004
+    run.steps["t_comm"][:] = 0.003
+    assert cm.local_time(run, sharing) == pytest.approx(2.0 * 0.004)
+    assert cm.local_time(run) == pytest.approx(0.010 - 0.003), "cores of their own: measured wall - comm"

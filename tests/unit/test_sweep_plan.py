@@ -89,9 +89,11 @@ def test_dry_run_prints_only_pending_launch_lines(tmp_path, capsys):
     jobs = sweep.plan(BASE, ["sync"], [1, 2], "strong", 1, tmp_path)
     assert sweep.run_sweep(jobs, tmp_path / "x", "mpirun -np {n}", dry_run=True) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3 and lines[0].startswith("mpirun -np 1 ") and lines[1].startswith("mpirun -np 2 ")
+    assert len(lines) == 4 and lines[0].startswith("mpirun -np 1 ") and lines[1].startswith("mpirun -np 2 ")
     assert "--batch-size 32" in lines[1] and lines[2].endswith("bench comm --backends mpi --compressors= --min-size 4 --max-size 1MiB --iters 20 "
                                                       "--warmup 2 --out " + str(tmp_path / "x" / "comm_n2.hdf5"))
+    assert lines[3].startswith("mpirun -np 2 ") and lines[3].endswith(
+        "bench sharing --work 0.001,0.004,0.016 --iters 100 --out " + str(tmp_path / "x" / "sharing_n2.hdf5"))
     assert not (tmp_path / "x").exists()
 
 
