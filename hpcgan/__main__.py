@@ -25,16 +25,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from .comm.sign import implementation
     from .info import machine, versions
     from .world import init_world
 
     world = init_world()
     rows = world.comm.gather(world.describe(), root=0)
+    kernel = implementation()  # compiles the C kernels on first use
     if world.rank == 0:
         for key, value in versions().items():
             print(f"{key:>12}: {value}")
         print(f"{'world size':>12}: {world.size}")
         print(f"{'machine':>12}: {machine(world.device)}")
+        print(f"{'sign kernel':>12}: {kernel} (rank 0)")
         for row in rows:
             print("rank {rank:>4}  host {host}  local_rank {local_rank}  device {device}  threads {threads}"
                   .format(**row))
@@ -104,7 +107,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if MPI.COMM_WORLD.size > 1:
         raise UsageError("hpcgan sweep is a single process that launches the runs; do not start it with mpiexec")
     out, algos = Path(args.out), args.algos.split(",")
-    base, flags = config_from_args(args), parse_algo_flags(args.algo_flags, algos)
+    base, flags = config_from_args(args), parse_algo_flags(args.algo_flags)
     jobs = {scaling: plan(base, algos, parse_ints(args.ranks), scaling, args.repeats, out, flags)
             for scaling in args.scaling.split(",")}  # every configuration is checked before anything runs
     if not args.dry_run:

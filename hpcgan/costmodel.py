@@ -79,10 +79,10 @@ def fit_network(files: list[Path]) -> Network | None:
     for path in files:
         with h5py.File(path, "r") as f:
             m = int(f.attrs["world_size"])
-            if m < 2:
-                continue
-            names.append(f"M={m}")
-            for s, t in _points(f):  # ring allreduce: t = 2(M-1) alpha + 2(M-1)/M * s/B
+            points = _points(f) if m >= 2 else []
+            if points:
+                names.append(f"M={m}")
+            for s, t in points:  # ring allreduce: t = 2(M-1) alpha + 2(M-1)/M * s/B
                 rows.append([2 * (m - 1), 2 * (m - 1) / m * s])
                 times.append(t)
     if not rows:

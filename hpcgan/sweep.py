@@ -94,15 +94,16 @@ def parse_ints(text: str) -> list[int]:
     return sorted(set(values))
 
 
-def parse_algo_flags(items: list[str], algos: list[str]) -> dict[str, list[str]]:
-    """``--algo-flags 'ALGO: FLAGS'`` (repeatable) -> {ALGO: [flags]}; ALGO must be in the sweep."""
+def parse_algo_flags(items: list[str]) -> dict[str, list[str]]:
+    """``--algo-flags 'ALGO: FLAGS'`` (repeatable) -> {ALGO: [flags]}. ALGO must be a registered
+    algorithm; flags of one the sweep does not run are unused (scripts can set defaults for all)."""
     out: dict[str, list[str]] = {}
     for item in items:
         algo, sep, flags = item.partition(":")
-        algo = algo.strip()
-        if not sep or algo not in algos:
-            raise UsageError(f"--algo-flags takes 'ALGO: FLAGS' with ALGO one of {','.join(algos)}; got '{item}'")
-        out.setdefault(algo, []).extend(shlex.split(flags))
+        if not sep:
+            raise UsageError(f"--algo-flags takes 'ALGO: FLAGS', e.g. 'dposg: --optimizer oadam'; got '{item}'")
+        ALGORITHMS.get(algo.strip())
+        out.setdefault(algo.strip(), []).extend(shlex.split(flags))
     return out
 
 
@@ -113,9 +114,11 @@ def with_flags(base: RunConfig, flags: list[str]) -> RunConfig:
     parser = argparse.ArgumentParser(prog="--algo-flags", exit_on_error=False, add_help=False)
     add_config_arguments(parser)
     try:
-        ns = parser.parse_args(config_to_argv(base) + flags)
-    except (argparse.ArgumentError, SystemExit) as e:
+        ns, unknown = parser.parse_known_args(config_to_argv(base) + flags)
+    except argparse.ArgumentError as e:
         raise UsageError(f"--algo-flags {shlex.join(flags)}: {e}") from None
+    if unknown:
+        raise UsageError(f"--algo-flags {shlex.join(flags)}: unknown train flags {shlex.join(unknown)}")
     return config_from_args(ns)
 
 

@@ -4,7 +4,8 @@
 # ceil(N / GPUS_PER_NODE) nodes, min(N, GPUS_PER_NODE) tasks per node, one GPU and CPUS_PER_TASK
 # cores per task (--cpu-bind=cores). Finished runs are skipped, so a re-submitted job resumes.
 #   ALGOS (sync,dqgan,dposg,pcwgan), RANKS (1,2,4,8), REPEATS (3), DATA (mog8), STEPS (2000),
-#   BATCH (64: per rank for weak, global for strong), OUT (results/sweep_<scaling>), DRY_RUN=1
+#   BATCH (64: per rank for weak, global for strong), OUT (results/sweep_<scaling>), DRY_RUN=1,
+#   LABELS (1: pcwgan labels per rank in weak scaling; strong spreads all labels over the ranks)
 set -euo pipefail
 jobs_dir="${HPCGAN_ROOT:+$HPCGAN_ROOT/jobs}"
 [[ -n "$jobs_dir" ]] || jobs_dir="${SLURM_SUBMIT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}"
@@ -14,10 +15,12 @@ scaling="${1:?usage: $0 weak|strong [flags]}"; shift
 out="${OUT:-$HPCGAN_ROOT/results/sweep_$scaling}"
 dry=(); [[ "${DRY_RUN:-0}" == 1 ]] && dry=(--dry-run)
 IFS=, read -r -a ranks <<< "${RANKS:-1,2,4,8}"
+per_algo=(--algo-flags 'dposg: --optimizer oadam --topology ring')
+[[ "$scaling" == weak ]] && per_algo+=(--algo-flags "pcwgan: --labels ${LABELS:-1}")
 for n in "${ranks[@]}"; do
     flags="$(hpcgan_srun_flags "$n")"
     tpl="--ntasks={n} "; flags="${flags/--ntasks=$n /$tpl}"  # hpcgan sweep fills in {n}
     "$HPCGAN_PYTHON" -m hpcgan sweep --scaling "$scaling" --ranks "$n" --algos "${ALGOS:-sync,dqgan,dposg,pcwgan}" \
         --repeats "${REPEATS:-3}" --launcher "srun $flags" --out "$out" --data "${DATA:-mog8}" \
-        --steps "${STEPS:-2000}" --batch-size "${BATCH:-64}" "${dry[@]}" "$@"
+        --steps "${STEPS:-2000}" --batch-size "${BATCH:-64}" "${per_algo[@]}" "${dry[@]}" "$@"
 done

@@ -128,10 +128,12 @@ class QuantizedOMD:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"residuals": self.ef.state_dict(), "prev": None if self.prev is None else self.prev.clone()}
+        return {"residuals": self.ef.state_dict(), "prev": None if self.prev is None else self.prev.clone(),
+                "compressor": self.ef.compressor.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.ef.load_state_dict(state["residuals"])
+        self.ef.compressor.load_state_dict(state["compressor"])
         self.prev = None if state["prev"] is None else state["prev"].clone()
 
 

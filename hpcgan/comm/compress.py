@@ -41,6 +41,13 @@ class Compressor(ABC):
         """``out += decompress(payload, ctx)`` in place (aggregation of gathered payloads)."""
         return out.add_(self.decompress(payload, ctx))
 
+    def state_dict(self) -> dict[str, Any]:
+        """State that changes from call to call (checkpointed with the algorithm; most have none)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
     def delta(self, d: int) -> float:
         """Guaranteed delta for vectors of length d (a lower bound; 1 = exact)."""
         return 1.0

@@ -78,3 +78,9 @@ class RandK(Sparse):
     def decompress(self, payload, ctx):
         shape, dtype, index = ctx
         return self._scatter(payload[0], index, shape, dtype)
+
+    def state_dict(self):
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state):
+        self.calls = int(state["calls"])

@@ -149,6 +149,15 @@ def test_randk_shares_indices_across_instances_and_advances():
                                a.decompress(p1, ctx) + b.decompress(p2, ctx))
 
 
+def test_randk_state_round_trips_so_a_resumed_run_draws_the_same_indices():
+    x = torch.randn(D)
+    a = make("randk", ratio=0.1)
+    a.compress(x, SIZES)
+    b = make("randk", ratio=0.1)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a.compress(x, SIZES)[1][2], b.compress(x, SIZES)[1][2])
+
+
 def test_qsgd_is_unbiased_before_scaling():
     torch.manual_seed(3)
     x = torch.randn(64)

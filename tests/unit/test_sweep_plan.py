@@ -102,3 +102,18 @@ def test_hpcgan_threads_fixes_the_thread_count(monkeypatch):
 
     monkeypatch.setenv("HPCGAN_THREADS", "3")
     assert init_world(set_threads=False).threads == 3
+
+
+def test_algo_flags_apply_to_their_algorithm_only():
+    flags = sweep.parse_algo_flags(["dposg: --optimizer oadam --topology ring", "pcwgan: --labels 2"])
+    assert flags == {"dposg": ["--optimizer", "oadam", "--topology", "ring"], "pcwgan": ["--labels", "2"]}
+    jobs = {(j.algo, j.ranks): j.cfg for j in sweep.plan(BASE, ["sync", "dposg", "pcwgan"], [1, 2], "weak", 1,
+                                                        Path("/tmp/x"), flags)}
+    assert jobs[("dposg", 2)].optim.optimizer == "oadam" and jobs[("dposg", 2)].algo.topology == "ring"
+    assert jobs[("sync", 2)].optim.optimizer == BASE.optim.optimizer and jobs[("sync", 2)].data.labels == 0
+    assert jobs[("pcwgan", 1)].data.labels == 2 and jobs[("pcwgan", 2)].data.labels == 4, "weak: 2 per rank"
+    for bad in (["dposg --optimizer oadam"], ["nope: --lr 1"]):
+        with pytest.raises(UsageError):
+            sweep.parse_algo_flags(bad)
+    with pytest.raises(UsageError, match="algo-flags"):
+        sweep.plan(BASE, ["dposg"], [1], "weak", 1, Path("/tmp/x"), {"dposg": ["--no-such-flag"]})
