@@ -182,7 +182,8 @@ def add_sweep_parsers(sub) -> None:
                     "e.g. 'srun --ntasks={n} --cpu-bind=cores' (default: %(default)s)")
     sw.add_argument("--run-timeout", type=float, default=3600, help="seconds before one run is killed")
     sw.add_argument("--comm-bench", action=argparse.BooleanOptionalAction, default=True,
-                    help="also run `hpcgan bench comm` (mpi, dense) per rank count (for the cost model)")
+                    help="also run `hpcgan bench comm` (mpi, dense) and `hpcgan bench sharing` per rank count "
+                    "(for the cost model)")
     sw.add_argument("--dry-run", action="store_true", help="print the launch lines, run nothing")
     sw.add_argument("--threads", type=int, default=0, help="torch threads per rank in every run "
                     "(HPCGAN_THREADS; 0 = cores per rank on the node)")
