@@ -71,7 +71,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .benchmarks import BENCHMARKS
 
-    return BENCHMARKS.get(args.what)(args.rest)
+    try:
+        return BENCHMARKS.get(args.what)(args.rest)
+    except SystemExit as e:  # a benchmark's own parser: --help, or a bad flag (its message is printed)
+        return int(e.code or 0)
 
 
 def cmd_summary(args: argparse.Namespace) -> int:

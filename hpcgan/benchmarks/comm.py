@@ -113,10 +113,7 @@ def bench_comm(argv: list[str]) -> int:
     p.add_argument("--ratio", type=float, default=0.01, help="topk / randk ratio")
     p.add_argument("--levels", type=int, default=16, help="QSGD levels")
     p.add_argument("--out", default="", help="HDF5 file for the results (rank 0 writes)")
-    try:
-        args = p.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
+    args = p.parse_args(argv)
     world = MPI.COMM_WORLD
     torch.set_num_threads(1)
     sizes = args.sizes or default_sizes(args.min_size, args.max_size)

@@ -79,10 +79,7 @@ def bench_sharing(argv: list[str]) -> int:
                    "uses the smallest, its T_comm models the messages)")
     p.add_argument("--iters", type=int, default=200, help="timed steps per work size")
     p.add_argument("--out", default="", help="HDF5 file for the results (rank 0 writes)")
-    try:
-        args = p.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
+    args = p.parse_args(argv)
     try:
         works = sorted(float(w) for w in args.work.split(","))
     except ValueError:
