@@ -42,7 +42,7 @@ import h5py
 import numpy as np
 from scipy.optimize import nnls
 
-from .results import RunResult
+from .results import RunResult, slowest_median
 
 
 @dataclass(frozen=True)
@@ -169,11 +169,6 @@ def read_sharing(files: list[Path]) -> dict[int, Sharing]:
 
 
 # -- quantities taken from the runs -------------------------------------------------------------
-def slowest_median(values: np.ndarray) -> float:
-    """The slowest rank's median over timed steps."""
-    return float(np.nanmax(np.nanmedian(values, axis=0)))
-
-
 def local_time(run: RunResult, sharing: Sharing | None = None) -> float:
     """C(M) [s]: measured non-communication wall time, or s(M, w) w on an oversubscribed node."""
     if sharing is not None and sharing.oversubscribed:

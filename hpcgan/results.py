@@ -10,6 +10,11 @@ import h5py
 import numpy as np
 
 
+def slowest_median(values: np.ndarray) -> float:
+    """The slowest rank's median over steps of a (steps, ranks) array."""
+    return float(np.nanmax(np.nanmedian(values, axis=0)))
+
+
 @dataclass
 class RunResult:
     path: Path
@@ -42,7 +47,7 @@ class RunResult:
 
         Per rank first, then the slowest: a per-step maximum over ranks would add the skew of the
         ranks' step boundaries (a rank leaves a ring allreduce before its peers do) to every step."""
-        return float(np.nanmax(np.nanmedian(self.timed("wall"), axis=0)))
+        return slowest_median(self.timed("wall"))
 
     def phase_times(self) -> dict[str, float]:
         """Median over timed steps of the per-step mean over ranks, per phase [s]."""
