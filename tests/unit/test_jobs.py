@@ -52,3 +52,17 @@ def test_sweep_dry_run_prints_one_srun_line_per_run(tmp_path):
     for line, b in zip(lines, batches):
         assert f" -m mpi4py -m hpcgan train " in line and f"--batch-size {b} " in line
         assert f"--scaling {scaling} " in line
+
+
+def test_local_study_dry_run_covers_four_algorithms_both_scalings(tmp_path):
+    r = dry("sweep_local.sh", OUT=str(tmp_path / "s"), PYTHON=sys.executable)
+    assert r.returncode == 0, r.stderr
+    runs = [line for line in r.stdout.splitlines() if " hpcgan train " in line]
+    assert len(runs) == 4 * 3 * 2, r.stdout
+    for line in runs:
+        assert ("--optimizer oadam" in line) == ("dposg_" in line), line
+    assert sum("bench sharing" in line for line in r.stdout.splitlines()) == 4  # n2, n4 per scaling
+    pcwgan = {line.split("--out ")[1].split()[0].rsplit("/", 1)[1]: line for line in runs if "pcwgan_" in line}
+    assert "--labels 8 " in pcwgan["pcwgan_weak_n4_r0.h5"] and "--labels 2 " in pcwgan["pcwgan_weak_n1_r0.h5"]
+    assert all("--labels 8 " in pcwgan[f"pcwgan_strong_n{n}_r0.h5"] for n in (1, 2, 4))
+    assert not (tmp_path / "s").exists()
