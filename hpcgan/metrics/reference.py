@@ -2,10 +2,12 @@
 
 Image datasets expose ``labels`` (N,) and either ``fetch(idx) -> (images, labels)`` (the indexed
 datasets: in-memory arrays and HDF5 files) or ``images`` (N, C, H, W) in [-1, 1] indexable by sorted
-index arrays, plus optionally ``path`` (their HDF5 file) and ``checksum``. Reference statistics (features of every real image) are computed once, collectively
-(rank r embeds images r, r+M, ...), and cached as ``<home>/refstats-<extractor>-<dataset>.npz``,
-keyed by the extractor's weights digest and the dataset checksum: next to the dataset's file when
-it has one, else in :func:`~hpcgan.cache.cache_dir`.
+index arrays, plus optionally ``path`` (their HDF5 file) and ``checksum``. Reference statistics
+(features of every real image the run trains on: an HDF5 dataset restricted by ``--labels K``
+keeps its file but draws only from labels < K) are computed once, collectively (rank r embeds
+images r, r+M, ...), and cached as ``<home>/refstats-<extractor>-<dataset>[-labels<K>].npz``,
+keyed by the extractor's weights digest, the dataset checksum and the restriction: next to the
+dataset's file when it has one, else in :func:`~hpcgan.cache.cache_dir`.
 """
 from __future__ import annotations
 
@@ -55,20 +57,30 @@ def dataset_home(dataset) -> Path:
     return Path(path).parent if path else cache_dir()
 
 
+def reference_indices(dataset) -> np.ndarray:
+    """Indices of the images the reference covers: those the dataset draws from."""
+    if hasattr(dataset, "indices"):
+        return np.sort(dataset.indices().numpy())
+    return np.arange(len(dataset.labels))
+
+
 def reference_file(dataset, extractor: Extractor) -> Path:
-    return dataset_home(dataset) / f"refstats-{extractor.digest[:16]}-{dataset_digest(dataset)[:16]}.npz"
+    restricted = len(reference_indices(dataset)) < len(dataset.labels)
+    suffix = f"-labels{dataset.spec.num_classes}" if restricted else ""
+    return dataset_home(dataset) / f"refstats-{extractor.digest[:16]}-{dataset_digest(dataset)[:16]}{suffix}.npz"
 
 
 def reference_stats(dataset, extractor: Extractor, comm: MPI.Comm, batch_size: int = 256) -> FeatureStats:
-    """Feature statistics of every image of ``dataset``: from the cache, else computed and cached."""
+    """Feature statistics of the images ``dataset`` draws from: from the cache, else computed and cached."""
     path = reference_file(dataset, extractor) if comm.rank == 0 else None
     path = comm.bcast(path, root=0)
     if path.is_file():
         with np.load(path) as f:
             return FeatureStats.from_dict(f)
-    get_logger().info("computing reference statistics of %d images -> %s", len(dataset.labels), path)
+    every = reference_indices(dataset)
+    get_logger().info("computing reference statistics of %d images -> %s", len(every), path)
     stats = FeatureStats.empty(extractor.dim)
-    mine = np.arange(comm.rank, len(dataset.labels), comm.size)
+    mine = every[comm.rank::comm.size]
     for chunk in np.array_split(mine, max(1, len(mine) // batch_size)):
         stats.add(extractor.embed(take(dataset, chunk)[0], batch_size)[0])
     stats = stats.allreduce(comm)

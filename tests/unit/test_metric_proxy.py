@@ -8,6 +8,7 @@ from mpi4py import MPI
 
 from hpcgan.data import ArrayDataset, build_dataset
 from hpcgan.errors import UsageError
+from hpcgan.h5write import write_arrays
 from hpcgan.metrics import MixtureEvaluator, build_evaluator
 from hpcgan.metrics.image import ImageEvaluator
 from hpcgan.metrics.proxy import Classifier, ProxyExtractor, accuracy, default_path, load_proxy, save_proxy, \
@@ -79,6 +80,19 @@ def test_reference_statistics_are_cached_per_extractor_and_dataset():
     again = reference_stats(ds, ex, SELF)
     assert path.stat().st_mtime_ns == mtime and np.array_equal(again.q, first.q)
     assert reference_file(toy(seed=2), ex) != path and reference_file(ds, random_proxy(ds, 1)) != path
+
+
+def test_reference_statistics_of_an_h5_dataset_cover_only_the_labels_it_trains_on(tmp_path):
+    images = np.random.default_rng(3).integers(0, 256, (60, 1, 16, 16), dtype=np.uint8)
+    write_arrays(tmp_path / "d.h5", False, images, np.arange(60) % 3, ["a", "b", "c"], {"source": "test", "split": "x"})
+    full, first2 = build_dataset(f"h5:{tmp_path / 'd.h5'}"), build_dataset(f"h5:{tmp_path / 'd.h5'}", labels=2)
+    ex = random_proxy(toy())
+    assert reference_file(first2, ex) != reference_file(full, ex)
+    ref2, ref = reference_stats(first2, ex, SELF), reference_stats(full, ex, SELF)
+    assert (ref2.n, ref.n) == (40, 60)
+    idx = torch.nonzero(full.labels < 2).flatten()
+    want = FeatureStats.of(ex.embed(full.fetch(idx)[0])[0])
+    np.testing.assert_allclose(ref2.q, want.q, rtol=1e-10)
 
 
 def test_evaluator_on_the_real_images_themselves():
