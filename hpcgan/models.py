@@ -50,25 +50,32 @@ class MLPGenerator(nn.Module):
         return self.net(z).view(-1, *self.shape)
 
 
-class MLPDiscriminator(nn.Module):
-    """sample -> one value; conditional: projection critic D(x, y) = psi(h(x)) + <embed(y), h(x)>.
-    No normalization layers (WGAN-GP's penalty is per example)."""
+class ProjectionCritic(nn.Module):
+    """x -> ``features`` -> h (B, F); out = w^T h, plus embed(y)^T h when conditional (projection critic)."""
 
-    def __init__(self, shape: tuple[int, ...], width: int, depth: int = 3, num_classes: int = 0):
+    def __init__(self, features: nn.Module, feat_dim: int, num_classes: int = 0):
         super().__init__()
-        layers, d = [nn.Flatten()], math.prod(shape)
-        for _ in range(depth):
-            layers += [nn.Linear(d, width), nn.LeakyReLU(0.2)]
-            d = width
-        self.body, self.head = nn.Sequential(*layers), nn.Linear(d, 1)
-        self.embed = nn.Embedding(num_classes, d) if num_classes else None
+        self.features, self.head = features, nn.Linear(feat_dim, 1)
+        self.embed = nn.Embedding(num_classes, feat_dim) if num_classes else None
 
     def forward(self, x, y=None):
-        h = self.body(x)
+        h = self.features(x)
         out = self.head(h).squeeze(-1)
         if self.embed is not None:
             out = out + (self.embed(y) * h).sum(dim=1)
         return out
+
+
+class MLPDiscriminator(ProjectionCritic):
+    """sample -> one value; conditional: projection critic D(x, y) = psi(h(x)) + <embed(y), h(x)>.
+    No normalization layers (WGAN-GP's penalty is per example)."""
+
+    def __init__(self, shape: tuple[int, ...], width: int, depth: int = 3, num_classes: int = 0):
+        layers, d = [nn.Flatten()], math.prod(shape)
+        for _ in range(depth):
+            layers += [nn.Linear(d, width), nn.LeakyReLU(0.2)]
+            d = width
+        super().__init__(nn.Sequential(*layers), d, num_classes)
 
 
 @MODELS.register("mlp")
@@ -100,22 +107,6 @@ class ImageGenerator(nn.Module):
         return torch.tanh(self.body(self.fc(z).view(-1, self.channels, 4, 4)))
 
 
-class ImageCritic(nn.Module):
-    """x -> ``features`` -> h (B, F); out = w^T h (+ embed(y)^T h for the projection critic)."""
-
-    def __init__(self, features: nn.Module, feat_dim: int, num_classes: int = 0):
-        super().__init__()
-        self.features, self.head = features, nn.Linear(feat_dim, 1)
-        self.embed = nn.Embedding(num_classes, feat_dim) if num_classes else None
-
-    def forward(self, x, y=None):
-        h = self.features(x)
-        out = self.head(h).squeeze(-1)
-        if self.embed is not None:
-            out = out + (self.embed(y) * h).sum(dim=1)
-        return out
-
-
 def _image_spec(spec: DataSpec, name: str, size: int) -> int:
     """Channels of ``spec`` after checking it holds (C, size, size) images."""
     if len(spec.shape) != 3 or spec.shape[1:] != (size, size) or spec.shape[0] not in (1, 3):
@@ -139,7 +130,7 @@ def _dcgan(spec: DataSpec, cfg: ModelConfig, conditional: bool, size: int) -> tu
     down.append(nn.Flatten())
     k = spec.num_classes if conditional else 0
     G = ImageGenerator(cfg.z_dim, chans[0], nn.Sequential(*up), k)
-    D = ImageCritic(nn.Sequential(*down), chans[0] * 16, k)
+    D = ProjectionCritic(nn.Sequential(*down), chans[0] * 16, k)
     return G, D
 
 
@@ -196,7 +187,7 @@ def build_resnet32(spec: DataSpec, cfg: ModelConfig, conditional: bool = False) 
     k = spec.num_classes if conditional else 0
     G = ImageGenerator(cfg.z_dim, w, nn.Sequential(GBlock(w, w), GBlock(w, w), GBlock(w, w), layer_norm(w),
                                                     nn.ReLU(), nn.Conv2d(w, c, 3, 1, 1)), k)
-    D = ImageCritic(nn.Sequential(DBlock(c, w, True, first=True), DBlock(w, w, True), DBlock(w, w, False),
+    D = ProjectionCritic(nn.Sequential(DBlock(c, w, True, first=True), DBlock(w, w, True), DBlock(w, w, False),
                                   DBlock(w, w, False), SumPool()), w, k)
     return G, D
 
