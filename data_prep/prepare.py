@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # run as a script: make `data_prep` and `hpcgan` 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data_prep import cifar, imagenet  # noqa: E402
-from hpcgan.h5write import ImageWriter, atomic_output, sha256_files, write_arrays  # noqa: E402
+from hpcgan.data.writer import ImageWriter, atomic_output, sha256_files, write_arrays  # noqa: E402
 from hpcgan.errors import UsageError  # noqa: E402
 
 

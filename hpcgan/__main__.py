@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .comm.sign import implementation
+    from .compress.sign import implementation
     from .info import machine, versions
     from .world import init_world
 
@@ -45,17 +45,18 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import config_from_args
+    from .algorithms import resolve_config
+    from .config import given_values
     from .train import train
     from .world import init_world
 
-    cfg = config_from_args(args)
+    cfg = resolve_config(given_values(args))  # before any model or communicator exists
     train(cfg, init_world())
     return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .bench import validate
+    from .results.schema import validate
 
     status = 0
     if MPI.COMM_WORLD.rank == 0:
@@ -78,7 +79,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from .summary import summarize
+    from .analysis.summary import summarize
 
     if MPI.COMM_WORLD.rank == 0:
         print(summarize(args.paths))
@@ -104,13 +105,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .config import config_from_args
+    from .config import given_values
     from .sweep import parse_algo_flags, parse_ints, plan, run_sweep, write_manifest
 
     if MPI.COMM_WORLD.size > 1:
         raise UsageError("hpcgan sweep is a single process that launches the runs; do not start it with mpiexec")
     out, algos = Path(args.out), args.algos.split(",")
-    base, flags = config_from_args(args), parse_algo_flags(args.algo_flags)
+    base, flags = given_values(args), parse_algo_flags(args.algo_flags)
     jobs = {scaling: plan(base, algos, parse_ints(args.ranks), scaling, args.repeats, out, flags)
             for scaling in args.scaling.split(",")}  # every configuration is checked before anything runs
     if not args.dry_run:
@@ -123,8 +124,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .costmodel import Network
-    from .report import write_report
+    from .analysis.costmodel import Network
+    from .analysis.report import write_report
 
     if MPI.COMM_WORLD.rank == 0:
         net = Network(args.latency, args.bandwidth, "chosen for the projection")
@@ -132,19 +133,34 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_description() -> str:
+    from .algorithms import ALGORITHMS
+
+    lines = ["Train one configuration and write one results file. Each algorithm sets its own defaults "
+             "(shown per flag) and accepts only the flags it uses:"]
+    for name in ALGORITHMS:
+        algo = ALGORITHMS.get(name)
+        own = sorted(algo.options)
+        lines.append(f"  {name}: {algo.summary}" + (f" [own flags: {', '.join('--' + o.replace('_', '-') for o in own)}]"
+                                                     if own else ""))
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .algorithms import defaults_help
     from .config import add_config_arguments
 
     parser = _Parser(prog="hpcgan", description="MPI benchmark suite for distributed GAN training")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("info", help="versions, MPI library and the rank -> host/device map").set_defaults(fn=cmd_info)
-    train = sub.add_parser("train", help="train one configuration, write one results file")
-    add_config_arguments(train)
+    train = sub.add_parser("train", help="train one configuration, write one results file",
+                           description=train_description(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(train, defaults=defaults_help())
     train.set_defaults(fn=cmd_train)
     val = sub.add_parser("validate", help="check results files against the HDF5 schema")
     val.add_argument("files", nargs="+")
     val.set_defaults(fn=cmd_validate)
-    bench = sub.add_parser("bench", help="microbenchmarks: recorder, ...")
+    bench = sub.add_parser("bench", help="microbenchmarks: comm, data, recorder, sharing")
     bench.add_argument("what", help="which benchmark")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own flags")
     bench.set_defaults(fn=cmd_bench)
@@ -168,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_sweep_parsers(sub) -> None:
+    from .algorithms import defaults_help
     from .config import add_config_arguments
     from .sweep import DEFAULT_LAUNCHER, SWEEP_FIELDS
 
@@ -178,7 +195,8 @@ def add_sweep_parsers(sub) -> None:
     sw.add_argument("--ranks", default="1,2,4", help="comma-separated rank counts")
     sw.add_argument("--scaling", required=True, help="weak, strong, or weak,strong (both, one folder)")
     sw.add_argument("--algo-flags", action="append", default=[], metavar="'ALGO: FLAGS'",
-                    help="extra train flags for one algorithm, e.g. 'dposg: --optimizer oadam' (repeatable)")
+                    help="train flags for one algorithm, e.g. 'dposg: --topology torus' (repeatable); flags "
+                    "given outside --algo-flags must be used by every algorithm of the sweep")
     sw.add_argument("--repeats", type=int, default=1, help="runs per configuration, seeds seed..seed+R-1")
     sw.add_argument("--out", required=True, help="sweep folder, e.g. results/<sweep>")
     sw.add_argument("--launcher", default=DEFAULT_LAUNCHER, help="launch command with {n} for the rank count, "
@@ -190,7 +208,7 @@ def add_sweep_parsers(sub) -> None:
     sw.add_argument("--dry-run", action="store_true", help="print the launch lines, run nothing")
     sw.add_argument("--threads", type=int, default=0, help="torch threads per rank in every run "
                     "(HPCGAN_THREADS; 0 = cores per rank on the node)")
-    add_config_arguments(sw, exclude=SWEEP_FIELDS)
+    add_config_arguments(sw, exclude=SWEEP_FIELDS, defaults=defaults_help())
     sw.set_defaults(fn=cmd_sweep)
     rep = sub.add_parser("report", help="report.md + PNG plots of a sweep, with the cost model")
     rep.add_argument("paths", nargs="+", help="sweep folders or results files")

@@ -1,8 +1,16 @@
 """Run configuration: frozen dataclasses, command-line flags generated from their fields.
 
 Every field of a section becomes one flag (``gossip_rounds`` -> ``--gossip-rounds``; booleans get
-``--x/--no-x``). The whole :class:`RunConfig` is stored as JSON in every results file and hashed at
-start-up so that ranks launched with different arguments refuse to run together.
+``--x/--no-x``) and declares, where it is declared, what values it takes: a closed set of
+``choices``, or numeric ``bounds`` (numbers must also be finite). Each section checks its fields
+when it is built (:func:`check_fields`), so no configuration with a bad value exists anywhere, and
+a numeric field without bounds is a programming error caught by the tests.
+
+Field names are unique across sections, so a configuration can also be given as one flat mapping
+``{field name: value}`` (:meth:`RunConfig.from_values`): that is how an algorithm's own defaults
+(:class:`hpcgan.algorithms.Algorithm`) are laid under the flags the user gave. The whole
+:class:`RunConfig` is stored as JSON in every results file and hashed at start-up so that ranks
+launched with different arguments refuse to run together.
 """
 from __future__ import annotations
 
@@ -10,6 +18,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,76 +26,132 @@ from typing import Any
 from .errors import UsageError
 
 
-def opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
-    """A config field with its command-line help (and fixed choices, where the set is closed)."""
-    return field(default=default, metadata={"help": help, "choices": choices})
+@dataclass(frozen=True)
+class Bounds:
+    """Allowed range of a numeric field: ge <= x <= le, gt < x < lt (None = unbounded)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def violated(self, x: float) -> str | None:
+        """Why ``x`` is out of range, or None."""
+        for bound, ok, word in ((self.ge, lambda b: x >= b, ">="), (self.gt, lambda b: x > b, ">"),
+                                (self.le, lambda b: x <= b, "<="), (self.lt, lambda b: x < b, "<")):
+            if bound is not None and not ok(bound):
+                return f"must be {word} {bound:g}"
+        return None
+
+
+def opt(default: Any, help: str, choices: tuple[str, ...] | None = None, **bounds: float) -> Any:
+    """A config field with its command-line help and what values it takes: ``choices`` (a closed
+    set of names) or ``bounds`` (``ge``, ``gt``, ``le``, ``lt``) for numbers."""
+    return field(default=default, metadata={"help": help, "choices": choices, "bounds": Bounds(**bounds)})
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_fields(section: Any) -> None:
+    """UsageError naming every field of ``section`` whose value is outside its declaration."""
+    problems = []
+    hints = typing.get_type_hints(type(section))
+    for f in dataclasses.fields(section):
+        value, kind, meta = getattr(section, f.name), hints[f.name], f.metadata
+        if kind is bool:
+            if not isinstance(value, bool):
+                problems.append(f"{flag(f.name)} must be true or false, got {value!r}")
+        elif kind in (int, float):
+            if "bounds" not in meta or meta["bounds"] == Bounds():
+                raise TypeError(f"numeric config field {f.name} declares no bounds")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+                problems.append(f"{flag(f.name)} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+            elif not math.isfinite(value):
+                problems.append(f"{flag(f.name)} must be finite, got {value}")
+            elif why := meta["bounds"].violated(value):
+                problems.append(f"{flag(f.name)} {why}, got {value:g}")
+        elif meta.get("choices") and value not in meta["choices"]:
+            problems.append(f"{flag(f.name)} must be one of {', '.join(meta['choices'])}; got {value!r}")
+    if problems:
+        raise UsageError("; ".join(problems))
+
+
+class Section:
+    """Base of the config sections: fields are checked when a section is built."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Section):
     data: str = opt("mog8", "dataset: mog8, mog25, digits or h5:PATH")
-    batch_size: int = opt(64, "local (per-rank) minibatch size b")
+    batch_size: int = opt(64, "local (per-rank) minibatch size b", ge=1)
     shard: str = opt("even", "how image datasets are split over ranks", ("even", "uneven"))
-    labels: int = opt(0, "use only the first K labels of the dataset; 0 = all")
+    labels: int = opt(0, "use only the first K labels of the dataset; 0 = all", ge=0)
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    model: str = opt("mlp", "generator/discriminator pair (see `hpcgan train --help-models`)")
-    z_dim: int = opt(64, "latent dimension of the generator")
-    width: int = opt(128, "hidden width (MLP units / base conv channels)")
-    loss: str = opt("ns", "GAN loss: ns (non-saturating) or wgan-gp")
-    gp_weight: float = opt(10.0, "gradient-penalty weight lambda for wgan-gp")
+class ModelConfig(Section):
+    model: str = opt("mlp", "generator/discriminator pair: mlp, dcgan32, dcgan64, resnet32")
+    z_dim: int = opt(64, "latent dimension of the generator", ge=1)
+    width: int = opt(128, "hidden width (MLP units / base conv channels)", ge=1)
+    loss: str = opt("ns", "GAN loss: ns (non-saturating BCE), wgan-gp, wgan-clip (critic weights clipped "
+                    "to [-0.01, 0.01]; alternating algorithms only)")
+    gp_weight: float = opt(10.0, "gradient-penalty weight lambda of wgan-gp", ge=0)
 
 
 @dataclass(frozen=True)
-class OptimConfig:
-    optimizer: str = opt("adam", "local update rule: adam, omd, oadam (algorithms may restrict)")
-    lr: float = opt(1e-3, "learning rate eta")
-    beta1: float = opt(0.5, "Adam beta1")
-    beta2: float = opt(0.999, "Adam beta2")
-    eps: float = opt(1e-8, "Adam epsilon")
-    n_critic: int = opt(5, "critic steps per generator step (pcwgan / cwgan)")
+class OptimConfig(Section):
+    optimizer: str = opt("adam", "local update rule: adam, omd, oadam (the algorithm sets its default and "
+                         "which it accepts)")
+    lr: float = opt(1e-3, "learning rate eta", ge=0)
+    beta1: float = opt(0.5, "Adam beta1", ge=0, lt=1)
+    beta2: float = opt(0.999, "Adam beta2", ge=0, lt=1)
+    eps: float = opt(1e-8, "Adam epsilon", gt=0)
+    n_critic: int = opt(5, "critic steps per generator step", ge=1)
 
 
 @dataclass(frozen=True)
-class CommConfig:
+class CommConfig(Section):
     backend: str = opt("mpi", "communication backend: mpi, torch, horovod")
-    compressor: str = opt("identity", "gradient compressor (dqgan): identity, fp16, bf16, sign, topk, randk, qsgd")
-    ratio: float = opt(0.01, "fraction of coordinates kept by topk / randk, in (0, 1]")
-    levels: int = opt(16, "QSGD quantization levels s")
-    error_feedback: bool = opt(True, "error feedback for compressed gradients")
-    net_latency: float = opt(0.0, "emulated latency alpha per message [s]")
-    net_bandwidth: float = opt(0.0, "emulated bandwidth B [bytes/s]; 0 = not emulated")
+    compressor: str = opt("identity", "compressor of the exchanged steps: identity, fp16, bf16, sign, topk, "
+                          "randk, qsgd")
+    ratio: float = opt(0.01, "fraction of coordinates kept by topk / randk", gt=0, le=1)
+    levels: int = opt(16, "QSGD quantization levels s", ge=1)
+    error_feedback: bool = opt(True, "error feedback for compressed steps")
+    net_latency: float = opt(0.0, "emulated latency alpha per message [s]", ge=0)
+    net_bandwidth: float = opt(0.0, "emulated bandwidth B [bytes/s]; 0 = not emulated", ge=0)
 
 
 @dataclass(frozen=True)
-class AlgoConfig:
+class AlgoConfig(Section):
     algo: str = opt("sync", "training algorithm: sync, dqgan, dposg, pcwgan, cwgan")
-    dqgan_variant: str = opt("A", "DQGAN variant (ALGORITHMS.md section 1)", ("A", "B"))
-    topology: str = opt("ring", "DPOSG mixing graph: ring, torus, exp2, complete, identity or a W file")
-    gossip_rounds: int = opt(1, "DPOSG gossip rounds t per iteration")
-    consensus_every: int = opt(10, "DPOSG: record the consensus distance every k steps")
-    replicas: int = opt(1, "pcwgan: independent seeds per label (allows ranks > labels)")
-    wgan_variant: str = opt("gp", "pcwgan/cwgan critic: gp (WGAN-GP), clip (weight clipping c=0.01), "
-                            "bce (the predecessor's DC-CGAN loss)", ("gp", "clip", "bce"))
+    dqgan_variant: str = opt("A", "where DQGAN extrapolates (docs/ALGORITHMS.md section 1): A = in the "
+                             "compressed message, B = after averaging", ("A", "B"))
+    topology: str = opt("ring", "gossip graph: ring, torus, exp2, complete, identity or a W file")
+    gossip_rounds: int = opt(1, "gossip rounds t per iteration", ge=1)
+    consensus_every: int = opt(10, "record the consensus distance every k steps", ge=1)
+    replicas: int = opt(1, "independent seeds per label (allows ranks > labels)", ge=1)
 
 
 @dataclass(frozen=True)
-class RunSettings:
-    steps: int = opt(1000, "training iterations (ignored when --budget is set)")
-    budget: float = opt(0.0, "wall-clock budget in seconds; 0 = run --steps")
-    warmup_steps: int = opt(5, "leading steps that reports exclude from timings")
-    seed: int = opt(0, "base seed; rank r derives its own streams from (seed, r)")
+class RunSettings(Section):
+    steps: int = opt(1000, "training iterations (ignored when --budget is set)", ge=1)
+    budget: float = opt(0.0, "wall-clock budget in seconds; 0 = run --steps", ge=0)
+    warmup_steps: int = opt(5, "leading steps that reports exclude from timings", ge=0)
+    seed: int = opt(0, "base seed; rank r derives its own streams from (seed, r)", ge=0)
     scaling: str = opt("none", "scaling study this run belongs to", ("none", "weak", "strong"))
-    out: str = opt("results/run.h5", "results file (HDF5 schema v1)")
+    out: str = opt("results/run.h5", "results file (HDF5 schema v2)")
     force: bool = opt(False, "overwrite an existing results file")
     resume: bool = opt(False, "continue from the checkpoint next to --out")
-    flush_every: int = opt(50, "gather and append step rows to the results file every N steps")
-    log_every: int = opt(100, "progress line every N steps (rank 0)")
-    eval_every: int = opt(0, "evaluate quality every N steps (0 = only at the end)")
-    eval_samples: int = opt(2500, "samples drawn for each quality evaluation")
-    ckpt_every: int = opt(0, "checkpoint every N steps (0 = never)")
+    flush_every: int = opt(50, "gather and append step rows to the results file every N steps", ge=1)
+    log_every: int = opt(100, "progress line every N steps (rank 0)", ge=1)
+    eval_every: int = opt(0, "evaluate quality every N steps (0 = only at the end)", ge=0)
+    eval_samples: int = opt(2500, "samples drawn for each quality evaluation", ge=1)
+    ckpt_every: int = opt(0, "checkpoint every N steps (0 = never)", ge=0)
 
 
 SECTIONS = {
@@ -97,6 +162,9 @@ SECTIONS = {
     "algo": AlgoConfig,
     "run": RunSettings,
 }
+#: field name -> its section (field names are unique across sections)
+SECTION_OF = {f.name: sec for sec, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+assert len(SECTION_OF) == sum(len(dataclasses.fields(c)) for c in SECTIONS.values()), "field names must be unique"
 
 
 @dataclass(frozen=True)
@@ -113,6 +181,29 @@ class RunConfig:
         return dataclasses.replace(
             self, **{sec: dataclasses.replace(getattr(self, sec), **kv) for sec, kv in changes.items()}
         )
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> "RunConfig":
+        """The configuration with the fields named in ``values`` (flat ``{field: value}``), every
+        other field at its declared default. Unknown names and bad values raise UsageError."""
+        unknown = sorted(set(values) - set(SECTION_OF))
+        if unknown:
+            raise UsageError(f"unknown config fields {unknown}")
+        parts: dict[str, dict[str, Any]] = {sec: {} for sec in SECTIONS}
+        for name, value in values.items():
+            parts[SECTION_OF[name]][name] = value
+        built, problems = {}, []
+        for sec, kv in parts.items():
+            try:
+                built[sec] = SECTIONS[sec](**kv)
+            except UsageError as e:
+                problems.append(str(e))
+        if problems:
+            raise UsageError("; ".join(problems))
+        return cls(**built)
+
+    def value(self, name: str) -> Any:
+        return getattr(getattr(self, SECTION_OF[name]), name)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -133,14 +224,13 @@ class RunConfig:
         return hashlib.sha256(self.to_json().encode()).hexdigest()
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, exclude: frozenset[str] = frozenset()) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser, exclude: frozenset[str] = frozenset(),
+                         defaults: dict[str, str] | None = None) -> None:
     """One flag per field of every section, grouped by section in ``--help``.
 
-    ``exclude`` names fields (e.g. ``{"out", "scaling"}``) a command sets itself; they keep their defaults.
+    Flags the user does not give are absent from the namespace (:func:`given_values`), so that the
+    chosen algorithm's defaults can apply. ``exclude`` names fields (e.g. ``{"out", "scaling"}``) a
+    command sets itself. ``defaults`` are texts shown after the declared default in ``--help``.
     """
     for section, cls in SECTIONS.items():
         group = parser.add_argument_group(section)
@@ -149,8 +239,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, exclude: frozenset[str
             if f.name in exclude:
                 continue
             kind = hints[f.name]
-            kw: dict[str, Any] = {"dest": f"{section}.{f.name}", "default": f.default}
-            kw["help"] = f"{f.metadata['help']} (default: {f.default})"
+            extra = f"; {defaults[f.name]}" if defaults and f.name in defaults else ""
+            kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
+                                  "help": f"{f.metadata['help']} (default: {f.default}{extra})"}
             if kind is bool:
                 kw["action"] = argparse.BooleanOptionalAction
             else:
@@ -158,55 +249,23 @@ def add_config_arguments(parser: argparse.ArgumentParser, exclude: frozenset[str
                 kw["metavar"] = f.name.upper()
                 if f.metadata.get("choices"):
                     kw["choices"] = f.metadata["choices"]
-            group.add_argument(_flag(f.name), **kw)
+            group.add_argument(flag(f.name), **kw)
 
 
-def config_from_args(ns: argparse.Namespace) -> RunConfig:
-    values = vars(ns)
-    parts = {}
-    for section, cls in SECTIONS.items():
-        parts[section] = cls(**{f.name: values.get(f"{section}.{f.name}", f.default) for f in dataclasses.fields(cls)})
-    cfg = RunConfig(**parts)
-    check_ranges(cfg)
-    return cfg
+def given_values(ns: argparse.Namespace) -> dict[str, Any]:
+    """The config fields the command line gave explicitly, as ``{field: value}``."""
+    return {k: v for k, v in vars(ns).items() if k in SECTION_OF}
 
 
-def config_to_argv(cfg: RunConfig) -> list[str]:
-    """The ``train`` flags that rebuild ``cfg`` exactly (inverse of :func:`config_from_args`)."""
+def config_to_argv(cfg: RunConfig, fields: set[str] | None = None) -> list[str]:
+    """The ``train`` flags that set ``fields`` (default: all) to their values in ``cfg``."""
     argv: list[str] = []
-    for section in SECTIONS:
-        for name, value in dataclasses.asdict(getattr(cfg, section)).items():
-            if isinstance(value, bool):
-                argv.append(_flag(name) if value else "--no-" + name.replace("_", "-"))
-            else:
-                argv += [_flag(name), repr(value) if isinstance(value, float) else str(value)]
+    for name in SECTION_OF:
+        if fields is not None and name not in fields:
+            continue
+        value = cfg.value(name)
+        if isinstance(value, bool):
+            argv.append(flag(name) if value else "--no-" + name.replace("_", "-"))
+        else:
+            argv += [flag(name), repr(value) if isinstance(value, float) else str(value)]
     return argv
-
-
-def check_ranges(cfg: RunConfig) -> None:
-    """Numeric sanity that needs no registry; names are checked by the registries themselves."""
-    problems = []
-    if cfg.data.batch_size < 1:
-        problems.append("--batch-size must be >= 1")
-    if not 0.0 < cfg.comm.ratio <= 1.0:
-        problems.append(f"--ratio must be in (0, 1], got {cfg.comm.ratio}")
-    if cfg.comm.levels < 1:
-        problems.append("--levels must be >= 1")
-    if cfg.comm.net_latency < 0 or cfg.comm.net_bandwidth < 0:
-        problems.append("--net-latency and --net-bandwidth must be >= 0")
-    if cfg.run.steps < 1 and cfg.run.budget <= 0:
-        problems.append("give --steps >= 1 or a positive --budget")
-    if cfg.run.budget < 0:
-        problems.append("--budget must be >= 0")
-    if cfg.run.flush_every < 1:
-        problems.append("--flush-every must be >= 1")
-    if cfg.algo.gossip_rounds < 1:
-        problems.append("--gossip-rounds must be >= 1")
-    if cfg.algo.replicas < 1:
-        problems.append("--replicas must be >= 1")
-    if cfg.optim.n_critic < 1:
-        problems.append("--n-critic must be >= 1")
-    if cfg.optim.lr < 0:
-        problems.append("--lr must be >= 0")
-    if problems:
-        raise UsageError("; ".join(problems))

@@ -27,8 +27,8 @@ def samples_from_checkpoint(ckpt: str | Path, n: int, seed: int = 0) -> torch.Te
     """n samples of the (unconditional) generator stored in a GanAlgorithm checkpoint."""
     from .config import RunConfig
     from .data import build_dataset
-    from .flat import FlatParams
-    from .models import build_models
+    from .gan.flat import FlatParams
+    from .gan.models import build_models
 
     state = torch.load(ckpt, weights_only=False, map_location="cpu")
     cfg = RunConfig.from_json(state["config_json"])

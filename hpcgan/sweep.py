@@ -6,7 +6,7 @@ weak or strong, seed = base seed + r), with the console output next to it in ``.
 batch of the 1-rank baseline, b:
 
 * weak scaling keeps the per-rank work constant: local batch = b, global batch = N·b
-  (rules in :data:`WEAK_RULES` change what "per-rank work" is for an algorithm, e.g. pcwgan keeps
+  (an algorithm's ``weak_scaling`` rule changes what "per-rank work" is for it, e.g. pcwgan keeps
   the labels per rank constant: ``--labels`` = N · labels of the 1-rank run);
 * strong scaling keeps the global work constant: global batch = b, local batch = b/N (N must
   divide b).
@@ -20,7 +20,6 @@ sharing`` (``sharing_nN.hdf5``, :data:`SHARING_BENCH_ARGS`: how ranks that share
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shlex
@@ -29,18 +28,19 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 from tqdm import tqdm
 
-from .algorithms import ALGORITHMS
-from .bench import validate
-from .config import SECTIONS, RunConfig, add_config_arguments, config_from_args, config_to_argv
+from .algorithms import ALGORITHMS, fields_of, resolve_config
+from .config import SECTION_OF, RunConfig, add_config_arguments, config_to_argv, flag, given_values
 from .errors import UsageError
 from .log import get_logger
+from .results.schema import validate
 
 #: ``hpcgan bench comm`` flags of the per-rank-count cost-model measurement: what
-#: :func:`hpcgan.costmodel.fit_network` reads (mpi backend, dense allreduce), kept quick.
+#: :func:`hpcgan.analysis.costmodel.fit_network` reads (mpi backend, dense allreduce), kept quick.
 COMM_BENCH_ARGS = ["--backends", "mpi", "--compressors=", "--min-size", "4", "--max-size", "1MiB",
                    "--iters", "20", "--warmup", "2"]
 
@@ -50,22 +50,6 @@ SHARING_BENCH_ARGS = ["--work", "0.001,0.004,0.016", "--iters", "100"]
 #: Fields the sweep sets per configuration (excluded from the pass-through train flags).
 SWEEP_FIELDS = frozenset({"algo", "scaling", "out", "force", "resume"})
 DEFAULT_LAUNCHER = str(Path(sys.executable).parent / "mpiexec") + " -n {n}"
-
-
-@dataclass(frozen=True)
-class WeakRule:
-    """Weak scaling of one algorithm: config field ``section.name`` = N × its 1-rank value."""
-
-    section: str
-    name: str
-    why: str
-
-
-#: Algorithms whose per-rank work is not the batch (data-driven; anything else scales the batch).
-WEAK_RULES: dict[str, WeakRule] = {
-    "pcwgan": WeakRule("data", "labels", "one generator per label: labels per rank stay constant"),
-    "cwgan": WeakRule("data", "labels", "conditional baseline of pcwgan: same label count per rank"),
-}
 
 
 @dataclass(frozen=True)
@@ -94,71 +78,64 @@ def parse_ints(text: str) -> list[int]:
     return sorted(set(values))
 
 
-def parse_algo_flags(items: list[str]) -> dict[str, list[str]]:
-    """``--algo-flags 'ALGO: FLAGS'`` (repeatable) -> {ALGO: [flags]}. ALGO must be a registered
-    algorithm; flags of one the sweep does not run are unused (scripts can set defaults for all)."""
-    out: dict[str, list[str]] = {}
+def parse_algo_flags(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``--algo-flags 'ALGO: FLAGS'`` (repeatable) -> {ALGO: {field: value}}. ALGO must be a
+    registered algorithm; flags of one the sweep does not run are unused (scripts can set them for all)."""
+    out: dict[str, dict[str, Any]] = {}
     for item in items:
         algo, sep, flags = item.partition(":")
         if not sep:
-            raise UsageError(f"--algo-flags takes 'ALGO: FLAGS', e.g. 'dposg: --optimizer oadam'; got '{item}'")
+            raise UsageError(f"--algo-flags takes 'ALGO: FLAGS', e.g. 'dposg: --topology torus'; got '{item}'")
         ALGORITHMS.get(algo.strip())
-        out.setdefault(algo.strip(), []).extend(shlex.split(flags))
+        out.setdefault(algo.strip(), {}).update(parse_train_flags(shlex.split(flags)))
     return out
 
 
-def with_flags(base: RunConfig, flags: list[str]) -> RunConfig:
-    """``base`` with train ``flags`` applied on top (parsed and range-checked like ``train``'s)."""
-    if not flags:
-        return base
+def parse_train_flags(flags: list[str]) -> dict[str, Any]:
+    """The config fields that ``train`` flags set, as ``{field: value}``."""
     parser = argparse.ArgumentParser(prog="--algo-flags", exit_on_error=False, add_help=False)
     add_config_arguments(parser)
     try:
-        ns, unknown = parser.parse_known_args(config_to_argv(base) + flags)
+        ns, unknown = parser.parse_known_args(flags)
     except argparse.ArgumentError as e:
         raise UsageError(f"--algo-flags {shlex.join(flags)}: {e}") from None
     if unknown:
         raise UsageError(f"--algo-flags {shlex.join(flags)}: unknown train flags {shlex.join(unknown)}")
-    return config_from_args(ns)
+    return given_values(ns)
 
 
-def plan(base: RunConfig, algos: list[str], ranks: list[int], scaling: str, repeats: int,
-         out: Path, algo_flags: dict[str, list[str]] | None = None) -> list[Job]:
-    """Every (algorithm, ranks, repeat) configuration of the sweep, in launch order. ``algo_flags``
-    are extra train flags of single algorithms (e.g. dposg's ``--optimizer oadam``)."""
+def plan(base: dict[str, Any], algos: list[str], ranks: list[int], scaling: str, repeats: int,
+         out: Path, algo_flags: dict[str, dict[str, Any]] | None = None) -> list[Job]:
+    """Every (algorithm, ranks, repeat) configuration of the sweep, in launch order. ``base`` holds
+    the train flags given for every algorithm, ``algo_flags`` those of single algorithms; each
+    algorithm's configuration is resolved (its defaults under the flags) before anything runs."""
     if scaling not in ("weak", "strong"):
         raise UsageError(f"--scaling must be weak or strong, got '{scaling}'")
     if repeats < 1:
         raise UsageError("--repeats must be >= 1")
     jobs = []
     for algo in algos:
-        ALGORITHMS.get(algo)  # unknown names fail here, before anything is launched
-        mine = with_flags(base, (algo_flags or {}).get(algo, []))
+        rule = ALGORITHMS.get(algo).weak_scaling  # unknown names fail here, before anything is launched
+        try:
+            mine = resolve_config({**base, **(algo_flags or {}).get(algo, {}), "algo": algo})
+        except UsageError as e:
+            raise UsageError(f"sweep: {e} (give flags of one algorithm with --algo-flags '{algo}: ...')") from None
         b = mine.data.batch_size
         bad = [n for n in ranks if b % n] if scaling == "strong" else []
         if bad:
             raise UsageError(f"strong scaling keeps the global batch {b}: not divisible by ranks {bad}")
         for n in ranks:
             for r in range(repeats):
-                changes = {"algo": {"algo": algo},
-                           "data": {"batch_size": b if scaling == "weak" else b // n},
+                changes = {"data": {"batch_size": b if scaling == "weak" else b // n},
                            "run": {"scaling": scaling, "seed": mine.run.seed + r,
                                    "out": str(out / f"{algo}_{scaling}_n{n}_r{r}.h5"), "force": True}}
-                if scaling == "weak" and algo in WEAK_RULES:
-                    _apply_weak_rule(mine, WEAK_RULES[algo], n, changes)
+                if scaling == "weak" and rule is not None:
+                    per_rank = mine.value(rule.field)
+                    if per_rank < 1:
+                        raise UsageError(f"weak scaling of {algo}: give {flag(rule.field)} K (K per rank), {rule.why}")
+                    changes.setdefault(SECTION_OF[rule.field], {})[rule.field] = per_rank * n
                 jobs.append(Job(algo, n, r, mine.replace(**changes)))
     return jobs
-
-
-def _apply_weak_rule(base: RunConfig, rule: WeakRule, n: int, changes: dict) -> None:
-    fields = {f.name for f in dataclasses.fields(SECTIONS[rule.section])}
-    if rule.name not in fields:
-        raise UsageError(f"weak scaling of this algorithm needs the config field {rule.section}.{rule.name} "
-                         f"({rule.why}); this hpcgan version does not have it")
-    per_rank = getattr(getattr(base, rule.section), rule.name)
-    if per_rank < 1:
-        raise UsageError(f"weak scaling: give --{rule.name.replace('_', '-')} K (K per rank), {rule.why}")
-    changes.setdefault(rule.section, {})[rule.name] = per_rank * n
 
 
 def is_done(path: Path) -> bool:
@@ -206,7 +183,8 @@ def run_sweep(jobs: list[Job], out: Path, launcher: str = DEFAULT_LAUNCHER, time
     cores per rank than N-rank runs.
     """
     log = get_logger()
-    tasks = [(j.name, j.ranks, j.path, ["train", *config_to_argv(j.cfg)]) for j in jobs]
+    tasks = [(j.name, j.ranks, j.path, ["train", *config_to_argv(j.cfg, fields_of(ALGORITHMS.get(j.algo)))])
+             for j in jobs]
     if comm_bench:
         for n in sorted({j.ranks for j in jobs if j.ranks > 1}):
             for bench, flags in (("comm", COMM_BENCH_ARGS), ("sharing", SHARING_BENCH_ARGS)):

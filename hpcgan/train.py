@@ -24,7 +24,7 @@ from .errors import CollectiveError, UsageError
 from .info import machine, versions
 from .log import get_logger
 from .metrics import build_evaluator
-from .recorder import Recorder
+from .results.recorder import Recorder
 from .world import World, seed_everything
 
 #: Settings a resumed run may change (to extend it); everything else must match the checkpoint.

@@ -4,7 +4,7 @@
 
 Runs both algorithms with identical settings, then prints per algorithm the measured step time and
 its measured communication part, next to the emulated network time per step from the cost model
-of ALGORITHMS.md section 5 with latency alpha per message (bandwidth not emulated):
+of docs/ALGORITHMS.md section 5 with latency alpha per message (bandwidth not emulated):
     sync (ring allreduce)          2 (M - 1) alpha
     DPOSG, t rounds, k neighbours  t alpha   (neighbours served in parallel; t k alpha if serial)
 and the step time on the emulated network = measured step - measured comm + emulated comm.
@@ -22,7 +22,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from hpcgan.results import load_run  # noqa: E402
+from hpcgan.results.reader import load_run  # noqa: E402
 
 COMMON = ["--data", "mog8", "--z-dim", "2", "--batch-size", "128", "--lr", "5e-4", "--beta1", "0.0",
           "--beta2", "0.9", "--optimizer", "oadam", "--eval-every", "0", "--eval-samples", "500",

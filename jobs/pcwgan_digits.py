@@ -18,14 +18,15 @@ from pathlib import Path
 import torch
 
 from hpcgan.__main__ import build_parser
-from hpcgan.config import config_from_args
+from hpcgan.algorithms import resolve_config
+from hpcgan.config import given_values
 from hpcgan.data import build_dataset
 from hpcgan.errors import UsageError
 from hpcgan.evaluate import train_proxy_command
 from hpcgan.grid import save_grid
 from hpcgan.log import setup_logging
 from hpcgan.metrics.proxy import load_proxy
-from hpcgan.results import load_run
+from hpcgan.results.reader import load_run
 from hpcgan.train import Trainer
 from hpcgan.world import init_world
 
@@ -60,7 +61,7 @@ def main() -> None:
         flags = ["train", "--algo", algo, "--data", "digits", "--model", args.model, "--width", str(args.width),
                  "--batch-size", str(args.batch_size), "--budget", str(args.budget), *PAPER,
                  "--out", str(out / f"{algo}.h5"), "--force", "--log-every", "200"]
-        trainer = Trainer(config_from_args(build_parser().parse_args(flags)), world)
+        trainer = Trainer(resolve_config(given_values(build_parser().parse_args(flags))), world)
         h5 = trainer.run()  # evaluates at the end into /eval (collective)
         with torch.no_grad():
             fake = trainer.algo.sample(labels)  # collective for pcwgan

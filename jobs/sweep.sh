@@ -15,7 +15,7 @@ scaling="${1:?usage: $0 weak|strong [flags]}"; shift
 out="${OUT:-$HPCGAN_ROOT/results/sweep_$scaling}"
 dry=(); [[ "${DRY_RUN:-0}" == 1 ]] && dry=(--dry-run)
 IFS=, read -r -a ranks <<< "${RANKS:-1,2,4,8}"
-per_algo=(--algo-flags 'dposg: --optimizer oadam --topology ring')
+per_algo=(--algo-flags 'dposg: --topology ring')  # each algorithm's own defaults otherwise (hpcgan train --help)
 [[ "$scaling" == weak ]] && per_algo+=(--algo-flags "pcwgan: --labels ${LABELS:-1}")
 for n in "${ranks[@]}"; do
     flags="$(hpcgan_srun_flags "$n")"

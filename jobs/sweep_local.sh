@@ -15,8 +15,8 @@ dry=(); [[ "${DRY_RUN:-0}" == 1 ]] && dry=(--dry-run)
 # at the end only and its labels (weak: 2 per rank; strong: all 8 spread over the ranks).
 common=(--algos sync,dqgan,dposg,pcwgan --ranks "${RANKS:-1,2,4}" --repeats "${REPEATS:-1}" --threads 1
         --out "$out" --data mog8 --z-dim 2 --lr 5e-4 --beta1 0.0 --beta2 0.9 --batch-size 128
-        --steps "${STEPS:-1000}" --eval-every 0 --compressor sign
-        --algo-flags 'dposg: --optimizer oadam --topology ring')
+        --steps "${STEPS:-1000}" --eval-every 0
+        --algo-flags 'dqgan: --compressor sign' --algo-flags 'dposg: --optimizer oadam --topology ring')
 "$python" -m hpcgan sweep --scaling weak "${common[@]}" --algo-flags 'pcwgan: --labels 2' "${dry[@]}"
 "$python" -m hpcgan sweep --scaling strong "${common[@]}" --algo-flags 'pcwgan: --labels 8' "${dry[@]}"
 [[ "${DRY_RUN:-0}" == 1 ]] || "$python" -m hpcgan report "$out" --out "$report"

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 from mpi4py import MPI
 
-from hpcgan.bench import SCHEMA
+from hpcgan.results.schema import SCHEMA
 
 BIN = Path(sys.executable).parent
 MPIEXEC = str(BIN / "mpiexec") if (BIN / "mpiexec").exists() else shutil.which("mpiexec")

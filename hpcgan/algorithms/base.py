@@ -1,4 +1,17 @@
-"""Algorithm: owns one training step; models stay plain modules, optimizers do arithmetic only.
+"""Algorithm: owns one training step *and* its facts; models stay plain modules, optimizers do
+arithmetic only, the communicator moves the bytes.
+
+What an algorithm class declares, so that nothing else in hpcgan names algorithms:
+
+* ``defaults``, ``options``, ``choices``: its defaults for config fields, the algorithm-specific
+  fields it uses, and the values of shared fields it accepts. :func:`resolve_config` applies them
+  when the command line is parsed, before any MPI or model set-up: the algorithm's defaults, then
+  the user's flags; a flag the algorithm does not use is a UsageError naming the algorithm.
+* ``comm_formula`` and :meth:`Algorithm.comm_time`: its communication time per step in the
+  network model of docs/ALGORITHMS.md section 5 (the cost model loops over the registry).
+* ``weak_scaling``: what stays constant per rank in a weak-scaling sweep (default: the batch).
+* :meth:`Algorithm.samplers`: the models it evaluates; ``""`` is the run's model (its metrics carry
+  the plain names), other keys are suffixes (e.g. ``rank0``).
 
 :class:`GanAlgorithm` holds what the centralized and decentralized algorithms share: a (G, D)
 pair initialised identically on every rank, both flattened into one :class:`FlatParams`, a per-rank
@@ -13,19 +26,22 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from ..bench import PhaseTimer, StepStats
 from ..comm import Communicator
-from ..config import RunConfig
+from ..config import SECTION_OF, RunConfig, flag
 from ..data import Dataset, Loader
-from ..flat import FlatParams
-from ..losses import LOSSES, simultaneous_gradients
+from ..errors import UsageError
+from ..gan.flat import FlatParams
+from ..gan.losses import LOSSES, simultaneous_gradients
+from ..gan.models import build_models, latent
 from ..metrics import SampleFn
-from ..models import build_models
+from ..netmodel import NetworkModel, Workload
 from ..registry import Registry
+from ..results.schema import StepStats
+from ..results.timer import PhaseTimer
 from ..world import World, rank_seed
 
 if TYPE_CHECKING:
-    from ..recorder import Recorder
+    from ..results.recorder import Recorder
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -38,10 +54,41 @@ class TrainContext:
     dataset: Dataset
 
 
+@dataclass(frozen=True)
+class WeakScaling:
+    """Weak scaling of an algorithm whose per-rank work is not the batch: config field ``field``
+    = N x its 1-rank value at N ranks (the batch per rank then stays as given)."""
+
+    field: str
+    why: str
+
+
 class Algorithm(ABC):
     #: True when every rank takes every step together (collectives inside the step). pcwgan is
     #: False: its ranks run independently and the runner must not synchronise them.
     lockstep: ClassVar[bool] = True
+    #: one line for ``--help``: what the algorithm is
+    summary: ClassVar[str] = ""
+    #: this algorithm's defaults for config fields, laid under the user's flags
+    defaults: ClassVar[dict[str, Any]] = {}
+    #: the algorithm-specific config fields it uses (any registered algorithm's ``options``);
+    #: every other field is shared by all algorithms
+    options: ClassVar[frozenset[str]] = frozenset()
+    #: values it accepts for shared fields that it restricts, e.g. {"optimizer": ("omd", "oadam")}
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: its communication per step in docs/ALGORITHMS.md section 5 terms (see :meth:`comm_time`)
+    comm_formula: ClassVar[str] = "unknown"
+    #: what stays constant per rank in weak scaling; None = the batch
+    weak_scaling: ClassVar[WeakScaling | None] = None
+
+    @classmethod
+    def comm_time(cls, net: NetworkModel, m: int, work: Workload) -> float:
+        """Modelled communication seconds of one step at ``m`` ranks (NaN: no model)."""
+        return float("nan")
+
+    @classmethod
+    def check_config(cls, cfg: RunConfig) -> None:
+        """UsageError if settings that are each valid do not go together for this algorithm."""
 
     def __init__(self, ctx: TrainContext):
         self.ctx, self.cfg, self.world, self.comm = ctx, ctx.cfg, ctx.world, ctx.comm
@@ -58,7 +105,7 @@ class Algorithm(ABC):
 
     @abstractmethod
     def samplers(self) -> dict[str, SampleFn]:
-        """Models to evaluate: {"": main model} plus e.g. {"rank0": ...} (suffixes of metric names)."""
+        """Models to evaluate: {"": the run's model} plus e.g. {"rank0": ...} (suffixes of metric names)."""
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]: ...
@@ -91,9 +138,11 @@ class Algorithm(ABC):
 
 
 class GanAlgorithm(Algorithm):
-    """One (G, D) pair per rank, flattened together as ``self.flat`` (ranges "G" and "D")."""
+    """One (G, D) pair per rank, flattened together as ``self.flat`` (ranges "G" and "D"), trained
+    by simultaneous gradients."""
 
     conditional: ClassVar[bool] = False
+    choices = {"loss": ("ns", "wgan-gp")}
 
     def __init__(self, ctx: TrainContext):
         super().__init__(ctx)
@@ -108,7 +157,7 @@ class GanAlgorithm(Algorithm):
         self.eval_noise = torch.Generator(device=dev).manual_seed(rank_seed(cfg.run.seed, self.world.rank, "eval"))
 
     def latent(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.randn(n, self.cfg.model.z_dim, generator=generator, device=self.world.device)
+        return latent(n, self.cfg.model.z_dim, generator, self.world.device)
 
     def compute_gradients(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """flat.grads <- F(x; xi) on the local batch; returns (L_D, L_G)."""
@@ -143,3 +192,41 @@ class GanAlgorithm(Algorithm):
 
 
 ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm")
+
+
+def specific_fields() -> frozenset[str]:
+    """Config fields that only some registered algorithms use (the union of their ``options``)."""
+    return frozenset().union(*(ALGORITHMS.get(name).options for name in ALGORITHMS))
+
+
+def fields_of(algo: type[Algorithm]) -> set[str]:
+    """Every config field ``algo`` uses: the shared ones and its own options."""
+    return (set(SECTION_OF) - specific_fields()) | set(algo.options)
+
+
+def resolve_config(given: dict[str, Any]) -> RunConfig:
+    """The configuration that runs: ``given`` (the flags the user gave, ``{field: value}``) over the
+    chosen algorithm's ``defaults`` over the declared defaults. A flag the algorithm does not use,
+    or a value it does not accept, is a UsageError; every field is range-checked."""
+    name = given.get("algo", RunConfig().algo.algo)
+    algo = ALGORITHMS.get(name)
+    unused = sorted(set(given) - fields_of(algo))
+    if unused:
+        users = {f: [a for a in ALGORITHMS if f in ALGORITHMS.get(a).options] for f in unused}
+        raise UsageError(f"--algo {name} does not use " + ", ".join(
+            f"{flag(f)} (used by {', '.join(users[f])})" for f in unused))
+    cfg = RunConfig.from_values({**algo.defaults, **given})
+    for field, allowed in algo.choices.items():
+        if cfg.value(field) not in allowed:
+            raise UsageError(f"--algo {name} takes {flag(field)} {' or '.join(allowed)}; got '{cfg.value(field)}'")
+    algo.check_config(cfg)
+    return cfg
+
+
+def defaults_help() -> dict[str, str]:
+    """Per field, the algorithms whose defaults differ from the declared one (for ``--help``)."""
+    out: dict[str, list[str]] = {}
+    for name in ALGORITHMS:
+        for field, value in ALGORITHMS.get(name).defaults.items():
+            out.setdefault(field, []).append(f"{name}: {value}")
+    return {field: ", ".join(items) for field, items in out.items()}

@@ -5,12 +5,12 @@ the same (theta, phi) and its own shard of the data; one step, on every rank in 
     for i in 1..n_critic:
         g_phi^m = grad_phi L_D(theta, phi; x_i^m, y_i^m, z_i^m)   (local batch b, fakes G(z, y_i^m))
         g_phi   = (1/M) sum_m g_phi^m          (one dense fp32 allreduce of D's flat gradient)
-        phi    <- Adam(phi, g_phi)             (then clip to [-c, c] with --wgan-variant clip)
+        phi    <- Adam(phi, g_phi)             (then clip to [-c, c] with --loss wgan-clip)
     g_theta^m = grad_theta L_G(theta, phi; z^m, y^m), y^m uniform over the C labels
     g_theta   = (1/M) sum_m g_theta^m          (one dense fp32 allreduce of G's flat gradient)
     theta    <- Adam(theta, g_theta)
-L_D, L_G as in :mod:`.wgan` (WGAN-GP: lambda = 10; paper values n_critic = 5, Adam lr 1e-4,
-beta = (0.5, 0.9)). Ranks start from the same x_0 and apply the same averaged gradients, so they
+L_D, L_G of ``--loss`` (:mod:`hpcgan.gan.losses`; paper values: wgan-gp with lambda = 10,
+n_critic = 5, Adam lr 1e-4, beta = (0.5, 0.9), hpcgan's defaults for this algorithm). Ranks start from the same x_0 and apply the same averaged gradients, so they
 stay bit-identical. ``--budget`` is lockstep: rank 0's clock decides when every rank stops, so the
 same wall-clock budget as pcwgan buys M*b samples per critic update here.
 """
@@ -20,23 +20,40 @@ from typing import Any
 
 import torch
 
-from ..bench import StepStats
 from ..data import Loader
+from ..gan.losses import AlternatingPair
+from ..gan.optim import build_optimizer
 from ..metrics import SampleFn
-from ..optim import build_optimizer
-from .base import ALGORITHMS, Batch, GanAlgorithm, TrainContext
-from .wgan import WganPair
+from ..netmodel import NetworkModel, Workload
+from ..results.schema import StepStats
+from .base import ALGORITHMS, Batch, GanAlgorithm, TrainContext, WeakScaling
+from .critic import alternating_step
+
+#: the Parallel W-CGAN paper's settings, the defaults of pcwgan and of its baseline cwgan
+WGAN_DEFAULTS = {"loss": "wgan-gp", "n_critic": 5, "lr": 1e-4, "beta1": 0.5, "beta2": 0.9}
+WGAN_CHOICES = {"optimizer": ("adam",), "loss": ("wgan-gp", "wgan-clip", "ns")}
 
 
 @ALGORITHMS.register("cwgan")
 class CWGAN(GanAlgorithm):
+    summary = "one conditional WGAN-GP, data-parallel (baseline of pcwgan)"
     conditional = True
+    defaults = WGAN_DEFAULTS
+    options = frozenset({"n_critic"})
+    choices = WGAN_CHOICES
+    comm_formula = "n_critic allreduces of D's 4d_D bytes + one of G's 4d_G: 2(M-1)(a + 4d_X/(MB)) each"
+    weak_scaling = WeakScaling("labels", "conditional baseline of pcwgan: same label count per rank")
+
+    @classmethod
+    def comm_time(cls, net: NetworkModel, m: int, work: Workload) -> float:
+        n_critic = work.setting("optim", "n_critic", 5)
+        return n_critic * net.allreduce(4 * work.params["D"], m) + net.allreduce(4 * work.params["G"], m)
 
     def __init__(self, ctx: TrainContext):
         super().__init__(ctx)
         self.num_classes = ctx.dataset.spec.num_classes
         self.comm.broadcast_(self.flat.params)
-        self.pair = WganPair(self.G, self.D, self.cfg.algo.wgan_variant, self.cfg.model.gp_weight)
+        self.pair = AlternatingPair(self.G, self.D, self.loss, self.cfg.model.gp_weight)
         self.opt_G = build_optimizer(self.G.parameters(), self.cfg.optim)
         self.opt_D = build_optimizer(self.D.parameters(), self.cfg.optim)
 
@@ -53,19 +70,10 @@ class CWGAN(GanAlgorithm):
         b, dev = self.cfg.data.batch_size, self.world.device
         x, y = (v.to(dev, non_blocking=True) for v in batch)
         self._begin_step()
-        for real, labels in zip(x.split(b), y.split(b)):
-            with self.timer("compute"):
-                d_loss = self.pair.critic_backward(real, self.latent(len(real), self.noise), (labels,), self.noise)
-            self._average("D")
-            with self.timer("update"):
-                self.opt_D.step()
-                self.pair.after_critic_update()
-        with self.timer("compute"):
-            labels = torch.randint(self.num_classes, (b,), generator=self.noise, device=dev)
-            g_loss = self.pair.generator_backward(self.latent(b, self.noise), (labels,))
-        self._average("G")
-        with self.timer("update"):
-            self.opt_G.step()
+        d_loss, g_loss = alternating_step(
+            self.pair, [(real, (labels,)) for real, labels in zip(x.split(b), y.split(b))],
+            lambda n: (torch.randint(self.num_classes, (n,), generator=self.noise, device=dev),),
+            lambda n: self.latent(n, self.noise), self.noise, self.opt_D, self.opt_G, self.timer, self._average)
         return self._stats(d_loss, g_loss)
 
     # -- sampling ----------------------------------------------------------------------------
@@ -77,7 +85,7 @@ class CWGAN(GanAlgorithm):
 
     def sample_share(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's n samples; labels cycle over the classes across ranks (n_total/C each)."""
-        start = self.world.comm.exscan(n) or 0
+        start = self.comm.control.exscan(n)
         labels = torch.arange(start, start + n) % self.num_classes
         return self.sample(labels), labels
 

@@ -1,4 +1,4 @@
-"""dposg: decentralized parallel optimistic stochastic gradient (ALGORITHMS.md section 2).
+"""dposg: decentralized parallel optimistic stochastic gradient (docs/ALGORITHMS.md section 2).
 
 Every rank i keeps its own x^i = (theta, phi) (one flat vector, G and D together) and its previous
 direction d^i_prev (zero at start). Per iteration, with mixing matrix W (``--topology``) and t
@@ -11,45 +11,50 @@ with d^i = g^i (DPOSG, ``--optimizer omd``) or, for DPOAdam (``--optimizer oadam
 own Adam direction d^i = m_hat/(sqrt(v_hat) + eps) after updating m, v with g^i (moments are
 local, never gossiped). The step runs no global collective: only the neighbour exchange.
 
-Outside the timed step: the consensus distance (1/M) sum_i ||x^i - x_bar||^2 every
-``--consensus-every`` steps (one allreduce of [x^i, ||x^i||^2]) into /consensus/distance, and
-evaluation of the averaged model x_bar ("avg") and of rank 0's model ("rank0").
+Outside the timed step, over the uncounted control channel: the consensus distance
+(1/M) sum_i ||x^i - x_bar||^2 every ``--consensus-every`` steps (one allreduce of [x^i, ||x^i||^2])
+into /consensus/distance, and evaluation of the averaged model x_bar (the run's model: plain metric
+names) and of rank 0's model (suffix ``rank0``).
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 import torch
-from mpi4py import MPI
 
-from ..bench import StepStats
-from ..errors import UsageError
+from ..comm.topology import build_topology
+from ..gan.optim import Direction
 from ..metrics import SampleFn
-from ..topology import build_topology
+from ..netmodel import NetworkModel, Workload
+from ..results.schema import StepStats
 from .base import ALGORITHMS, Batch, GanAlgorithm, TrainContext
 
 if TYPE_CHECKING:
-    from ..recorder import Recorder
+    from ..results.recorder import Recorder
 
 RULES = {"omd": "DPOSG", "oadam": "DPOAdam"}
 
 
 @ALGORITHMS.register("dposg")
 class DPOSG(GanAlgorithm):
+    summary = "decentralized parallel optimistic SGD / Adam: gossip with graph neighbours, no global collective"
+    defaults = {"optimizer": "oadam"}
+    options = frozenset({"topology", "gossip_rounds", "consensus_every"})
+    choices = {**GanAlgorithm.choices, "optimizer": tuple(RULES)}
+    comm_formula = "t gossip rounds, neighbours in parallel: t(a + 4d/B)"
+
+    @classmethod
+    def comm_time(cls, net: NetworkModel, m: int, work: Workload) -> float:
+        return work.setting("algo", "gossip_rounds", 1) * net.neighbor(4 * work.d, m - 1)
+
     def __init__(self, ctx: TrainContext):
         super().__init__(ctx)
-        o = self.cfg.optim
-        if o.optimizer not in RULES:
-            raise UsageError(f"dposg takes --optimizer omd (DPOSG) or oadam (DPOAdam), got '{o.optimizer}'")
-        self.adam = o.optimizer == "oadam"
         self.topology = build_topology(self.cfg.algo.topology, self.comm.size)
         self.plan = self.topology.plan(self.comm.rank)
         self.rounds = self.cfg.algo.gossip_rounds
         self.comm.neighbor_mix(self.flat.params, self.plan)  # backend check; builds the graph communicator
         self.d_prev = torch.zeros_like(self.flat.params)
-        self.m = torch.zeros_like(self.flat.params) if self.adam else None
-        self.v = torch.zeros_like(self.flat.params) if self.adam else None
-        self.k = 0                      # Adam steps taken (bias correction)
+        self.direction = Direction(self.cfg.optim, self.flat.params)
         self._last_step = self._last_consensus = -1
 
     # -- the step ------------------------------------------------------------------------------
@@ -58,18 +63,6 @@ class DPOSG(GanAlgorithm):
         for _ in range(self.rounds):
             x = self.comm.neighbor_mix(x, self.plan)
         return x
-
-    def direction(self, g: torch.Tensor) -> torch.Tensor:
-        """d = g (DPOSG) or the local Adam direction m_hat / (sqrt(v_hat) + eps) (DPOAdam)."""
-        if not self.adam:
-            return g.clone()
-        o = self.cfg.optim
-        self.k += 1
-        self.m.mul_(o.beta1).add_(g, alpha=1 - o.beta1)
-        self.v.mul_(o.beta2).addcmul_(g, g, value=1 - o.beta2)
-        m_hat = self.m / (1 - o.beta1 ** self.k)
-        v_hat = self.v / (1 - o.beta2 ** self.k)
-        return m_hat.div_(v_hat.sqrt_().add_(o.eps))
 
     def step(self, batch: Batch, t: int) -> StepStats:
         eta, x = self.cfg.optim.lr, self.flat.params
@@ -93,7 +86,7 @@ class DPOSG(GanAlgorithm):
         spinning after a call and took the cores from the ranks (4 ms/step more at 2 ranks)."""
         x = self.flat.params.detach().to(torch.float64)
         buf = torch.cat([x, (x @ x).reshape(1)])
-        self.world.comm.Allreduce(MPI.IN_PLACE, buf.numpy(), op=MPI.SUM)
+        self.comm.control.allreduce_(buf)
         M = self.world.size
         mean = buf[:-1] / M
         return max(0.0, float(buf[-1] - M * (mean @ mean)) / M)
@@ -112,14 +105,10 @@ class DPOSG(GanAlgorithm):
         self._last_consensus = step
 
     def averaged_params(self) -> torch.Tensor:
-        x = self.flat.params.detach().clone()
-        self.world.comm.Allreduce(MPI.IN_PLACE, x.numpy(), op=MPI.SUM)
-        return x.div_(self.world.size)
+        return self.comm.control.allreduce_(self.flat.params.detach().clone()).div_(self.world.size)
 
     def rank0_params(self) -> torch.Tensor:
-        x = self.flat.params.detach().clone()
-        self.world.comm.Bcast(x.numpy(), root=0)
-        return x
+        return self.comm.control.broadcast_(self.flat.params.detach().clone(), root=0)
 
     def _sampler_with(self, params_fn) -> SampleFn:
         """A sampler that evaluates G at params_fn() (collective), keeping this rank's x^i."""
@@ -133,7 +122,7 @@ class DPOSG(GanAlgorithm):
         return sample
 
     def samplers(self) -> dict[str, SampleFn]:
-        return {"avg": self._sampler_with(self.averaged_params), "rank0": self._sampler_with(self.rank0_params)}
+        return {"": self._sampler_with(self.averaged_params), "rank0": self._sampler_with(self.rank0_params)}
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def attrs(self) -> dict[str, Any]:
@@ -142,14 +131,9 @@ class DPOSG(GanAlgorithm):
                 "update_rule": RULES[self.cfg.optim.optimizer]}
 
     def state_dict(self) -> dict[str, Any]:
-        state = {**super().state_dict(), "d_prev": self.d_prev.clone(), "k": self.k}
-        if self.adam:
-            state.update(m=self.m.clone(), v=self.v.clone())
-        return state
+        return {**super().state_dict(), "d_prev": self.d_prev.clone(), "direction": self.direction.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.d_prev = state["d_prev"].clone()
-        self.k = int(state["k"])
-        if self.adam:
-            self.m, self.v = state["m"].clone(), state["v"].clone()
+        self.direction.load_state_dict(state["direction"])

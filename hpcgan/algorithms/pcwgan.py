@@ -7,8 +7,9 @@ For each owned unit, an unconditional pair (G_c, D_c) trained only on images of 
 per-label view of the data built once from the dataset's class index:
     L_D = E[D(G(z))] - E[D(x)] + lambda E[(||grad_xhat D(xhat)||_2 - 1)^2],  xhat = eps x + (1-eps) G(z)
     L_G = -E[D(G(z))];   n_critic critic updates per generator update; Adam (--lr, --beta1, --beta2)
-(paper values: lambda = 10, n_critic = 5, lr 1e-4, beta = (0.5, 0.9); ``--wgan-variant clip|bce``
-selects weight clipping or the predecessor's BCE loss, see :mod:`.wgan`).
+(paper values, hpcgan's defaults here: lambda = 10, n_critic = 5, lr 1e-4, beta = (0.5, 0.9);
+``--loss wgan-clip|ns`` selects weight clipping or the predecessor's BCE loss, see
+:mod:`hpcgan.gan.losses`; the critic loop is :func:`.critic.alternating_step`).
 
 Schedule: round-robin per step. Step t of rank r trains its unit number t mod n_r (one WGAN
 iteration: n_critic critic updates + one generator update), so under ``--budget SECONDS`` (wall
@@ -17,7 +18,7 @@ floor(T/n_r) or ceil(T/n_r) steps; the steps each unit got are written to /label
 
 No communication during training: the training communicator is never called, so bytes_sent = 0
 and t_comm = 0 are recorded, and the algorithm is not lockstep. At the end (:meth:`finish`, on the
-MPI world communicator): with R > 1, each label keeps the replica whose samples are closest to the
+uncounted control channel): with R > 1, each label keeps the replica whose samples are closest to the
 label's real data in sliced Wasserstein distance (a local, classifier-free proxy); /labels/owner
 (label -> rank), /labels/steps and, with R > 1, /labels/replica_{steps,score} are written.
 Together the kept generators form one class-conditional model: :meth:`PCWGAN.sample` routes label
@@ -30,18 +31,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from mpi4py import MPI
 from torch import nn
 
-from ..bench import StepStats
 from ..data import Loader
 from ..errors import UsageError
+from ..gan.losses import LOSSES, AlternatingPair
+from ..gan.models import build_models, latent
+from ..gan.optim import build_optimizer
 from ..metrics import SampleFn, share
-from ..models import build_models
-from ..optim import build_optimizer
+from ..netmodel import NetworkModel, Workload
+from ..results.schema import StepStats
 from ..world import rank_seed
-from .base import ALGORITHMS, Algorithm, Batch, TrainContext
-from .wgan import WganPair
+from .base import ALGORITHMS, Algorithm, Batch, TrainContext, WeakScaling
+from .critic import alternating_step
+from .cwgan import WGAN_CHOICES, WGAN_DEFAULTS
 
 SCORE_SAMPLES = 512      # samples per replica for the sliced Wasserstein selection
 SCORE_PROJECTIONS = 128
@@ -67,7 +70,7 @@ class Unit:
     replica: int
     G: nn.Module
     D: nn.Module
-    pair: WganPair
+    pair: AlternatingPair
     opt_G: torch.optim.Optimizer
     opt_D: torch.optim.Optimizer
     noise: torch.Generator
@@ -97,7 +100,17 @@ class RoundRobin(Loader):
 
 @ALGORITHMS.register("pcwgan")
 class PCWGAN(Algorithm):
+    summary = "Parallel W-CGAN: one WGAN per label spread over ranks, communication-free"
     lockstep = False
+    defaults = WGAN_DEFAULTS
+    options = frozenset({"n_critic", "replicas"})
+    choices = WGAN_CHOICES
+    comm_formula = "none (communication-free)"
+    weak_scaling = WeakScaling("labels", "one generator per label: labels per rank stay constant")
+
+    @classmethod
+    def comm_time(cls, net: NetworkModel, m: int, work: Workload) -> float:
+        return 0.0
 
     def __init__(self, ctx: TrainContext):
         super().__init__(ctx)
@@ -119,7 +132,7 @@ class PCWGAN(Algorithm):
         loader = self.ctx.dataset.loader(cfg.data.batch_size * cfg.optim.n_critic, 0, 1,
                                          rank_seed(cfg.run.seed, u, "unit-data"), labels=[u % C])
         noise = torch.Generator(device=dev).manual_seed(rank_seed(cfg.run.seed, u, "unit-noise"))
-        return Unit(u, u % C, u // C, G, D, WganPair(G, D, cfg.algo.wgan_variant, cfg.model.gp_weight),
+        return Unit(u, u % C, u // C, G, D, AlternatingPair(G, D, LOSSES.get(cfg.model.loss), cfg.model.gp_weight),
                     build_optimizer(G.parameters(), cfg.optim), build_optimizer(D.parameters(), cfg.optim),
                     noise, loader)
 
@@ -127,28 +140,20 @@ class PCWGAN(Algorithm):
         return RoundRobin([unit.loader for unit in self.units])
 
     def latent(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.randn(n, self.cfg.model.z_dim, generator=generator, device=self.world.device)
+        return latent(n, self.cfg.model.z_dim, generator, self.world.device)
 
     # -- training (local only) ------------------------------------------------------------------
     def step(self, batch: Batch, t: int) -> StepStats:
         unit = self.units[t % len(self.units)]
-        b = self.cfg.data.batch_size
         self._begin_step()
-        reals = batch[0].to(self.world.device, non_blocking=True).split(b)
-        for real in reals:
-            with self.timer("compute"):
-                d_loss = unit.pair.critic_backward(real, self.latent(len(real), unit.noise), (), unit.noise)
-            with self.timer("update"):
-                unit.opt_D.step()
-                unit.pair.after_critic_update()
-        with self.timer("compute"):
-            g_loss = unit.pair.generator_backward(self.latent(b, unit.noise), ())
-        with self.timer("update"):
-            unit.opt_G.step()
+        reals = batch[0].to(self.world.device, non_blocking=True).split(self.cfg.data.batch_size)
+        d_loss, g_loss = alternating_step(unit.pair, [(real, ()) for real in reals], lambda n: (),
+                                          lambda n: self.latent(n, unit.noise), unit.noise, unit.opt_D,
+                                          unit.opt_G, self.timer)
         unit.steps += 1
         return self._stats(d_loss, g_loss)
 
-    # -- end of training: replica selection and /labels (collective, world communicator) -------
+    # -- end of training: replica selection and /labels (collective, control channel) ---------
     def finish(self, recorder) -> None:
         C, R = self.num_classes, self.replicas
         steps = self._gather_units({u.index: float(u.steps) for u in self.units}).astype(np.int64)
@@ -166,7 +171,7 @@ class PCWGAN(Algorithm):
     def _gather_units(self, local: dict[int, float]) -> np.ndarray:
         """(R, C) array of a per-unit value, assembled from every rank's units."""
         values = np.full(self.num_classes * self.replicas, np.nan)
-        for part in self.world.comm.allgather(local):
+        for part in self.comm.control.allgather(local):
             for u, v in part.items():
                 values[u] = v
         return values.reshape(self.replicas, self.num_classes)
@@ -193,13 +198,12 @@ class PCWGAN(Algorithm):
             if unit is not None:
                 where = labels == c
                 out[where] = unit.G(self.latent(int(where.sum()), self.eval_noise)).cpu()
-        self.world.comm.Allreduce(MPI.IN_PLACE, out.numpy(), op=MPI.SUM)
-        return out
+        return self.comm.control.allreduce_(out)
 
     @torch.no_grad()
     def sample_share(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's share of n_total = sum of n over ranks: n_total/C samples of each label it holds."""
-        n_total = self.world.comm.allreduce(n)
+        n_total = self.comm.control.allreduce(n)
         xs = [torch.empty(0, *self.ctx.dataset.spec.shape)]
         ys = [torch.empty(0, dtype=torch.int64)]
         for c in range(self.num_classes):

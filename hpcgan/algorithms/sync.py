@@ -10,13 +10,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..bench import StepStats
-from ..optim import build_optimizer
+from ..gan.optim import build_optimizer
+from ..netmodel import NetworkModel, Workload
+from ..results.schema import StepStats
 from .base import ALGORITHMS, Batch, GanAlgorithm, TrainContext
 
 
 @ALGORITHMS.register("sync")
 class Sync(GanAlgorithm):
+    summary = "synchronous data-parallel baseline: dense allreduce of the simultaneous gradient"
+    choices = {**GanAlgorithm.choices, "optimizer": ("adam", "omd", "oadam")}
+    comm_formula = "ring allreduce of 4d bytes: 2(M-1)(a + 4d/(MB))"
+
+    @classmethod
+    def comm_time(cls, net: NetworkModel, m: int, work: Workload) -> float:
+        return net.allreduce(4 * work.d, m)
+
     def __init__(self, ctx: TrainContext):
         super().__init__(ctx)
         self.comm.broadcast_(self.flat.params)

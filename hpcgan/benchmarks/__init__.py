@@ -4,13 +4,7 @@ Each benchmark parses its own flags (``--help`` and bad flags end in ``SystemExi
 ``hpcgan bench`` turns into the exit status), measures the thing and what it is compared with in the same
 run, prints a table on rank 0 and returns an exit status.
 """
-from __future__ import annotations
+from .base import BENCHMARKS
+from . import comm, data, recorder, sharing  # noqa: F401  (register them)
 
-from typing import Callable
-
-from ..registry import Registry
-
-Benchmark = Callable[[list[str]], int]
-BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
-
-from . import comm, data, recorder, sharing  # noqa: E402,F401  (register them)
+__all__ = ["BENCHMARKS"]

@@ -34,13 +34,13 @@ import torch
 from mpi4py import MPI
 
 from ..comm import BACKENDS, build_communicator
-from ..comm.compress import COMPRESSORS, build_compressor
-from ..comm.sign import implementation as sign_implementation
+from ..compress import COMPRESSORS, build_compressor
+from ..compress.sign import implementation as sign_implementation
 from ..config import CommConfig
 from ..errors import UsageError
 from ..info import machine, versions
-from ..recorder import utc_now
-from . import BENCHMARKS
+from ..results.recorder import utc_now
+from .base import BENCHMARKS
 
 SIGN_TARGET_ELEMENTS = 6_300_000  # speed target: sign compress+decompress <= 1.5 x clone
 UNITS = {"": 1, "k": 2**10, "kib": 2**10, "m": 2**20, "mib": 2**20, "g": 2**30, "gib": 2**30, "b": 1}

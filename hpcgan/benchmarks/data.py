@@ -5,16 +5,15 @@ file of random pixels written for the run) and times its loader in both read pat
 file held in memory; ``read``: one sorted h5py read per batch), all ranks at once, as in training.
 
 Consumption is measured in the same run on the same ranks: the compute phase of a ``sync`` step
-(:func:`~hpcgan.losses.simultaneous_gradients`: D and G forward + backward on one local batch) for
-a DCGAN-shaped conv pair defined here (width ``--width``; ``--model NAME`` uses a registered model
-instead), on the rank's device (its GPU where there is one). Communication, the update and the
+(:func:`~hpcgan.gan.losses.simultaneous_gradients`: D and G forward + backward on one local batch) for
+the registered model ``--model`` (default: the DCGAN of the images' size, ``dcgan32`` or
+``dcgan64``, width ``--width``), on the rank's device (its GPU where there is one). Communication, the update and the
 host-to-device copy are left out, which only overstates the consumption rate, so the reported
 ratio is a lower bound. Target: loader >= 20x consumption on every rank.
 """
 from __future__ import annotations
 
 import argparse
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -22,35 +21,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from mpi4py import MPI
-from torch import nn
 
 from ..config import ModelConfig
-from ..h5data import H5Dataset
-from ..h5write import write_arrays
-from ..losses import LOSSES, simultaneous_gradients
+from ..data.h5 import H5Dataset
+from ..data.writer import write_arrays
+from ..gan.losses import LOSSES, simultaneous_gradients
+from ..gan.models import build_models
 from ..world import init_world
-from . import BENCHMARKS
+from .base import BENCHMARKS
 
 TARGET = 20.0
-
-
-def dcgan_pair(shape: tuple[int, ...], z_dim: int, width: int) -> tuple[nn.Module, nn.Module]:
-    """DCGAN-style G/D for square images of side 2^k >= 8: 4x4 -> side by stride-2 (de)convs."""
-    c, side = shape[0], shape[-1]
-    n_up = int(math.log2(side)) - 2
-    if 2 ** (n_up + 2) != side or n_up < 1:
-        raise ValueError(f"dcgan_pair needs square images of side 2^k >= 8, got {shape}")
-    chans = [width * 2 ** i for i in reversed(range(n_up))]  # e.g. 256, 128, 64 for 32x32
-    g: list[nn.Module] = [nn.Linear(z_dim, chans[0] * 16), nn.Unflatten(1, (chans[0], 4, 4)),
-                          nn.BatchNorm2d(chans[0]), nn.ReLU()]
-    for a, b in zip(chans, chans[1:]):
-        g += [nn.ConvTranspose2d(a, b, 4, 2, 1), nn.BatchNorm2d(b), nn.ReLU()]
-    g += [nn.ConvTranspose2d(chans[-1], c, 4, 2, 1), nn.Tanh()]
-    d: list[nn.Module] = []
-    for a, b in zip([c] + chans[::-1], chans[::-1]):
-        d += [nn.Conv2d(a, b, 4, 2, 1), nn.LeakyReLU(0.2)]
-    d += [nn.Flatten(), nn.Linear(chans[0] * 16, 1), nn.Flatten(0)]
-    return nn.Sequential(*g), nn.Sequential(*d)
 
 
 def synthetic_file(path: Path, n: int) -> Path:
@@ -73,13 +53,13 @@ def loader_rate(ds: H5Dataset, batch: int, batches: int, comm: MPI.Comm) -> floa
     return batch * batches / (time.perf_counter() - t0)
 
 
+def model_name(ds: H5Dataset, args) -> str:
+    return args.model or f"dcgan{ds.spec.shape[-1]}"
+
+
 def consumption_rate(ds: H5Dataset, args, comm: MPI.Comm, device: torch.device) -> float:
     """Images/s one rank's sync-step compute phase consumes on this rank's device."""
-    if args.model:
-        from ..models import build_models
-        G, D = build_models(ds.spec, ModelConfig(model=args.model, z_dim=args.z_dim, width=args.width))
-    else:
-        G, D = dcgan_pair(ds.spec.shape, args.z_dim, args.width)
+    G, D = build_models(ds.spec, ModelConfig(model=model_name(ds, args), z_dim=args.z_dim, width=args.width))
     G, D = G.to(device), D.to(device)
     x = next(ds.loader(args.batch_size, comm.rank, comm.size, seed=0))[0].to(device)
     loss, gen = LOSSES.get("ns"), torch.Generator(device=device).manual_seed(comm.rank)
@@ -103,7 +83,7 @@ def bench_data(argv: list[str]) -> int:
     p.add_argument("--batch-size", type=int, default=64, help="local batch size b")
     p.add_argument("--batches", type=int, default=200, help="timed loader batches per path")
     p.add_argument("--steps", type=int, default=5, help="timed training-step computations")
-    p.add_argument("--model", default="", help="registered model to time instead of the built-in DCGAN pair")
+    p.add_argument("--model", default="", help="registered model to time (default: dcgan32 or dcgan64 by image size)")
     p.add_argument("--width", type=int, default=64, help="base channels of the conv pair")
     p.add_argument("--z-dim", type=int, default=100)
     args = p.parse_args(argv)
@@ -128,7 +108,7 @@ def bench_data(argv: list[str]) -> int:
         Path(tmpdir).rmdir()
     ok = True
     if comm.rank == 0:
-        model = args.model or f"built-in DCGAN-{ds.spec.shape[-1]} pair, width {args.width}"
+        model = f"{model_name(ds, args)}, width {args.width}"
         print(f"hpcgan bench data: {path if args.file else f'synthetic {args.synthetic} x {ds.spec.shape}'}, "
               f"{comm.size} rank(s), batch {args.batch_size}, {world.threads} thread(s)/rank, "
               f"consumption on {world.device}")

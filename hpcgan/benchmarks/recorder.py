@@ -1,6 +1,6 @@
 """``hpcgan bench recorder``: what recording costs per training step.
 
-Runs the real :class:`~hpcgan.recorder.Recorder` on every rank for N synthetic steps and reports,
+Runs the real :class:`~hpcgan.results.recorder.Recorder` on every rank for N synthetic steps and reports,
 per step: the row append, and the flush (gather to rank 0 + HDF5 append + fsync-less flush)
 amortized over its interval, next to the time of an empty loop iteration for scale.
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
-from ..bench import StepStats
-from ..recorder import Recorder
-from . import BENCHMARKS
+from ..results.schema import StepStats
+from ..results.recorder import Recorder
+from .base import BENCHMARKS
 
 
 @BENCHMARKS.register("recorder")

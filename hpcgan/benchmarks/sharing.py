@@ -9,7 +9,7 @@ Per work size w:
 
 s = 1 when every rank has a core of its own; with more ranks than cores it includes the time a
 rank waits for a core and the CPU that ranks spinning in MPI take from ranks still working.
-:mod:`hpcgan.costmodel` predicts an oversubscribed run's non-communication time as s times its
+:mod:`hpcgan.analysis.costmodel` predicts an oversubscribed run's non-communication time as s times its
 measured CPU time per step (``/steps/cpu``).
 
 HDF5 (``--out``, rank 0): attrs world_size, ranks_per_node, cores_per_node, oversubscribed,
@@ -29,8 +29,8 @@ from mpi4py import MPI
 
 from ..errors import UsageError
 from ..info import machine
-from ..recorder import utc_now
-from . import BENCHMARKS
+from ..results.recorder import utc_now
+from .base import BENCHMARKS
 
 KERNEL_SIZE = 96  # matmul of 96 x 96 float32: ~0.1 ms, fine-grained enough to size any w
 

@@ -1,12 +1,13 @@
-"""Communication layer: communicators (mpi, torch, horovod), compressors and error feedback."""
+"""Communication layer: communicators (mpi, torch, horovod) that move tensors and count bytes, the
+uncounted control channel, and gossip topologies. Compression lives in :mod:`hpcgan.compress`."""
 from __future__ import annotations
 
 from mpi4py import MPI
 
 from ..config import CommConfig
+from ..netmodel import NetworkModel
 from . import horovod, mpi, torchdist  # noqa: F401  (register the backends)
 from .base import BACKENDS, Communicator
-from .netem import NetworkModel
 
 
 def build_communicator(cfg: CommConfig, comm: MPI.Comm | None = None) -> Communicator:

@@ -9,7 +9,9 @@ place for every backend, the size checks and the accounting:
   what compression changes; the transport's own algorithm (ring, tree) multiplies it by a factor
   that does not depend on the compressor. Control messages (size checks) are not counted.
 * ``calls`` counts collective calls, so a test can prove an algorithm communicated nothing.
-* ``t_net_emulated`` adds the modelled time of each collective under ``net`` (:mod:`.netem`).
+* ``t_net_emulated`` adds the modelled time of each collective under ``net`` (:mod:`hpcgan.netmodel`).
+* ``control`` is the uncounted :class:`~.control.ControlChannel` over the same ranks, for
+  everything that is not training data (flags, sizes, consensus, evaluation).
 
 16-bit floats are summed by gathering every rank's values and adding them in rank order in fp32
 (MPI has no fp16 sum), the same on every backend, so results agree bit for bit across backends.
@@ -23,7 +25,7 @@ import torch
 
 from ..errors import UsageError
 from ..registry import Registry
-from .netem import NetworkModel
+from ..netmodel import NetworkModel
 
 BACKENDS: Registry[type["Communicator"]] = Registry("backend")
 _GATHER_SUMMED = (torch.float16, torch.bfloat16)
@@ -32,8 +34,10 @@ _GATHER_SUMMED = (torch.float16, torch.bfloat16)
 class Communicator(ABC):
     name: str = "abstract"
 
-    def __init__(self, rank: int, size: int, net: NetworkModel | None = None):
+    def __init__(self, rank: int, size: int, net: NetworkModel | None = None,
+                 control: ControlChannel | None = None):
         self.rank, self.size = rank, size
+        self.control = control
         self.net = net or NetworkModel()
         self.bytes_sent = 0
         self.calls = 0
@@ -113,7 +117,7 @@ class Communicator(ABC):
 
     def neighbor_mix(self, x: torch.Tensor, plan) -> torch.Tensor:
         """One gossip round (DPOSG): self_weight x + sum_k weights[k] x^{sources[k]} for a
-        :class:`~hpcgan.topology.GossipPlan`, sending x to every rank in ``plan.destinations``;
+        :class:`~hpcgan.comm.topology.GossipPlan`, sending x to every rank in ``plan.destinations``;
         counts the bytes of x times the out-degree. Collective over all ranks of the communicator."""
         raise UsageError(f"gossip (neighbor_mix) is not supported on backend '{self.name}'; use --backend mpi")
 
@@ -132,7 +136,7 @@ class Communicator(ABC):
         size depending only on the size of the compressed buffer (true of every registered
         compressor, and tested): a rank's signature changes only if its model does.
 
-        ``timer`` (a :class:`~hpcgan.bench.PhaseTimer`) times the collective as "comm" and the
+        ``timer`` (a :class:`~hpcgan.results.schema.PhaseTimer`) times the collective as "comm" and the
         decompression as "compress", the phase that local (de)compression work belongs to.
         """
         phase = timer or (lambda name: nullcontext())

@@ -12,8 +12,9 @@ import torch
 from mpi4py import MPI
 
 from ..errors import UsageError
+from ..netmodel import NetworkModel
 from .base import BACKENDS, Communicator
-from .netem import NetworkModel
+from .control import ControlChannel
 
 
 def import_horovod():
@@ -36,7 +37,7 @@ class HorovodCommunicator(Communicator):
             hvd.init(comm=self.comm)
         if hvd.size() != self.comm.size or hvd.rank() != self.comm.rank:
             raise UsageError("Horovod is already initialised over a different set of ranks")
-        super().__init__(self.comm.rank, self.comm.size, net)
+        super().__init__(self.comm.rank, self.comm.size, net, ControlChannel(self.comm))
 
     def _allreduce(self, t: torch.Tensor) -> None:
         self.hvd.allreduce_(t, op=self.hvd.Sum)

@@ -12,8 +12,9 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
+from ..netmodel import NetworkModel
 from .base import BACKENDS, Communicator
-from .netem import NetworkModel
+from .control import ControlChannel
 
 
 def _buf(t: torch.Tensor) -> np.ndarray:
@@ -36,7 +37,7 @@ class MPICommunicator(Communicator):
 
     def __init__(self, comm: MPI.Comm | None = None, net: NetworkModel | None = None):
         self.comm = MPI.COMM_WORLD if comm is None else comm
-        super().__init__(self.comm.rank, self.comm.size, net)
+        super().__init__(self.comm.rank, self.comm.size, net, ControlChannel(self.comm))
         self._cuda_aware = cuda_aware()
         self._graphs: dict[tuple, MPI.Distgraphcomm] = {}
 

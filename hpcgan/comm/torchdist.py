@@ -15,8 +15,9 @@ import torch.distributed as dist
 from mpi4py import MPI
 
 from ..errors import UsageError
+from ..netmodel import NetworkModel
 from .base import BACKENDS, Communicator
-from .netem import NetworkModel
+from .control import ControlChannel
 
 
 def _free_port() -> int:
@@ -48,7 +49,7 @@ class TorchCommunicator(Communicator):
         if not dist.is_available():
             raise UsageError("backend 'torch' needs torch.distributed, which this torch build lacks")
         self.comm = MPI.COMM_WORLD if comm is None else comm
-        super().__init__(self.comm.rank, self.comm.size, net)
+        super().__init__(self.comm.rank, self.comm.size, net, ControlChannel(self.comm))
         self.backend = init_process_group(self.comm)
         self.device = torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" \
             else torch.device("cpu")

@@ -5,7 +5,7 @@ from mpi4py import MPI
 
 from helpers import assert_all
 from hpcgan.comm import BACKENDS, build_communicator
-from hpcgan.comm.compress import build_compressor
+from hpcgan.compress import build_compressor
 from hpcgan.config import CommConfig
 from hpcgan.errors import UsageError
 

@@ -11,8 +11,8 @@ from mpi4py import MPI
 
 from helpers import assert_all
 from hpcgan.comm import build_communicator
-from hpcgan.comm.compress import build_compressor
-from hpcgan.comm.qsgd import QSGD
+from hpcgan.compress import build_compressor
+from hpcgan.compress.qsgd import QSGD
 from hpcgan.config import CommConfig
 from hpcgan.errors import UsageError
 

@@ -7,13 +7,13 @@ import torch
 from mpi4py import MPI
 
 from helpers import assert_all
-from hpcgan.algorithms import ALGORITHMS, TrainContext
+from hpcgan.algorithms import ALGORITHMS, TrainContext, resolve_config
 from hpcgan.algorithms.dposg import DPOSG
 from hpcgan.comm import build_communicator
 from hpcgan.config import RunConfig
 from hpcgan.data import build_dataset
 from hpcgan.errors import UsageError
-from hpcgan.topology import build_topology
+from hpcgan.comm.topology import build_topology
 from hpcgan.world import World, init_world
 
 pytestmark = pytest.mark.mpi(min_size=2)
@@ -126,14 +126,14 @@ def test_avg_and_rank0_samplers_leave_each_ranks_model_alone():
     own = algo.flat.params.clone()
     samplers = algo.samplers()
     xs = {name: s(16)[0] for name, s in samplers.items()}
-    assert_all(set(xs) == {"avg", "rank0"} and torch.equal(algo.flat.params, own), "own params restored")
+    assert_all(set(xs) == {"", "rank0"} and torch.equal(algo.flat.params, own), "own params restored")
     same = len(set(COMM.allgather(algo.rank0_params().numpy().tobytes())))
     assert_all(same == 1, "every rank evaluates rank 0's parameters")
 
 
 def test_bad_optimizer_and_backend_without_gossip_are_usage_errors():
-    with pytest.raises(UsageError, match="omd .DPOSG. or oadam"):
-        build(config(optimizer="adam"))
+    with pytest.raises(UsageError, match="--algo dposg takes --optimizer omd or oadam"):
+        resolve_config({"algo": "dposg", "optimizer": "adam"})
     comm = build_communicator(RunConfig().comm, COMM)
     comm.name = "fake"
     base = type(comm).__mro__[1]

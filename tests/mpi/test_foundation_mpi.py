@@ -7,12 +7,12 @@ from mpi4py import MPI
 
 from helpers import assert_all, schema_attrs
 from hpcgan.algorithms import ALGORITHMS, TrainContext
-from hpcgan.bench import StepStats, validate
+from hpcgan.results.schema import StepStats, validate
 from hpcgan.comm import build_communicator
 from hpcgan.config import RunConfig
 from hpcgan.data import build_dataset
 from hpcgan.errors import NonFiniteLossError, UsageError
-from hpcgan.recorder import Recorder
+from hpcgan.results.recorder import Recorder
 from hpcgan.train import check_same_config
 from hpcgan.world import init_world
 

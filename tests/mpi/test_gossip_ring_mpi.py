@@ -8,7 +8,7 @@ from mpi4py import MPI
 from helpers import assert_all
 from hpcgan.comm import build_communicator
 from hpcgan.config import RunConfig
-from hpcgan.topology import build_topology
+from hpcgan.comm.topology import build_topology
 
 pytestmark = pytest.mark.mpi(min_size=3)
 COMM = MPI.COMM_WORLD

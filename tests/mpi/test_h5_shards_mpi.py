@@ -10,7 +10,7 @@ from mpi4py import MPI
 
 from helpers import assert_all
 from hpcgan.data import build_dataset
-from hpcgan.h5write import write_arrays
+from hpcgan.data.writer import write_arrays
 
 pytestmark = pytest.mark.mpi(min_size=2)
 N, K = 101, 10

@@ -11,7 +11,7 @@ from hpcgan.algorithms import ALGORITHMS, TrainContext
 from hpcgan.comm import build_communicator
 from hpcgan.config import RunConfig
 from hpcgan.data import build_dataset
-from hpcgan.recorder import Recorder
+from hpcgan.results.recorder import Recorder
 from hpcgan.world import init_world
 
 pytestmark = pytest.mark.mpi(min_size=2)

@@ -1,7 +1,7 @@
 """`hpcgan bench comm` in quick mode: the table, the HDF5 layout, bad names."""
 import h5py
 
-from hpcgan.comm.compress import COMPRESSORS
+from hpcgan.compress import COMPRESSORS
 
 
 def test_quick_bench_prints_the_table_and_writes_hdf5(hpcgan, tmp_path):

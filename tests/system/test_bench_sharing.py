@@ -1,7 +1,7 @@
 """`hpcgan bench sharing`: calibrated work, the table, the HDF5 file the cost model reads."""
 import h5py
 
-from hpcgan import costmodel as cm
+from hpcgan.analysis import costmodel as cm
 
 
 def test_sharing_bench_writes_what_the_cost_model_reads(hpcgan, tmp_path):

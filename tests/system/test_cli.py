@@ -9,7 +9,7 @@ import h5py
 import pytest
 
 from helpers import hpcgan_cmd
-from hpcgan.bench import validate
+from hpcgan.results.schema import validate
 
 SHORT = ("train", "--steps", "40", "--batch-size", "16", "--flush-every", "10", "--log-every", "20")
 

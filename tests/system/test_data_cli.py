@@ -6,7 +6,7 @@ from pathlib import Path
 
 import h5py
 
-from hpcgan.bench import validate
+from hpcgan.results.schema import validate
 
 ROOT = Path(__file__).resolve().parents[2]
 

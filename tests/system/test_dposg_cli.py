@@ -2,7 +2,7 @@
 import h5py
 import numpy as np
 
-from hpcgan.bench import validate
+from hpcgan.results.schema import validate
 
 SHORT = ("train", "--algo", "dposg", "--optimizer", "omd", "--steps", "30", "--batch-size", "16", "--z-dim", "2",
          "--width", "16", "--flush-every", "10", "--consensus-every", "10", "--eval-samples", "400")
@@ -17,7 +17,7 @@ def test_ring_run_records_consensus_rho_and_both_evaluations(hpcgan, tmp_path):
         assert list(f["consensus"]["step"][()]) == [9, 19, 29]
         assert np.all(f["consensus"]["distance"][()] >= 0)
         assert f.attrs["topology"] == "ring" and f.attrs["spectral_gap"] == 1.0  # 2-ring = complete: rho 0
-        assert "modes_covered_avg" in f["eval"] and "modes_covered_rank0" in f["eval"]
+        assert "modes_covered" in f["eval"] and "modes_covered_rank0" in f["eval"]  # averaged model: plain names
         d = 2 * 16 + 16 + 2 * (16 * 16 + 16) + 16 * 2 + 2 + (2 * 16 + 16 + 2 * (16 * 16 + 16) + 17)
         assert np.all(f["steps"]["bytes_sent"][()] == 4 * d)  # one neighbour, one round
 

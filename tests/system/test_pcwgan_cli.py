@@ -2,7 +2,7 @@
 import h5py
 import numpy as np
 
-from hpcgan.bench import validate
+from hpcgan.results.schema import validate
 
 
 def test_two_rank_budget_run_records_owners_steps_and_zero_bytes(hpcgan, tmp_path):

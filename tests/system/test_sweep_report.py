@@ -5,9 +5,9 @@ import sys
 import h5py
 
 from helpers import write_comm_file
-from hpcgan.bench import validate
-from hpcgan.costmodel import Network
-from hpcgan.report import write_report
+from hpcgan.results.schema import validate
+from hpcgan.netmodel import NetworkModel
+from hpcgan.analysis.report import write_report
 
 
 def test_tiny_weak_sweep_writes_valid_files_resumes_and_reports(tmp_path):
@@ -26,7 +26,7 @@ def test_tiny_weak_sweep_writes_valid_files_resumes_and_reports(tmp_path):
             assert h.attrs["scaling"] == "weak" and h.attrs["warmup_steps"] == 2
 
     write_comm_file(out / "comm_n2.hdf5", 2, 1e-5, 1e9)
-    md = write_report([out], tmp_path / "report", Network(2e-6, 25e9, "chosen"))
+    md = write_report([out], tmp_path / "report", NetworkModel(2e-6, 25e9, "chosen"))
     text = md.read_text()
     with h5py.File(files[0]) as h:
         assert f"Machine: {h.attrs['machine']}" in text

@@ -4,8 +4,8 @@ import torch
 
 from hpcgan.comm import build_communicator
 from hpcgan.comm.base import from_bytes, to_bytes
-from hpcgan.comm.compress import build_compressor
-from hpcgan.comm.netem import NetworkModel
+from hpcgan.compress import build_compressor
+from hpcgan.netmodel import NetworkModel
 from hpcgan.config import CommConfig
 from hpcgan.errors import UsageError
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from hpcgan.comm import bits, sign
-from hpcgan.comm.compress import COMPRESSORS, build_compressor
-from hpcgan.comm.feedback import ErrorFeedback
-from hpcgan.comm.qsgd import QSGD
-from hpcgan.comm.sparse import RandK
+from hpcgan.compress import bits, sign
+from hpcgan.compress import COMPRESSORS, build_compressor
+from hpcgan.compress.feedback import ErrorFeedback
+from hpcgan.compress.qsgd import QSGD
+from hpcgan.compress.sparse import RandK
 from hpcgan.config import CommConfig
 from hpcgan.errors import UsageError
 

@@ -7,15 +7,17 @@ import pytest
 
 from helpers import write_comm_file
 
-from hpcgan import costmodel as cm
-from hpcgan.results import RunResult
-from hpcgan.scaling import Estimate, scaling_rows
+from hpcgan.algorithms import ALGORITHMS
+from hpcgan.analysis import costmodel as cm
+from hpcgan.netmodel import NetworkModel, Workload
+from hpcgan.results.reader import RunResult
+from hpcgan.analysis.scaling import Estimate, scaling_rows
 
 
 def test_fit_recovers_latency_and_bandwidth_of_exact_data(tmp_path):
     files = [write_comm_file(tmp_path / f"comm_n{m}.hdf5", m, 5e-6, 2e9) for m in (2, 4)]
     net = cm.fit_network(files)
-    assert net.alpha == pytest.approx(5e-6, rel=1e-6) and net.bandwidth == pytest.approx(2e9, rel=1e-6)
+    assert net.latency == pytest.approx(5e-6, rel=1e-6) and net.bandwidth == pytest.approx(2e9, rel=1e-6)
     assert net.rel_error < 1e-6 and "M=2, M=4" in net.source and "bench comm" in net.source
     assert cm.fit_network([]) is None
 
@@ -29,20 +31,26 @@ def test_fit_ignores_files_without_bench_comm_rows(tmp_path):
     assert cm.fit_network([tmp_path / "old.hdf5"]) is None
 
 
-def test_communication_formulas():
-    net = cm.Network(1e-6, 1e9, "test")
-    w = cm.Workload(d=1000, payload=500.0, rounds=3)
+def test_communication_formulas_come_from_each_algorithm():
+    net = NetworkModel(1e-6, 1e9, "test")
+    w = Workload({"G": 600, "D": 400}, 500.0, {"algo": {"gossip_rounds": 3}, "comm": {"compressor": "sign"},
+                                               "optim": {"n_critic": 5}})
     assert cm.comm_time("sync", net, 4, w) == pytest.approx(2 * 3 * (1e-6 + 4000 / (4 * 1e9)))
     assert cm.comm_time("dqgan", net, 4, w) == pytest.approx(3 * (1e-6 + 500 / 1e9))
+    summable = Workload(w.params, 500.0, {"comm": {"compressor": "randk"}})
+    assert cm.comm_time("dqgan", net, 4, summable) == pytest.approx(2 * 3 * (1e-6 + 500 / (4 * 1e9)))
     assert cm.comm_time("dposg", net, 4, w) == pytest.approx(3 * (1e-6 + 4000 / 1e9))
+    assert cm.comm_time("cwgan", net, 4, w) == pytest.approx(
+        5 * 2 * 3 * (1e-6 + 1600 / (4 * 1e9)) + 2 * 3 * (1e-6 + 2400 / (4 * 1e9))), "n_critic D + one G allreduce"
     assert cm.comm_time("pcwgan", net, 4, w) == 0.0
-    assert all(cm.comm_time(a, net, 1, w) == 0.0 for a in cm.COMM_MODELS)
+    assert all(cm.comm_time(a, net, 1, w) == 0.0 for a in ALGORITHMS)
     assert math.isnan(cm.comm_time("unknown", net, 4, w))
+    assert all(cm.comm_formula(a) != "unknown" for a in ALGORITHMS)
 
 
 def test_projection_efficiency():
-    net = cm.Network(2e-6, 25e9, "test")
-    w = cm.Workload(d=10**6, payload=0.0)
+    net = NetworkModel(2e-6, 25e9, "test")
+    w = Workload({"G": 5 * 10**5, "D": 5 * 10**5}, 0.0, {})
     weak = cm.project("sync", net, w, c1=0.01, scaling="weak", ranks=[1, 2000])
     assert weak[0][2] == 1.0 and weak[1][2] == pytest.approx(0.01 / (0.01 + 2 * 1999 * (2e-6 + 4e6 / 2000 / 25e9)))
     free = cm.project("pcwgan", net, w, c1=0.01, scaling="strong", ranks=[1, 8])
@@ -97,7 +105,7 @@ def test_fit_reads_bench_comm_dense_rows(tmp_path):
         f["comm/size"] = np.array([r[2] for r in rows])
         f["comm/t_median"] = np.array([r[3] for r in rows])
     net = cm.fit_network([tmp_path / "comm.h5"])
-    assert net.alpha == pytest.approx(alpha, rel=1e-6) and net.bandwidth == pytest.approx(bw, rel=1e-6)
+    assert net.latency == pytest.approx(alpha, rel=1e-6) and net.bandwidth == pytest.approx(bw, rel=1e-6)
 
 
 def test_oversubscribed_local_time_is_the_sharing_factor_times_cpu_work(tmp_path):

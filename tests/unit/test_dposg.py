@@ -1,4 +1,4 @@
-"""DPOSG on one rank: its extrapolated points z_k are exactly the OMD iterates (ALGORITHMS.md 0, 2)."""
+"""DPOSG on one rank: its extrapolated points z_k are exactly the OMD iterates (docs/ALGORITHMS.md 0, 2)."""
 import torch
 from mpi4py import MPI
 

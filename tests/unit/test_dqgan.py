@@ -1,4 +1,5 @@
-"""DQGAN arithmetic in process: 4 workers as threads, the variant-A invariant, joined payloads."""
+"""DQGAN arithmetic in process: 4 workers as threads, the virtual-iterate invariants of theory
+(OMD) and quality ((O)Adam) modes, joined payloads."""
 from __future__ import annotations
 
 import math
@@ -7,10 +8,15 @@ import threading
 import pytest
 import torch
 
-from hpcgan.algorithms.dqgan import JointPayload, QuantizedOMD
+from hpcgan.algorithms.dqgan import (DQGANUpdate, ExtrapolateAfterAverage, ExtrapolateInMessage,
+                                     NoExtrapolation)
 from hpcgan.comm.base import Communicator
-from hpcgan.comm.compress import Identity
-from hpcgan.comm.sparse import TopK
+from hpcgan.compress.base import Identity
+from hpcgan.compress.joint import JointPayload
+from hpcgan.compress.sign import ScaledSign
+from hpcgan.compress.sparse import TopK
+from hpcgan.config import OptimConfig
+from hpcgan.gan.optim import Direction
 
 
 class ThreadComm(Communicator):
@@ -77,19 +83,31 @@ def game(rank: int):
     return A, torch.randn(D_ALL, generator=g, dtype=torch.float64)
 
 
-def trajectory(rank, comm, compressor, rule, steps=30, lr=0.05, ef=True):
+EXTRAPOLATION = {"A": ExtrapolateInMessage, "B": ExtrapolateAfterAverage, "none": NoExtrapolation}
+
+
+def update(compressor, rule, lr, comm, ef=True, optimizer="omd"):
+    like = torch.zeros(D_ALL, dtype=torch.float64)
+    return DQGANUpdate(PARTS, compressor, ef, lr, Direction(OptimConfig(optimizer=optimizer, beta1=0.5, beta2=0.9),
+                                                                like), EXTRAPOLATION[rule](), comm)
+
+
+def trajectory(rank, comm, compressor, rule, steps=30, lr=0.05, ef=True, optimizer="omd"):
+    """x_t, the averaged gradient, the residual e_t and the local directions d_t of one worker."""
     A, c = game(rank)
-    q = QuantizedOMD(PARTS, compressor, ef, lr, rule, comm)
+    q = update(compressor, rule, lr, comm, ef, optimizer)
     x = torch.linspace(-1, 1, D_ALL, dtype=torch.float64)
-    xs, gbar, res = [x.clone()], [], [q.residual(x)]
+    xs, gbar, res, ds = [x.clone()], [], [q.residual(x)], []
     for _ in range(steps):
         g = A @ x + c
         gbar.append(comm.allreduce_(g.clone(), average=True))  # for the check only
-        payload, ctx = q.message(g)
+        d = q.direction(g)
+        ds.append(d.clone())
+        payload, ctx = q.message(d)
         q.apply(x, q.average(payload, ctx))
         xs.append(x.clone())
         res.append(q.residual(x))
-    return xs, gbar, res, comm.calls
+    return xs, gbar, res, comm.calls, ds
 
 
 def test_variant_a_virtual_iterate_follows_exact_omd_with_the_averaged_gradient():
@@ -121,7 +139,7 @@ def test_identity_dqgan_equals_omd_with_the_averaged_gradient(rule):
 def test_one_collective_per_step_and_bytes_are_the_payload():
     steps = 7
     out = run_workers(2, lambda r, comm: (trajectory(r, comm, TopK(ratio=0.25), "A", steps=steps), comm.bytes_sent))
-    (_, _, _, calls), sent = out[0]
+    (_, _, _, calls, _), sent = out[0]
     assert calls == 2 * steps  # one for the check's allreduce, one aggregate
     k = math.ceil(0.25 * sum(N_G)) + math.ceil(0.25 * sum(N_D))  # top-k of the G and D buffers
     assert sent == steps * (D_ALL * 8 + k * (4 + 4))   # check allreduce (fp64) + fp32 values and int32 indices
@@ -144,11 +162,50 @@ def test_joint_payload_round_trip_keeps_buffers_apart():
         assert sum(t.numel() * t.element_size() for t in payload) == sum(comp.nbytes(p) for p, _ in parts)
 
 
-def test_state_dict_holds_residuals_and_previous_gradient():
-    q = QuantizedOMD(PARTS, TopK(ratio=0.25), True, 0.1, "A", run_workers(1, lambda r, c: c)[0])
-    q.message(torch.arange(float(D_ALL)))
+@pytest.mark.parametrize("optimizer, rule", [("oadam", "A"), ("adam", "none")])
+def test_quality_mode_virtual_iterate_follows_dense_local_adam_with_the_averaged_step(optimizer, rule):
+    """Each worker's own (O)Adam direction u^m, EF on the step in parameter units: the virtual
+    iterate moves by the average over workers of the dense local step, however coarse Q is."""
+    M, lr = 4, 0.01
+    out = run_workers(M, lambda r, comm: trajectory(r, comm, ScaledSign(), rule, lr=lr, optimizer=optimizer))
+    xs = out[0][0]
+    for r in range(1, M):
+        assert all(torch.equal(a, b) for a, b in zip(xs, out[r][0])), "workers apply the same Delta_t"
+    assert any(float(o[2][-1].abs().max()) > 1e-6 for o in out), "1-bit must leave residuals"
+    virtual = [xs[t] - torch.stack([o[2][t] for o in out]).mean(0) for t in range(len(xs))]
+    prev = [torch.zeros(D_ALL, dtype=torch.float64) for _ in range(M)]
+    for t in range(len(xs) - 1):
+        if optimizer == "oadam":
+            step = torch.stack([lr * (2 * o[4][t] - p) for o, p in zip(out, prev)]).mean(0)
+        else:
+            step = torch.stack([lr * o[4][t] for o in out]).mean(0)
+        assert torch.allclose(virtual[t + 1], virtual[t] - step, rtol=0, atol=1e-12), f"step {t}"
+        prev = [o[4][t] for o in out]
+    residual = max(float(o[2][t].norm()) for o in out for t in range(len(xs)))
+    step_norm = max(float((lr * o[4][t]).norm()) for o in out for t in range(len(xs) - 1))
+    assert residual < 10 * step_norm, "the residual stays of the order of one step (parameter units)"
+
+
+def test_identity_quality_mode_is_dense_local_oadam_averaged():
+    lr = 0.01
+    out = run_workers(2, lambda r, comm: trajectory(r, comm, Identity(), "A", lr=lr, optimizer="oadam"))
+    xs = out[0][0]
+    prev = [torch.zeros(D_ALL, dtype=torch.float64)] * 2
+    for t in range(len(xs) - 1):
+        want = xs[t] - torch.stack([lr * (2 * o[4][t] - p) for o, p in zip(out, prev)]).mean(0)
+        assert torch.allclose(xs[t + 1], want, rtol=0, atol=1e-12)
+        prev = [o[4][t] for o in out]
+
+
+def test_state_dict_holds_residuals_direction_and_previous_step():
+    comm = run_workers(1, lambda r, c: c)[0]
+    q = update(TopK(ratio=0.25), "A", 0.1, comm, optimizer="oadam")
+    g = torch.arange(float(D_ALL), dtype=torch.float64)
+    q.message(q.direction(g))
     state = q.state_dict()
-    assert set(state["residuals"]) == {"G", "D"} and torch.equal(state["prev"], torch.arange(float(D_ALL)))
-    q2 = QuantizedOMD(PARTS, TopK(ratio=0.25), True, 0.1, "A", None)
+    assert set(state["residuals"]) == {"G", "D"} and state["direction"]["t"] == 1
+    assert torch.equal(state["extrapolation"]["prev"], q.direction.__class__(q.direction.cfg, g)(g))
+    q2 = update(TopK(ratio=0.25), "A", 0.1, None, optimizer="oadam")
     q2.load_state_dict(state)
     assert torch.equal(q2.residual(torch.zeros(D_ALL)), q.residual(torch.zeros(D_ALL)))
+    assert torch.equal(q2.direction.m, q.direction.m) and q2.direction.t == 1

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from hpcgan.flat import FlatParams
+from hpcgan.gan.flat import FlatParams
 
 
 def make():

@@ -6,8 +6,8 @@ import torch
 
 from hpcgan.data import build_dataset
 from hpcgan.errors import UsageError
-from hpcgan.h5data import H5Dataset
-from hpcgan.h5write import write_arrays
+from hpcgan.data.h5 import H5Dataset
+from hpcgan.data.writer import write_arrays
 
 
 def small_file(path, n=60, k=4, channels=3):

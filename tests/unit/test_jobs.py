@@ -60,7 +60,9 @@ def test_local_study_dry_run_covers_four_algorithms_both_scalings(tmp_path):
     runs = [line for line in r.stdout.splitlines() if " hpcgan train " in line]
     assert len(runs) == 4 * 3 * 2, r.stdout
     for line in runs:
-        assert ("--optimizer oadam" in line) == ("dposg_" in line), line
+        # each algorithm's own defaults: optimistic Adam for DQGAN and DPOSG, Adam for sync and pcwgan
+        assert ("--optimizer oadam" in line) == ("dposg_" in line or "dqgan_" in line), line
+        assert ("--compressor sign" in line) == ("dqgan_" in line), line
     assert sum("bench sharing" in line for line in r.stdout.splitlines()) == 4  # n2, n4 per scaling
     pcwgan = {line.split("--out ")[1].split()[0].rsplit("/", 1)[1]: line for line in runs if "pcwgan_" in line}
     assert "--labels 8 " in pcwgan["pcwgan_weak_n4_r0.h5"] and "--labels 2 " in pcwgan["pcwgan_weak_n1_r0.h5"]

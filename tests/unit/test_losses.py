@@ -2,7 +2,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpcgan.losses import LOSSES, gradient_penalty, simultaneous_gradients
+from hpcgan.gan.losses import LOSSES, gradient_penalty, simultaneous_gradients
 
 
 def pair():

@@ -8,7 +8,7 @@ from mpi4py import MPI
 
 from hpcgan.data import ArrayDataset, build_dataset
 from hpcgan.errors import UsageError
-from hpcgan.h5write import write_arrays
+from hpcgan.data.writer import write_arrays
 from hpcgan.metrics import MixtureEvaluator, build_evaluator
 from hpcgan.metrics.image import ImageEvaluator
 from hpcgan.metrics.proxy import Classifier, ProxyExtractor, accuracy, default_path, load_proxy, save_proxy, \

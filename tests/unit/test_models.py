@@ -6,7 +6,7 @@ from torch import nn
 from hpcgan.config import ModelConfig
 from hpcgan.data import DataSpec
 from hpcgan.errors import UsageError
-from hpcgan.models import MODELS, build_models
+from hpcgan.gan.models import MODELS, build_models
 
 CASES = [("dcgan32", (1, 32, 32)), ("dcgan32", (3, 32, 32)), ("resnet32", (3, 32, 32)),
          ("resnet32", (1, 32, 32)), ("dcgan64", (3, 64, 64))]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from hpcgan.data import grid_centers, mog8, mog25, ring_centers
+from hpcgan.data.base import grid_centers, mog8, mog25, ring_centers
 from hpcgan.metrics.mog import mixture_metrics, mode_counts
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from hpcgan.config import OptimConfig
-from hpcgan.optim import OPTIMIZERS, OptimisticAdam, OptimisticSGD, build_optimizer
+from hpcgan.gan.optim import OPTIMIZERS, OptimisticAdam, OptimisticSGD, build_optimizer
 
 
 def play_bilinear(make_opt, steps: int, simultaneous_gda: bool = False) -> list[float]:

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from data_prep import prepare  # noqa: E402
-from hpcgan.h5write import atomic_output  # noqa: E402
+from hpcgan.data.writer import atomic_output  # noqa: E402
 
 RNG = np.random.default_rng(7)
 

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from hpcgan.bench import StepStats, validate
+from hpcgan.results.schema import StepStats, validate
 from hpcgan.errors import NonFiniteLossError, UsageError
-from hpcgan.recorder import Recorder
+from hpcgan.results.recorder import Recorder
 from helpers import schema_attrs
 
 

@@ -25,9 +25,9 @@ def test_project_registries_reject_unknown_names():
     from hpcgan.algorithms import ALGORITHMS
     from hpcgan.comm import BACKENDS
     from hpcgan.data import DATASETS
-    from hpcgan.losses import LOSSES
-    from hpcgan.models import MODELS
-    from hpcgan.optim import OPTIMIZERS
+    from hpcgan.gan.losses import LOSSES
+    from hpcgan.gan.models import MODELS
+    from hpcgan.gan.optim import OPTIMIZERS
 
     for reg, known in [(ALGORITHMS, "sync"), (BACKENDS, "mpi"), (DATASETS, "mog8"), (LOSSES, "ns"),
                        (MODELS, "mlp"), (OPTIMIZERS, "adam")]:

@@ -6,10 +6,11 @@ import pytest
 
 from hpcgan import sweep
 from hpcgan.__main__ import build_parser
-from hpcgan.config import RunConfig, config_from_args, config_to_argv
+from hpcgan.algorithms import ALGORITHMS, WeakScaling, fields_of, resolve_config
+from hpcgan.config import config_to_argv, given_values
 from hpcgan.errors import UsageError
 
-BASE = RunConfig().replace(data={"batch_size": 64}, run={"steps": 20, "seed": 7})
+BASE = {"batch_size": 64, "steps": 20, "seed": 7}   # the train flags given to the sweep
 
 
 def test_weak_keeps_the_local_batch_and_strong_the_global_batch(tmp_path):
@@ -38,33 +39,38 @@ def test_unknown_algorithm_fails_before_anything_runs(tmp_path):
         sweep.plan(BASE, ["sync", "nope"], [1], "weak", 1, tmp_path)
 
 
-def test_weak_rules_scale_the_named_field_or_say_what_is_missing(tmp_path, monkeypatch):
-    monkeypatch.setitem(sweep.WEAK_RULES, "sync", sweep.WeakRule("algo", "replicas", "test"))
-    jobs = sweep.plan(BASE.replace(algo={"replicas": 2}), ["sync"], [1, 4], "weak", 1, tmp_path)
+def test_an_algorithms_weak_scaling_rule_scales_its_field(tmp_path, monkeypatch):
+    monkeypatch.setattr(ALGORITHMS.get("pcwgan"), "weak_scaling", WeakScaling("replicas", "test"))
+    jobs = sweep.plan({**BASE, "replicas": 2, "labels": 1}, ["pcwgan"], [1, 4], "weak", 1, tmp_path)
     assert [j.cfg.algo.replicas for j in jobs] == [2, 8]
-    strong = sweep.plan(BASE.replace(algo={"replicas": 2}), ["sync"], [1, 4], "strong", 1, tmp_path)
+    strong = sweep.plan({**BASE, "replicas": 2}, ["pcwgan"], [1, 4], "strong", 1, tmp_path)
     assert [j.cfg.algo.replicas for j in strong] == [2, 2]  # strong scaling leaves it alone
-    monkeypatch.setitem(sweep.WEAK_RULES, "sync", sweep.WeakRule("data", "no_such_field", "why"))
-    with pytest.raises(UsageError, match="data.no_such_field"):
-        sweep.plan(BASE, ["sync"], [1, 2], "weak", 1, tmp_path)
 
 
 def test_pcwgan_weak_scaling_keeps_k_labels_per_rank(tmp_path):
-    base = BASE.replace(data={"labels": 2})
+    base = {**BASE, "labels": 2}
     jobs = sweep.plan(base, ["pcwgan", "cwgan"], [1, 2, 4], "weak", 1, tmp_path)
     assert [(j.algo, j.ranks, j.cfg.data.labels) for j in jobs] == [
         ("pcwgan", 1, 2), ("pcwgan", 2, 4), ("pcwgan", 4, 8), ("cwgan", 1, 2), ("cwgan", 2, 4), ("cwgan", 4, 8)]
     assert all(j.cfg.data.batch_size == 64 for j in jobs)
-    assert "--labels 8" in " ".join(config_to_argv(jobs[2].cfg))
+    assert "--labels 8" in " ".join(config_to_argv(jobs[2].cfg, fields_of(ALGORITHMS.get("pcwgan"))))
     assert [j.cfg.data.labels for j in sweep.plan(base, ["pcwgan"], [1, 4], "strong", 1, tmp_path)] == [2, 2]
     with pytest.raises(UsageError, match="give --labels K"):
         sweep.plan(BASE, ["pcwgan"], [1, 2], "weak", 1, tmp_path)
 
 
-def test_generated_train_flags_rebuild_the_config_exactly():
-    cfg = BASE.replace(comm={"error_feedback": False, "ratio": 0.125}, optim={"lr": 1e-4}, data={"labels": 3})
-    ns = build_parser().parse_args(["train", *config_to_argv(cfg)])
-    assert config_from_args(ns) == cfg
+@pytest.mark.parametrize("algo", ["sync", "dqgan", "dposg", "pcwgan", "cwgan"])
+def test_generated_train_flags_rebuild_the_config_exactly(algo):
+    cfg = resolve_config({"algo": algo, "lr": 1e-4, "labels": 3, "seed": 4})
+    ns = build_parser().parse_args(["train", *config_to_argv(cfg, fields_of(ALGORITHMS.get(algo)))])
+    assert resolve_config(given_values(ns)) == cfg
+
+
+def test_a_shared_flag_an_algorithm_does_not_use_must_go_in_algo_flags(tmp_path):
+    with pytest.raises(UsageError, match=r"--algo sync does not use --compressor.*--algo-flags 'sync"):
+        sweep.plan({**BASE, "compressor": "sign"}, ["sync", "dqgan"], [1], "weak", 1, tmp_path)
+    jobs = sweep.plan(BASE, ["sync", "dqgan"], [1], "weak", 1, tmp_path, {"dqgan": {"compressor": "topk"}})
+    assert [j.cfg.comm.compressor for j in jobs] == ["identity", "topk"]
 
 
 def test_launcher_needs_the_rank_placeholder():
@@ -105,15 +111,15 @@ def test_hpcgan_threads_fixes_the_thread_count(monkeypatch):
 
 
 def test_algo_flags_apply_to_their_algorithm_only():
-    flags = sweep.parse_algo_flags(["dposg: --optimizer oadam --topology ring", "pcwgan: --labels 2"])
-    assert flags == {"dposg": ["--optimizer", "oadam", "--topology", "ring"], "pcwgan": ["--labels", "2"]}
+    flags = sweep.parse_algo_flags(["dposg: --optimizer omd --topology ring", "pcwgan: --labels 2"])
+    assert flags == {"dposg": {"optimizer": "omd", "topology": "ring"}, "pcwgan": {"labels": 2}}
     jobs = {(j.algo, j.ranks): j.cfg for j in sweep.plan(BASE, ["sync", "dposg", "pcwgan"], [1, 2], "weak", 1,
                                                         Path("/tmp/x"), flags)}
-    assert jobs[("dposg", 2)].optim.optimizer == "oadam" and jobs[("dposg", 2)].algo.topology == "ring"
-    assert jobs[("sync", 2)].optim.optimizer == BASE.optim.optimizer and jobs[("sync", 2)].data.labels == 0
+    assert jobs[("dposg", 2)].optim.optimizer == "omd" and jobs[("dposg", 2)].algo.topology == "ring"
+    assert jobs[("sync", 2)].optim.optimizer == "adam" and jobs[("sync", 2)].data.labels == 0
     assert jobs[("pcwgan", 1)].data.labels == 2 and jobs[("pcwgan", 2)].data.labels == 4, "weak: 2 per rank"
     for bad in (["dposg --optimizer oadam"], ["nope: --lr 1"]):
         with pytest.raises(UsageError):
             sweep.parse_algo_flags(bad)
     with pytest.raises(UsageError, match="algo-flags"):
-        sweep.plan(BASE, ["dposg"], [1], "weak", 1, Path("/tmp/x"), {"dposg": ["--no-such-flag"]})
+        sweep.parse_algo_flags(["dposg: --no-such-flag"])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hpcgan.errors import UsageError
-from hpcgan.topology import TOPOLOGIES, Topology, build_topology
+from hpcgan.comm.topology import TOPOLOGIES, Topology, build_topology
 
 CONNECTED = ["ring", "torus", "exp2", "complete"]
 

@@ -40,12 +40,12 @@ def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, world,
     Trainer(part, world).run()
     Trainer(part.replace(run={"steps": 24, "resume": True}), world).run()
     a, b = final_state(straight), final_state(part)
-    assert set(a["dqgan"]["residuals"]) == {"G", "D"} and a["dqgan"]["prev"] is not None
+    assert set(a["dqgan"]["residuals"]) == {"G", "D"} and a["dqgan"]["extrapolation"]["prev"] is not None
     assert float(a["dqgan"]["residuals"]["D"].abs().max()) > 0
     assert torch.equal(a["params"], b["params"])
     for k in ("G", "D"):
         assert torch.equal(a["dqgan"]["residuals"][k], b["dqgan"]["residuals"][k])
-    assert torch.equal(a["dqgan"]["prev"], b["dqgan"]["prev"])
+    assert torch.equal(a["dqgan"]["extrapolation"]["prev"], b["dqgan"]["extrapolation"]["prev"])
     with h5py.File(tmp_path / "part.h5") as f:
         assert f["steps"]["step"].shape == (24, 1) and "finished_at" in f.attrs
         assert f["steps"]["step"][:, 0].tolist() == list(range(24))

@@ -1,6 +1,6 @@
 """Recorder: per-rank step rows gathered to rank 0 and appended to the results file.
 
-Each rank buffers its :class:`~hpcgan.bench.StepStats` rows locally (a tuple append per step).
+Each rank buffers its :class:`~hpcgan.results.schema.StepStats` rows locally (a tuple append per step).
 Every ``flush_every`` rows the buffers are gathered to rank 0 (one collective, outside every timed
 phase), written as one slab per column and flushed to disk, so a killed job leaves a readable file
 that misses at most the last flush interval. The same flush checks the losses for NaN/inf and
@@ -17,8 +17,8 @@ import h5py
 import numpy as np
 from mpi4py import MPI
 
-from .bench import SCHEMA, StepStats
-from .errors import NonFiniteLossError, UsageError
+from .schema import SCHEMA, StepStats
+from ..errors import NonFiniteLossError, UsageError
 
 COLUMNS = SCHEMA.step_columns
 _COL = {c.name: i for i, c in enumerate(COLUMNS)}

@@ -1,4 +1,4 @@
-"""Writing the hpcgan image file format (see :mod:`hpcgan.h5data`) atomically; used by
+"""Writing the hpcgan image file format (see :mod:`hpcgan.data.h5`) atomically; used by
 ``data_prep/prepare.py`` and by ``hpcgan bench data`` for its synthetic file.
 
 :func:`atomic_output` yields an open HDF5 file under a temporary name next to the output and
@@ -18,11 +18,11 @@ from typing import Iterable, Iterator
 import h5py
 import numpy as np
 
-from .errors import UsageError
-from .h5data import CLASS_NAMES, IMAGES, LABEL_INDEX, LABELS, check_file
+from ..errors import UsageError
+from .h5 import CLASS_NAMES, IMAGES, LABEL_INDEX, LABELS, check_file
 
 #: Target bytes per HDF5 chunk; a chunk always holds whole images (5 CIFAR images, 1 at 64x64).
-#: Small chunks make the per-image reads of uncached files cheap (see hpcgan.h5data).
+#: Small chunks make the per-image reads of uncached files cheap (see hpcgan.data.h5).
 CHUNK_BYTES = 16 * 1024
 
 

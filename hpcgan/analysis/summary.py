@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .results import find_runs, load_run
+from ..results.reader import find_runs, load_run
 
 
 def summarize(paths: list[str | Path]) -> str:
@@ -14,8 +14,7 @@ def summarize(paths: list[str | Path]) -> str:
     rows = []
     for r in runs:
         phases = r.phase_times()
-        quality = "  ".join(f"{k}={v:.3g}" for k, v in r.final_eval().items()
-                            if not k.endswith("_avg"))  # shown under its plain name (results.py)
+        quality = "  ".join(f"{k}={v:.3g}" for k, v in r.final_eval().items())
         rows.append([r.path.stem, r.attrs["algorithm"] + ("" if r.finished else " (unfinished)"),
                      str(r.world_size), str(r.n_steps), f"{1e3 * r.step_time():.2f}",
                      f"{1e3 * phases['t_compute']:.2f}", f"{1e3 * phases['t_comm']:.2f}",
@@ -38,6 +37,11 @@ def bytes_saved(runs: list) -> list[str]:
         if r.attrs["algorithm"] == "sync" or not ref:
             continue
         mine = r.bytes_per_step()
-        saved = f"{ref / mine:.1f}x fewer bytes per step than" if mine else "sends nothing, against"
+        if not mine:
+            saved = "sends nothing, against"
+        elif mine <= ref:
+            saved = f"{ref / mine:.1f}x fewer bytes per step than"
+        else:
+            saved = f"{mine / ref:.1f}x more bytes per step than"
         out.append(f"{r.path.stem}: {saved} dense sync ({mine / 1e3:.1f} vs {ref / 1e3:.1f} KB/step)")
     return ([""] + out) if out else []

@@ -1,4 +1,4 @@
-"""Gossip topologies as mixing matrices W (ALGORITHMS.md section 2), looked up by ``--topology``.
+"""Gossip topologies as mixing matrices W (docs/ALGORITHMS.md section 2), looked up by ``--topology``.
 
 W is M x M, symmetric, doubly stochastic, W_ij > 0 only on graph edges and the diagonal. One gossip
 round replaces x^i by sum_j W_ij x^j; t rounds apply W^t. The mixing rate is
@@ -25,8 +25,8 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import UsageError
-from .registry import Registry
+from ..errors import UsageError
+from ..registry import Registry
 
 TOL = 1e-6
 

@@ -20,7 +20,7 @@ and validates it on open. Sharding and per-epoch shuffling are those of every
   increasing order, one image per h5py read, and reorders them in memory. Measured on a CIFAR-shaped
   file, one h5py fancy-indexed read of the sorted indices is 10-15x slower than this on chunked
   data (HDF5 walks the selection chunk by chunk), and small chunks (~16 KiB, see
-  :data:`hpcgan.h5write.CHUNK_BYTES`) keep each single-image read from pulling in its neighbours.
+  :data:`hpcgan.data.writer.CHUNK_BYTES`) keep each single-image read from pulling in its neighbours.
 
 Either way images leave as float32 in [-1, 1] (``x / 127.5 - 1``).
 """
@@ -33,8 +33,8 @@ import h5py
 import numpy as np
 import torch
 
-from .data import DATASETS, DataSpec, IndexedDataset
-from .errors import UsageError
+from .base import DATASETS, DataSpec, IndexedDataset
+from ..errors import UsageError
 
 #: Files whose /images fit in this many bytes are cached in memory per rank.
 CACHE_LIMIT = 2 * 1024**3

@@ -17,7 +17,7 @@ import torch
 from ..config import CommConfig
 from ..errors import UsageError
 from . import bits
-from .compress import COMPRESSORS, Compressor
+from .base import COMPRESSORS, Compressor
 
 
 @COMPRESSORS.register("qsgd")

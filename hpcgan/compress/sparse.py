@@ -17,7 +17,7 @@ import torch
 
 from ..config import CommConfig
 from ..errors import UsageError
-from .compress import COMPRESSORS, Compressor
+from .base import COMPRESSORS, Compressor
 
 
 def _k(ratio: float, d: int) -> int:

@@ -22,10 +22,15 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .config import ModelConfig
-from .data import DataSpec
-from .errors import UsageError
-from .registry import Registry
+from ..config import ModelConfig
+from ..data import DataSpec
+from ..errors import UsageError
+from ..registry import Registry
+
+def latent(n: int, z_dim: int, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
+    """n standard-normal latent vectors z of the generators, drawn from ``generator``."""
+    return torch.randn(n, z_dim, generator=generator, device=device)
+
 
 ModelBuilder = Callable[[DataSpec, ModelConfig, bool], tuple[nn.Module, nn.Module]]
 MODELS: Registry[ModelBuilder] = Registry("model")

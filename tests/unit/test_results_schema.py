@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from hpcgan.bench import SCHEMA, PhaseTimer, StepStats, validate
-from hpcgan.recorder import Recorder
+from hpcgan.results.schema import SCHEMA, StepStats, validate
+from hpcgan.results.timer import PhaseTimer
+from hpcgan.results.recorder import Recorder
 from helpers import schema_attrs
 
 
@@ -72,17 +73,3 @@ def test_validate_rejects_non_hdf5(tmp_path):
     path = tmp_path / "x.h5"
     path.write_text("not hdf5")
     assert validate(str(path))[0].startswith("cannot open")
-
-
-def test_averaged_model_metrics_also_answer_to_the_plain_name(tmp_path):
-    from hpcgan.results import load_run
-
-    path = tmp_path / "dposg.h5"
-    rec = Recorder(path, MPI.COMM_SELF, schema_attrs(), flush_every=2)
-    rec.record(StepStats(step=0, d_loss=1.0, g_loss=1.0))
-    rec.record_series("eval", 1, {"modes_covered_avg": 6.0, "modes_covered_rank0": 7.0, "hq_fraction": 0.5,
-                                  "hq_fraction_avg": 0.1})
-    rec.close(finished=True)
-    final = load_run(path).final_eval()
-    assert final["modes_covered"] == 6.0 and final["modes_covered_rank0"] == 7.0
-    assert final["hq_fraction"] == 0.5  # a plain name that exists is never replaced

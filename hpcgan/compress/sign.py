@@ -2,7 +2,7 @@
 
 For each tensor x of length d:  Q(x) = (||x||_1 / d) * sign(x)  (sign(0) = +1).
 Then <Q(x), x> = ||Q(x)||^2 = ||x||_1^2 / d, so ||Q(x) - x||^2 = ||x||^2 - ||x||_1^2/d, i.e.
-delta = ||x||_1^2 / (d ||x||_2^2) >= 1/d (ALGORITHMS.md section 0).
+delta = ||x||_1^2 / (d ||x||_2^2) >= 1/d (docs/ALGORITHMS.md section 0).
 Payload: the sign bits of the whole flat buffer packed 8 per byte (:mod:`.bits`), and the scales:
 ceil(D/8) + 4 T bytes for D values in T tensors. Not summable (allgather + decompress + mean).
 The sign bit is read straight from the IEEE-754 encoding (so -0.0 counts as negative).
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..config import CommConfig
 from . import bits, native
-from .compress import COMPRESSORS, Compressor
+from .base import COMPRESSORS, Compressor
 
 
 #: row v = the 8 signs (+1 / -1) that packed byte v encodes (bit j set = element j negative)

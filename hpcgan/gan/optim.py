@@ -1,10 +1,14 @@
 """Local update rules, looked up by ``--optimizer``. Optimizers do arithmetic only: they never
-communicate; the algorithm decides which gradient they see (ALGORITHMS.md section 0).
+communicate; the algorithm decides which gradient they see (docs/ALGORITHMS.md section 0).
 
 * ``omd`` (optimistic gradient, single call):  x_{t+1} = x_t - 2 eta g_t + eta g_{t-1},  g_{-1} = 0.
 * ``oadam`` (optimistic Adam): m_t = b1 m_{t-1} + (1-b1) g_t, v_t = b2 v_{t-1} + (1-b2) g_t^2,
   u_t = m_hat_t / (sqrt(v_hat_t) + eps);  x_{t+1} = x_t - 2 eta u_t + eta u_{t-1},  u_{-1} = 0.
 * ``adam``: torch's Adam.
+
+Adam's moment arithmetic exists once (:func:`adam_direction`): OptimisticAdam applies it per
+parameter, :class:`Direction` to a flat vector for algorithms that communicate their local step
+(DPOSG, DQGAN).
 
 Parameters whose ``.grad`` is None are skipped (their state is left as it was); a step never aborts.
 """
@@ -14,8 +18,8 @@ from typing import Callable, Iterable
 
 import torch
 
-from .config import OptimConfig
-from .registry import Registry
+from ..config import OptimConfig
+from ..registry import Registry
 
 OptimizerBuilder = Callable[[Iterable[torch.nn.Parameter], OptimConfig], torch.optim.Optimizer]
 OPTIMIZERS: Registry[OptimizerBuilder] = Registry("optimizer")
@@ -46,6 +50,16 @@ class OptimisticSGD(torch.optim.Optimizer):
         return loss
 
 
+def adam_direction(g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, t: int, b1: float, b2: float,
+                   eps: float) -> torch.Tensor:
+    """Adam's arithmetic, the one copy in hpcgan: update the moments m, v in place with gradient g
+    at step t >= 1 and return the direction u_t = m_hat_t / (sqrt(v_hat_t) + eps) (a new tensor)."""
+    m.mul_(b1).add_(g, alpha=1 - b1)
+    v.mul_(b2).addcmul_(g, g, value=1 - b2)
+    v_hat = v / (1 - b2 ** t)
+    return (m / (1 - b1 ** t)).div_(v_hat.sqrt_().add_(eps))
+
+
 class OptimisticAdam(torch.optim.Optimizer):
     """Optimistic Adam: x_{t+1} = x_t - 2 eta u_t + eta u_{t-1}, u_t = m_hat_t / (sqrt(v_hat_t) + eps)."""
 
@@ -60,7 +74,6 @@ class OptimisticAdam(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = p.grad.detach()
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
@@ -68,15 +81,38 @@ class OptimisticAdam(torch.optim.Optimizer):
                     state["v"] = torch.zeros_like(p)
                     state["u_prev"] = torch.zeros_like(p)
                 state["step"] += 1
-                t = state["step"]
-                state["m"].mul_(b1).add_(g, alpha=1 - b1)
-                state["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
-                m_hat = state["m"] / (1 - b1 ** t)
-                v_hat = state["v"] / (1 - b2 ** t)
-                u = m_hat.div_(v_hat.sqrt_().add_(eps))
+                u = adam_direction(p.grad.detach(), state["m"], state["v"], state["step"], b1, b2, eps)
                 p.add_(u, alpha=-2 * lr).add_(state["u_prev"], alpha=lr)
                 state["u_prev"].copy_(u)
         return loss
+
+
+class Direction:
+    """The local update direction d_t of one flat vector, from its gradient g_t, for algorithms
+    that apply (and communicate) the step themselves: d = g for OMD; for Adam and optimistic Adam
+    the rank's own Adam direction m_hat / (sqrt(v_hat) + eps), moments kept here, never shared."""
+
+    def __init__(self, cfg: OptimConfig, like: torch.Tensor):
+        self.cfg, self.adam = cfg, cfg.optimizer in ("adam", "oadam")
+        self.optimistic = cfg.optimizer in ("omd", "oadam")
+        self.m = torch.zeros_like(like) if self.adam else None
+        self.v = torch.zeros_like(like) if self.adam else None
+        self.t = 0
+
+    def __call__(self, g: torch.Tensor) -> torch.Tensor:
+        if not self.adam:
+            return g.clone()
+        c = self.cfg
+        self.t += 1
+        return adam_direction(g, self.m, self.v, self.t, c.beta1, c.beta2, c.eps)
+
+    def state_dict(self) -> dict:
+        return {"t": self.t, **({"m": self.m.clone(), "v": self.v.clone()} if self.adam else {})}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.t = int(state["t"])
+        if self.adam:
+            self.m, self.v = state["m"].clone(), state["v"].clone()
 
 
 @OPTIMIZERS.register("adam")

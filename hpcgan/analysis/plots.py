@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .results import RunResult  # noqa: E402
+from ..results.reader import RunResult  # noqa: E402
 from .scaling import PHASE_COLUMNS, Row  # noqa: E402
 
 

@@ -11,7 +11,7 @@ compressor's settings, so a buffer's payload has the same size on every rank at 
 communicator may allreduce them; the others are allgathered and decompressed one by one.
 
 Registered here: identity, fp16, bf16. In their own modules: sign (:mod:`.sign`), topk and randk
-(:mod:`.sparse`), qsgd (:mod:`.qsgd`). Bytes on the wire for d fp32 values (ALGORITHMS.md section 0):
+(:mod:`.sparse`), qsgd (:mod:`.qsgd`). Bytes on the wire for d fp32 values (docs/ALGORITHMS.md section 0):
 identity 4d, fp16/bf16 2d, sign d/8 + 4 per tensor, topk 8k, randk 4k, qsgd ~ d*ceil(log2(2s+1))/8 + 4.
 """
 from __future__ import annotations
@@ -110,5 +110,3 @@ class BF16(Cast):
 def build_compressor(cfg: CommConfig) -> Compressor:
     return COMPRESSORS.get(cfg.compressor)(cfg)
 
-
-from . import qsgd, sign, sparse  # noqa: E402,F401  (register the other compressors)

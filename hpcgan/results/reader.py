@@ -74,14 +74,7 @@ def load_run(path: str | Path) -> RunResult:
         steps = {k: ds[()] for k, ds in f["steps"].items()}
         series = {g: {k: ds[()] for k, ds in f[g].items()} for g in ("eval", "consensus") if g in f}
     config = json.loads(attrs.get("config_json", "{}"))
-    return RunResult(Path(path), attrs, config, steps, with_primary_names(series.get("eval", {})), series)
-
-
-def with_primary_names(evals: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """DPOSG evaluates its averaged model as ``<metric>_avg`` (and rank 0's as ``_rank0``); the
-    averaged model is the run's model, so it also answers to ``<metric>`` for tables and plots."""
-    alias = {k[: -len("_avg")]: v for k, v in evals.items() if k.endswith("_avg")}
-    return {**{k: v for k, v in alias.items() if k not in evals}, **evals}
+    return RunResult(Path(path), attrs, config, steps, series.get("eval", {}), series)
 
 
 def find_runs(paths: list[str | Path]) -> list[Path]:

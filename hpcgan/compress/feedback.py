@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .compress import Compressor, Payload
+from .base import Compressor, Payload
 
 
 class ErrorFeedback:

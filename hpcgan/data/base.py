@@ -13,9 +13,9 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from .errors import UsageError
-from .registry import Registry
-from .world import rank_seed
+from ..errors import UsageError
+from ..registry import Registry
+from ..world import rank_seed
 
 
 @dataclass(frozen=True)
@@ -247,4 +247,3 @@ def digits(arg: str = "", shard: str = "even") -> ArrayDataset:
     return ArrayDataset(x * 2 - 1, y, num_classes=10, shard=shard)
 
 
-from . import h5data  # noqa: E402,F401  (registers "h5")

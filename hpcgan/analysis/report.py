@@ -1,8 +1,8 @@
 """``hpcgan report results/<sweep> --out reports/<sweep>``: report.md and PNG plots of a sweep.
 
 Sections: scaling tables per algorithm and rank count (step time, throughput, speedup, efficiency
-with 95% CIs over repeats, see :mod:`hpcgan.scaling`), phase breakdown with bytes per step and
-quality, the cost model's predicted vs measured step times (:mod:`hpcgan.costmodel`), and its
+with 95% CIs over repeats, see :mod:`hpcgan.analysis.scaling`), phase breakdown with bytes per step and
+quality, the cost model's predicted vs measured step times (:mod:`hpcgan.analysis.costmodel`), and its
 projection to many ranks on a given network. Every table names the machine the runs ran on.
 """
 from __future__ import annotations
@@ -15,9 +15,10 @@ from pathlib import Path
 import h5py
 from tqdm import tqdm
 
+from ..netmodel import NetworkModel
 from . import costmodel as cm
 from .plots import plot_phases, plot_quality, plot_scaling
-from .results import RunResult, find_runs, load_run
+from ..results.reader import RunResult, find_runs, load_run
 from .scaling import Row, quality_metric, scaling_rows
 
 PROJECTION_RANKS = [1, 2, 4, 8, 64, 512, 2000]
@@ -76,7 +77,7 @@ def scaling_section(scaling: str, rows: list[Row]) -> list[str]:
     return out
 
 
-def costmodel_section(rows: list[Row], files: list[Path], proj: cm.Network) -> tuple[list[str], list[float]]:
+def costmodel_section(rows: list[Row], files: list[Path], proj: NetworkModel) -> tuple[list[str], list[float]]:
     out = ["## Cost model: predicted vs measured step time", ""]
     fitted, per_m, sharing = cm.fit_network(files), cm.fit_per_ranks(files), cm.read_sharing(files)
     if fitted is None:
@@ -90,8 +91,10 @@ def costmodel_section(rows: list[Row], files: list[Path], proj: cm.Network) -> t
     out += ["", "Predicted T(M) = C(M) + T_comm(M) with alpha, B fitted at the same M (pooled fit otherwise). "
             "C(M) is the slowest rank's median non-communication time per step: as measured when every rank has "
             "a core, else s(M, w)·w with w its CPU time per step outside collectives (waits for a core inside "
-            "the measured time are what s models). T_comm is the model of ALGORITHMS.md §5 (formulas in "
-            f"`hpcgan/costmodel.py`). Target: |error| ≤ {100 * TARGET_ERROR:.0f}%.", ""]
+            "the measured time are what s models). T_comm is each algorithm's own model (docs/ALGORITHMS.md §5): "
+            + "; ".join(f"{a}: {cm.comm_formula(a)}" for a in sorted({r.algo for r in rows}))
+            + f". Target: |error| ≤ {100 * TARGET_ERROR:.0f}% at M ≥ 2 (1-rank rows are exact by construction and "
+            "not counted).", ""]
     body, errors, by_algo = [], [], defaultdict(list)
     for r in rows:
         by_algo[(r.scaling, r.algo)].append(r)
@@ -102,7 +105,7 @@ def costmodel_section(rows: list[Row], files: list[Path], proj: cm.Network) -> t
             t_comm = cm.comm_time(algo, per_m.get(r.ranks, fitted), r.ranks, work)
             pred, meas = c + t_comm, r.step_time.mean
             err = (pred - meas) / meas
-            if math.isfinite(err):
+            if math.isfinite(err) and r.ranks > 1:
                 errors.append(err)
             body.append([scaling, algo, str(r.ranks), _ms(c), _ms(t_comm), _ms(pred), _ms(meas),
                          f"{100 * err:+.1f}%" if math.isfinite(err) else "no model"])
@@ -117,17 +120,17 @@ def costmodel_section(rows: list[Row], files: list[Path], proj: cm.Network) -> t
     return out, errors
 
 
-def projection_section(by_algo: dict[tuple[str, str], list[Row]], net: cm.Network) -> list[str]:
+def projection_section(by_algo: dict[tuple[str, str], list[Row]], net: NetworkModel) -> list[str]:
     out = [f"## Projection to {PROJECTION_RANKS[-1]} ranks", "",
            f"Network: {net.describe()}. Assumptions: C(1) as measured here at 1 rank (weak: constant per rank; "
-           "strong: C(1)/M, ideal compute scaling); the models of ALGORITHMS.md §5 with no contention, no "
+           "strong: C(1)/M, ideal compute scaling); the models of docs/ALGORITHMS.md §5 with no contention, no "
            "compute/communication overlap, payloads as measured in the sweep; dposg degree-independent "
            "(neighbours served in parallel).", ""]
     header = ["scaling", "algo", "d", "payload/rank [KB]", *[f"M={m}" for m in PROJECTION_RANKS]]
     body = []
     for (scaling, algo), group in sorted(by_algo.items()):
         ones = [r for r in group if r.ranks == 1]
-        if not ones or algo not in cm.COMM_MODELS or scaling not in ("weak", "strong"):
+        if not ones or cm.algorithm(algo) is None or scaling not in ("weak", "strong"):
             continue
         work = cm.workload([run for row in group for run in row.runs])
         c1 = sum(cm.local_time(run) for run in ones[0].runs) / len(ones[0].runs)
@@ -136,7 +139,7 @@ def projection_section(by_algo: dict[tuple[str, str], list[Row]], net: cm.Networ
     return out + ["Cells: predicted step time / efficiency.", ""] + _table(header, body)
 
 
-def write_report(paths: list[str | Path], out: Path, net: cm.Network) -> Path:
+def write_report(paths: list[str | Path], out: Path, net: NetworkModel) -> Path:
     """Write ``out/report.md`` and the PNG plots; returns the markdown path."""
     out.mkdir(parents=True, exist_ok=True)
     runs = load_runs(paths)

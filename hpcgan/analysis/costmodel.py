@@ -1,14 +1,10 @@
-"""Communication cost model (ALGORITHMS.md section 5): fit, predict, project.
+"""Communication cost model (docs/ALGORITHMS.md section 5): fit, predict, project.
 
 Notation: alpha = latency per message [s], B = bandwidth [B/s], d = parameters of (G, D),
-M = ranks, p = payload bytes per rank per step. Communication time of one step:
-
-    sync, cwgan  ring allreduce of d fp32:   T_comm = 2(M-1) (alpha + 4d / (M B))
-    dqgan        allgather of compressed p:  T_comm = (M-1) (alpha + p / B),  p = c_Q d / 8 (measured)
-    dposg        t gossip rounds:            T_comm = t (alpha + 4d / B)   (neighbours in parallel)
-    pcwgan       communication-free:         T_comm = 0
-
-and T_comm = 0 at M = 1. Predicted step time at M ranks: T(M) = C(M) + T_comm(M), where C(M) is
+M = ranks, p = payload bytes per rank per step. Each algorithm states its communication time of
+one step, T_comm(M), in these terms (``Algorithm.comm_formula`` and ``Algorithm.comm_time``, built
+on the collectives of :class:`hpcgan.netmodel.NetworkModel`; T_comm = 0 at M = 1): this module
+loops over the registry and names no algorithm. Predicted step time at M ranks: T(M) = C(M) + T_comm(M), where C(M) is
 the run's non-communication time per step (compute, compression, update, data), the slowest
 rank's median over timed steps:
 
@@ -23,7 +19,7 @@ rank's median over timed steps:
 
 Fit: alpha and 1/B by non-negative least squares on *relative* residuals (t_pred - t)/t over the
 dense fp32 allreduce points of ``hpcgan bench comm`` files (/comm rows with op "dense", mpi
-backend; n = size bytes, ring t = 2(M-1)(alpha + n/(M B)), as ALGORITHMS.md section 5), so
+backend; n = size bytes, ring t = 2(M-1)(alpha + n/(M B)), as docs/ALGORITHMS.md section 5), so
 4-byte and 1-MiB messages weigh alike and a scheduling spike (t >> t_pred) costs at most 1. The
 comparison with the runs uses the fit at the same M when there is one (:func:`fit_per_ranks`),
 else the pooled fit.
@@ -42,22 +38,12 @@ import h5py
 import numpy as np
 from scipy.optimize import nnls
 
-from .results import RunResult, slowest_median
+from ..netmodel import NetworkModel, Workload
+
+from ..results.reader import RunResult, slowest_median
 
 
-@dataclass(frozen=True)
-class Network:
-    alpha: float        # latency per message [s]
-    bandwidth: float    # [bytes/s]
-    source: str         # where the numbers come from
-    rel_error: float = float("nan")  # median |relative residual| of the fit
-
-    def describe(self) -> str:
-        fit = f", median fit error {100 * self.rel_error:.0f}%" if np.isfinite(self.rel_error) else ""
-        return f"alpha = {1e6 * self.alpha:.2f} us, B = {self.bandwidth / 1e9:.3g} GB/s ({self.source}{fit})"
-
-
-def fit_per_ranks(files: list[Path]) -> dict[int, Network]:
+def fit_per_ranks(files: list[Path]) -> dict[int, NetworkModel]:
     """One fit per rank count M (one file each): alpha and B as seen at that process count.
 
     On an oversubscribed node (more ranks than cores) the apparent latency grows with M, because a
@@ -73,7 +59,7 @@ def fit_per_ranks(files: list[Path]) -> dict[int, Network]:
     return fits
 
 
-def fit_network(files: list[Path]) -> Network | None:
+def fit_network(files: list[Path]) -> NetworkModel | None:
     """alpha, B pooled over ``hpcgan bench comm`` files' dense mpi allreduce rows (None if none)."""
     rows, times, names = [], [], []
     for path in files:
@@ -91,7 +77,7 @@ def fit_network(files: list[Path]) -> Network | None:
     (alpha, inv_b), _ = nnls(a / t[:, None], np.ones_like(t))
     resid = np.median(np.abs(a @ [alpha, inv_b] / t - 1))
     source = f"fitted to hpcgan bench comm dense allreduce, {', '.join(names)}, {len(t)} points"
-    return Network(float(alpha), float(1 / inv_b) if inv_b > 0 else float("inf"), source, float(resid))
+    return NetworkModel(float(alpha), float(1 / inv_b) if inv_b > 0 else 0.0, source, float(resid))
 
 
 def _points(f: h5py.File) -> list[tuple[float, float]]:
@@ -105,36 +91,22 @@ def _points(f: h5py.File) -> list[tuple[float, float]]:
 
 
 # -- per-algorithm communication time -----------------------------------------------------------
-def ring_allreduce(net: Network, m: int, nbytes: float) -> float:
-    return 2 * (m - 1) * (net.alpha + nbytes / (m * net.bandwidth)) if m > 1 else 0.0
+def algorithm(name: str):
+    """The registered algorithm class of a results file's ``algorithm`` attribute, or None."""
+    from ..algorithms import ALGORITHMS
+
+    return ALGORITHMS.get(name) if name in ALGORITHMS else None
 
 
-def allgather(net: Network, m: int, nbytes: float) -> float:
-    return (m - 1) * (net.alpha + nbytes / net.bandwidth) if m > 1 else 0.0
+def comm_time(algo: str, net: NetworkModel, m: int, work: Workload) -> float:
+    """Modelled communication seconds per step (NaN for an algorithm this hpcgan does not know)."""
+    cls = algorithm(algo)
+    return cls.comm_time(net, m, work) if cls is not None else float("nan")
 
 
-@dataclass(frozen=True)
-class Workload:
-    """What one step of an algorithm sends: d parameters, measured payload p, gossip rounds t."""
-
-    d: int
-    payload: float
-    rounds: int = 1
-
-
-CommModel = Callable[[Network, int, Workload], float]
-COMM_MODELS: dict[str, tuple[str, CommModel]] = {
-    "sync": ("ring allreduce 2(M-1)(a + 4d/(MB))", lambda n, m, w: ring_allreduce(n, m, 4 * w.d)),
-    "cwgan": ("ring allreduce 2(M-1)(a + 4d/(MB))", lambda n, m, w: ring_allreduce(n, m, 4 * w.d)),
-    "dqgan": ("allgather (M-1)(a + p/B)", lambda n, m, w: allgather(n, m, w.payload)),
-    "dposg": ("gossip t(a + 4d/B)", lambda n, m, w: w.rounds * (n.alpha + 4 * w.d / n.bandwidth) if m > 1 else 0.0),
-    "pcwgan": ("none (communication-free)", lambda n, m, w: 0.0),
-}
-
-
-def comm_time(algo: str, net: Network, m: int, work: Workload) -> float:
-    """Modelled communication seconds per step (NaN for an algorithm without a model)."""
-    return COMM_MODELS[algo][1](net, m, work) if algo in COMM_MODELS else float("nan")
+def comm_formula(algo: str) -> str:
+    cls = algorithm(algo)
+    return cls.comm_formula if cls is not None else "unknown algorithm"
 
 
 # -- time-sharing of oversubscribed nodes -------------------------------------------------------
@@ -182,31 +154,30 @@ def payload_per_rank(run: RunResult) -> float:
     return run.bytes_per_step() / run.world_size
 
 
-def parameter_count(run: RunResult) -> int:
-    """d of the run's (G, D) pair, rebuilt from its config (falls back to the sync payload / 4)."""
-    from .algorithms import ALGORITHMS
-    from .config import ModelConfig
-    from .data import build_dataset
-    from .errors import UsageError
-    from .models import build_models
+def parameter_counts(run: RunResult) -> dict[str, int]:
+    """Parameters of the run's G and D, rebuilt from its config (falls back to a dense payload / 4, split evenly)."""
+    from ..config import ModelConfig
+    from ..data import build_dataset
+    from ..errors import UsageError
+    from ..gan.models import build_models
 
     try:
-        conditional = getattr(ALGORITHMS.get(run.attrs["algorithm"]), "conditional", False)
+        conditional = getattr(algorithm(run.attrs["algorithm"]), "conditional", False)
         spec = build_dataset(run.config["data"]["data"], labels=run.config["data"].get("labels", 0)).spec
         g, d = build_models(spec, ModelConfig(**run.config["model"]), conditional)
-        return sum(p.numel() for p in g.parameters()) + sum(p.numel() for p in d.parameters())
+        return {"G": sum(p.numel() for p in g.parameters()), "D": sum(p.numel() for p in d.parameters())}
     except (UsageError, KeyError, TypeError):
-        return int(round(payload_per_rank(run) / 4))
+        half = int(round(payload_per_rank(run) / 8))
+        return {"G": half, "D": half}
 
 
 def workload(runs: list[RunResult]) -> Workload:
     """The algorithm's per-step traffic from its runs (payload from the largest rank count)."""
     big = max(runs, key=lambda r: r.world_size)
-    rounds = int(big.config.get("algo", {}).get("gossip_rounds", 1))
-    return Workload(parameter_count(big), payload_per_rank(big), rounds)
+    return Workload(parameter_counts(big), payload_per_rank(big), big.config)
 
 
-def project(algo: str, net: Network, work: Workload, c1: float, scaling: str,
+def project(algo: str, net: NetworkModel, work: Workload, c1: float, scaling: str,
             ranks: list[int]) -> list[tuple[int, float, float]]:
     """(M, predicted step time, predicted efficiency) for each M, from C(1) = ``c1``."""
     out = []

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from .results import RunResult
+from ..results.reader import RunResult
 
 PHASE_COLUMNS = ("t_compute", "t_compress", "t_comm", "t_update", "t_net_emulated")
 #: Quality metric shown in tables and plots: the first one the runs have.
