@@ -8,6 +8,7 @@
     /steps/<column>  (n_steps, world_size), row i = training step i, column r = rank r
     /eval/step, /eval/<metric>           (n_evals,)
     /consensus/step, /consensus/distance (n,)   DPOSG
+    /residual/step, /residual/{G,D}      (n,)   DQGAN: largest error-feedback residual norm over ranks
     /labels/owner    (n_labels,)                pcwgan: label -> rank
 """
 from __future__ import annotations
@@ -89,7 +90,7 @@ SCHEMA = Schema(
         Column("d_loss", "", "f8", "discriminator / critic loss on the local batch"),
         Column("g_loss", "", "f8", "generator loss on the local batch"),
     ),
-    series={"eval": ("step",), "consensus": ("step", "distance")},
+    series={"eval": ("step",), "consensus": ("step", "distance"), "residual": ("step", "G", "D")},
 )
 
 assert tuple(c.name for c in SCHEMA.step_columns) == tuple(StepStats.__dataclass_fields__), \
