@@ -13,7 +13,6 @@ reused pinned buffers. With nccl, host tensors are staged to the GPU instead.
 """
 from __future__ import annotations
 
-import os
 import socket
 from datetime import timedelta
 
@@ -24,6 +23,7 @@ from mpi4py import MPI
 from ..errors import UsageError
 from ..log import get_logger
 from ..netmodel import NetworkModel
+from ..world import gpu_uuid
 from .base import BACKENDS, Communicator
 from .control import ControlChannel
 
@@ -32,15 +32,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("", 0))
         return s.getsockname()[1]
-
-
-def gpu_uuid() -> str | None:
-    """The UUID of this process's current CUDA device, None without CUDA."""
-    if not torch.cuda.is_available():
-        return None
-    index = torch.cuda.current_device()
-    uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
-    return str(uuid) if uuid is not None else f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')}#{index}"
 
 
 def choose_backend(gpus: list[tuple[str, str | None]], nccl_available: bool) -> str:
@@ -56,7 +47,8 @@ def init_process_group(comm: MPI.Comm) -> str:
         if dist.get_world_size() != comm.size or dist.get_rank() != comm.rank:
             raise UsageError("torch.distributed is already initialised over a different set of ranks")
         return dist.get_backend()
-    gpus = comm.allgather((socket.gethostname(), gpu_uuid()))
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    gpus = comm.allgather((socket.gethostname(), gpu_uuid(device)))
     backend = choose_backend(gpus, dist.is_nccl_available())
     if backend == "gloo" and all(uuid is not None for _, uuid in gpus) and comm.rank == 0:
         get_logger().info("torch backend: gloo with host staging (ranks share a GPU or NCCL is missing)")
