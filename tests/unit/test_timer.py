@@ -1,6 +1,7 @@
 """PhaseTimer: device synchronisation at phase boundaries (a fake CUDA device on CPU) and CPU time."""
 import time
 
+import pytest
 import torch
 
 from hpcgan.results.timer import PhaseTimer, device_sync
@@ -47,3 +48,20 @@ def test_cuda_phase_includes_the_work_it_launched_not_earlier_work_and_cpu_exclu
         assert 0.05 <= out[phase] < 0.5, out
     assert out["cpu"] < 0.05, out
 
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the real-GPU timing runs where CUDA exists")
+def test_a_phase_on_a_real_gpu_lasts_until_its_kernels_finish():
+    device, cycles = torch.device("cuda", 0), 200_000_000  # about 0.1 s of GPU spinning
+    torch.cuda._sleep(1000)
+    torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    torch.cuda._sleep(cycles)
+    torch.cuda.synchronize(device)
+    kernel = time.perf_counter() - t0
+    timer = PhaseTimer(device)
+    timer.begin()
+    with timer("compute"):
+        torch.cuda._sleep(cycles)  # returns at once: the kernel runs asynchronously
+    out = timer.take()
+    assert out["t_compute"] >= 0.8 * kernel, (out, kernel)
