@@ -1,11 +1,19 @@
 # hpcgan: `make demo` and `make test` set everything up on a fresh machine.
-# The embedded default MPI is MPICH from PyPI inside .venv; on a cluster, set MPIEXEC to the
-# system launcher (and install mpi4py against the system MPI, see README).
+# MPI=mpich (default): MPICH from PyPI inside .venv, with its mpiexec.
+# MPI=system: the site MPI (its module loaded, mpicc on PATH; MPICC=cc on Cray): no mpich package in
+# .venv to shadow it, mpi4py compiled against it, and its mpiexec on PATH (or set MPIEXEC).
 PYTHON ?= python3
+MPI    ?= mpich
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+STAMP  := $(VENV)/.installed-$(MPI)
+ifeq ($(MPI),system)
+MPIEXEC ?= mpiexec
+else ifeq ($(MPI),mpich)
 MPIEXEC ?= $(BIN)/mpiexec
+else
+$(error MPI must be mpich (MPICH from PyPI) or system (the site MPI), not '$(MPI)')
+endif
 NP     ?= 2
 HPCGAN := $(MPIEXEC) -n $(NP) $(BIN)/python -m mpi4py -m hpcgan
 DEMO   := results/demo
@@ -13,15 +21,21 @@ DEMO   := results/demo
 # to cover the modes; these settings reached 8/8 modes at 2 ranks in 8000 steps.
 MOG    := --z-dim 2 --lr 5e-4 --beta1 0.0 --beta2 0.9 --batch-size 128
 
-.PHONY: install demo claims test test-unit test-mpi horovod horovod-if-possible bench-comm clean
+.PHONY: install demo claims test test-unit test-mpi horovod horovod-if-possible bench-comm gpu-check clean
 
 install: $(STAMP)
 
-# Re-runs only when pyproject.toml changes: a second `make` installs nothing.
+# Re-runs only when pyproject.toml or MPI changes: a second `make` installs nothing.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+ifeq ($(MPI),system)
+	$(BIN)/python -m pip uninstall -q -y mpich mpi4py
+	$(BIN)/python -m pip install -q --no-binary mpi4py -e '.[test]'
+else
 	$(BIN)/python -m pip install -q -e '.[mpich,test]'
+endif
+	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -56,7 +70,7 @@ test-mpi: $(STAMP) horovod-if-possible
 	$(MPITEST) tests/mpi
 	$(MPIEXEC) -n 3 $(BIN)/python -m pytest -q --with-mpi --timeout=120 --timeout-method=thread tests/mpi/test_h5_shards_mpi.py tests/mpi/test_gossip_ring_mpi.py
 	$(MPIEXEC) -n 4 $(BIN)/python -m pytest -q --with-mpi --timeout=120 --timeout-method=thread tests/mpi/test_gossip_ring_mpi.py
-	for b in torch horovod; do HPCGAN_TEST_BACKEND=$$b $(MPITEST) tests/mpi/test_comm_mpi.py || exit 1; done
+	for b in torch horovod; do HPCGAN_TEST_BACKEND=$$b $(MPITEST) tests/mpi/test_comm_mpi.py tests/mpi/test_comm_staging_mpi.py || exit 1; done
 
 # Horovod 0.28.1 from source for this torch + MPI; the wheel is cached in ~/.cache/hpcgan.
 horovod: $(STAMP)
@@ -67,6 +81,10 @@ horovod-if-possible: $(STAMP)
 
 bench-comm: $(STAMP)
 	$(HPCGAN) bench comm --out results/bench_comm.h5
+
+# On a machine with a GPU: CUDA tests, a 2-rank run of every algorithm on cuda:0, file checks.
+gpu-check: $(STAMP)
+	PYTHON=$(BIN)/python MPIEXEC=$(MPIEXEC) tools/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache

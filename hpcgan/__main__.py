@@ -25,22 +25,31 @@ class _Parser(argparse.ArgumentParser):
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from .comm.torchdist import choose_backend
     from .compress.sign import implementation
-    from .info import machine, versions
+    from .info import every_rank_info, machine, mpi_transfer, versions
     from .world import init_world
 
     world = init_world()
-    rows = world.comm.gather(world.describe(), root=0)
+    rows = every_rank_info(world)
     kernel = implementation()  # compiles the C kernels on first use
     if world.rank == 0:
+        import torch.distributed as dist
+
         for key, value in versions().items():
-            print(f"{key:>12}: {value}")
-        print(f"{'world size':>12}: {world.size}")
-        print(f"{'machine':>12}: {machine(world.device)}")
-        print(f"{'sign kernel':>12}: {kernel} (rank 0)")
+            print(f"{key:>13}: {value}")
+        print(f"{'world size':>13}: {world.size}")
+        print(f"{'machine':>13}: {machine(world.device)}")
+        print(f"{'sign kernel':>13}: {kernel} (rank 0)")
+        print(f"{'mpi backend':>13}: {mpi_transfer(world.device)} (rank 0, --cuda-aware-mpi auto)")
+        gpus = [(row["host"], row["gpu_uuid"] or None) for row in rows]
+        torch_backend = choose_backend(gpus, dist.is_available() and dist.is_nccl_available())
+        print(f"{'torch backend':>13}: {torch_backend}" + (" (CUDA tensors host-staged)"
+                                                         if torch_backend == "gloo" and gpus[0][1] else ""))
         for row in rows:
-            print("rank {rank:>4}  host {host}  local_rank {local_rank}  device {device}  threads {threads}"
-                  .format(**row))
+            print("rank {rank:>4}  host {host}  local_rank {local_rank}/{local_size}  cpus {cpu_affinity}  threads {threads}"
+                  "  CUDA_VISIBLE_DEVICES {cuda_visible_devices}  device {device} ({device_name})"
+                  "  MPI {mpi_library}  CUDA-aware {cuda}".format(**row, cuda="yes" if row["mpi_cuda_aware"] else "no"))
     return 0
 
 

@@ -127,6 +127,9 @@ class CommConfig(Section):
     block_size: int = opt(65536, "values per block with --granularity block", ge=1)
     net_latency: float = opt(0.0, "emulated latency alpha per message [s]", ge=0)
     net_bandwidth: float = opt(0.0, "emulated bandwidth B [bytes/s]; 0 = not emulated", ge=0)
+    cuda_aware_mpi: str = opt("auto", "backend mpi with CUDA tensors: yes = hand device memory to MPI, no = "
+                              "stage through pinned host buffers, auto = yes when the MPI library reports "
+                              "CUDA support", ("auto", "yes", "no"))
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,22 @@
-"""What the run ran on: library versions and a one-line machine description (stored in results)."""
+"""What the run ran on: library versions, a one-line machine description and where each rank ran
+(host, cores, GPU, MPI library), stored in every results file and printed by ``hpcgan info``."""
 from __future__ import annotations
 
 import importlib
+import json
+import os
 import platform
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 from mpi4py import MPI
 
 from . import __version__
+from .comm.control import ControlChannel
+from .comm.mpi import cuda_support, uses_device_memory
+from .world import World, gpu_uuid, usable_cores
 
 PACKAGES = ("torch", "torchvision", "numpy", "h5py", "mpi4py", "scipy", "sklearn", "horovod")
 
@@ -22,7 +29,7 @@ def versions() -> dict[str, str]:
             out[name] = importlib.import_module(name).__version__
         except ImportError:
             continue
-    out["mpi_library"] = MPI.Get_library_version().strip().splitlines()[0]
+    out["mpi_library"] = mpi_library()
     out["mpi_standard"] = "%d.%d" % MPI.Get_version()
     out["cuda"] = torch.version.cuda or "none"
     return out
@@ -39,9 +46,56 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
 def machine(device: torch.device) -> str:
     """E.g. 'AMD EPYC 7B13 (2 cores), cpu' or '... , NVIDIA H100 80GB HBM3'."""
-    import os
+    return f"{cpu_model()} ({os.cpu_count()} cores), {device_name(device)}"
 
-    accel = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return f"{cpu_model()} ({os.cpu_count()} cores), {accel}"
+
+def mpi_library() -> str:
+    """The first line of the MPI library's version string, e.g. 'MPICH Version: 5.0.2'."""
+    return " ".join(MPI.Get_library_version().strip().splitlines()[0].split())
+
+
+def cpu_list(cpus) -> str:
+    """Core ids as ranges, e.g. {0, 1, 2, 3, 8} -> '0-3,8'."""
+    ids, out = sorted(cpus), []
+    for i in ids:
+        if out and i == out[-1][1] + 1:
+            out[-1][1] = i
+        else:
+            out.append([i, i])
+    return ",".join(f"{a}-{b}" if b > a else str(a) for a, b in out)
+
+
+def rank_info(world: World) -> dict[str, Any]:
+    """Where this rank runs: host, node-local rank, the cores it may use, the GPUs it sees and the
+    one it drives, the MPI library and whether that library reads GPU memory."""
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(usable_cores())
+    return {**world.describe(), "local_size": world.local_size, "cpu_affinity": cpu_list(affinity),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
+            "device_name": device_name(world.device), "gpu_uuid": gpu_uuid(world.device) or "",
+            "mpi_library": mpi_library(), "mpi_cuda_aware": cuda_support()}
+
+
+def every_rank_info(world: World) -> list[dict[str, Any]]:
+    """Every rank's :func:`rank_info`, in rank order (collective)."""
+    return ControlChannel(world.comm).allgather(rank_info(world))
+
+
+def ranks_attrs(world: World) -> dict[str, str]:
+    """Results-file attributes: :func:`every_rank_info` as JSON (collective)."""
+    return {"ranks_json": json.dumps(every_rank_info(world))}
+
+
+def mpi_transfer(device: torch.device, cuda_aware_mpi: str = "auto") -> str:
+    """How the mpi backend moves this device's tensors under ``--cuda-aware-mpi``."""
+    if device.type == "cpu":
+        return "host memory (CPU tensors)"
+    if uses_device_memory(cuda_aware_mpi, cuda_support()):
+        return "CUDA-aware: device memory handed to MPI"
+    why = "--cuda-aware-mpi no" if cuda_aware_mpi == "no" else "the MPI library does not report CUDA support"
+    return f"host-staged through reused pinned buffers ({why})"

@@ -21,7 +21,7 @@ from .comm import build_communicator
 from .config import RunConfig
 from .data import build_dataset
 from .errors import CollectiveError, UsageError
-from .info import machine, versions
+from .info import machine, ranks_attrs, versions
 from .log import get_logger
 from .metrics import build_evaluator
 from .results.recorder import Recorder
@@ -52,6 +52,7 @@ def run_attrs(cfg: RunConfig, world: World, algo: Algorithm) -> dict[str, Any]:
         "config_json": cfg.to_json(), "versions_json": json.dumps(versions()),
         "machine": machine(world.device), "hostnames": json.dumps(hosts),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""),
+        **ranks_attrs(world),  # where each rank ran: host, cores, GPU, MPI library
     }
 
 

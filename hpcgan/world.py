@@ -1,7 +1,9 @@
 """Who this process is in the job: rank, size, node-local rank, device, seeds and threads.
 
 Works the same under ``srun``, ``mpirun``/``mpiexec`` and a plain single process: the node-local
-rank comes from a shared-memory split of the communicator, not from launcher variables.
+rank comes from a shared-memory split of the communicator, not from launcher variables. The one
+launcher variable read is a sanity check: a process that srun started as one of several tasks
+but that finds itself alone in its MPI world refuses to run (:func:`check_launch`).
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from mpi4py import MPI
+
+from .errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -46,10 +50,36 @@ def threads_per_rank(usable: int, node_cores: int, local_size: int) -> int:
 
 
 def pick_device(local_rank: int) -> torch.device:
-    """CUDA device local_rank mod visible GPUs when CUDA works, else the CPU."""
+    """CUDA device local_rank mod visible GPUs when CUDA works, else the CPU. More ranks than GPUs
+    on a node share them round-robin (the mpi backend stages through host memory, the torch
+    backend then uses gloo: NCCL needs one GPU per rank)."""
     if torch.cuda.is_available() and torch.cuda.device_count() > 0:
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")
+
+
+def gpu_uuid(device: torch.device) -> str | None:
+    """A GPU's identity across processes, whatever ``CUDA_VISIBLE_DEVICES`` each one sees (its
+    UUID); None for the CPU."""
+    if device.type != "cuda":
+        return None
+    uuid = getattr(torch.cuda.get_device_properties(device), "uuid", None)
+    return str(uuid) if uuid is not None else f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')}#{device.index}"
+
+
+def check_launch(world_size: int, env=os.environ) -> None:
+    """UsageError if srun started this process as one of several tasks (``SLURM_STEP_NUM_TASKS``,
+    which srun sets in every task it starts) but MPI sees a world of one rank: mpi4py was not
+    built against the MPI library srun launches, so every task would run alone against the same
+    ``--out``. (``SLURM_NTASKS`` alone is not used: the batch script has it too, and a single
+    hpcgan process started there is legitimate.)"""
+    tasks = int(env.get("SLURM_STEP_NUM_TASKS") or 1)
+    if tasks > 1 and world_size == 1:
+        raise UsageError(
+            f"srun started {tasks} tasks (SLURM_STEP_NUM_TASKS={tasks}) but MPI sees a world of 1 rank: mpi4py is "
+            "not built against the MPI library srun launches; rebuild it against the site MPI (module load it, "
+            "then `make MPI=system`, see jobs/README.md) and/or set SRUN_MPI=pmix or pmi2 in jobs/env.sh "
+            "(`srun --mpi=list` shows the choices)")
 
 
 def init_world(comm: MPI.Comm | None = None, set_threads: bool = True) -> World:
@@ -60,6 +90,7 @@ def init_world(comm: MPI.Comm | None = None, set_threads: bool = True) -> World:
     sweep --threads``: the same thread count at every rank count).
     """
     comm = MPI.COMM_WORLD if comm is None else comm
+    check_launch(comm.size)
     node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.rank)
     local_rank, local_size = node.rank, node.size
     node.Free()

@@ -5,12 +5,12 @@ from __future__ import annotations
 from mpi4py import MPI
 
 from ..config import CommConfig
-from ..netmodel import NetworkModel
 from . import horovod, mpi, torchdist  # noqa: F401  (register the backends)
 from .base import BACKENDS, Communicator
 
 
 def build_communicator(cfg: CommConfig, comm: MPI.Comm | None = None) -> Communicator:
     """The communicator that ``--backend`` names, over ``comm`` (default COMM_WORLD), with the
-    network model of ``--net-latency`` / ``--net-bandwidth`` applied to its accounting."""
-    return BACKENDS.get(cfg.backend)(comm, NetworkModel(cfg.net_latency, cfg.net_bandwidth))
+    network model of ``--net-latency`` / ``--net-bandwidth`` applied to its accounting and, for
+    mpi, device memory handed to MPI or staged as ``--cuda-aware-mpi`` says."""
+    return BACKENDS.get(cfg.backend).from_config(cfg, comm)

@@ -12,6 +12,13 @@ place for every backend, the size checks and the accounting:
 * ``t_net_emulated`` adds the modelled time of each collective under ``net`` (:mod:`hpcgan.netmodel`).
 * ``control`` is the uncounted :class:`~.control.ControlChannel` over the same ranks, for
   everything that is not training data (flags, sizes, consensus, evaluation).
+* Device placement, also in one place: a backend declares the device types its transport takes
+  as they are (``direct``) and the device of its staging buffers (``transport``). A tensor anywhere
+  else (a CUDA tensor on a host-staged MPI or on gloo, a CPU tensor on NCCL) is copied into a
+  reused :class:`~.staging.Staging` buffer (pinned host memory when CUDA is available), the
+  primitive runs on the buffer and the result is copied back, so every public collective works
+  for CPU and CUDA tensors on every backend. Primitives therefore only ever see contiguous 1-D
+  tensors on a device the transport takes.
 
 16-bit floats are summed by gathering every rank's values and adding them in rank order in fp32
 (MPI has no fp16 sum), the same on every backend, so results agree bit for bit across backends.
@@ -23,9 +30,11 @@ from contextlib import nullcontext
 
 import torch
 
+from ..config import CommConfig
 from ..errors import UsageError
 from ..registry import Registry
 from ..netmodel import NetworkModel
+from .staging import Staging
 
 BACKENDS: Registry[type["Communicator"]] = Registry("backend")
 _GATHER_SUMMED = (torch.float16, torch.bfloat16)
@@ -35,14 +44,24 @@ class Communicator(ABC):
     name: str = "abstract"
 
     def __init__(self, rank: int, size: int, net: NetworkModel | None = None,
-                 control: ControlChannel | None = None):
+                 control: ControlChannel | None = None, transport: torch.device = torch.device("cpu"),
+                 direct: frozenset[str] = frozenset({"cpu"})):
         self.rank, self.size = rank, size
         self.control = control
+        self.direct = direct  # device types the transport takes as they are; others are staged
+        self.staging = Staging(transport)
         self.net = net or NetworkModel()
         self.bytes_sent = 0
         self.calls = 0
         self.t_net_emulated = 0.0
         self._checked: set[tuple] = set()  # payload signatures whose sizes every rank agreed on
+
+    @classmethod
+    def from_config(cls, cfg: CommConfig, comm=None) -> "Communicator":
+        """This backend over ``comm`` (an mpi4py communicator; default COMM_WORLD) for ``cfg``."""
+        if cfg.cuda_aware_mpi == "yes":
+            raise UsageError(f"--cuda-aware-mpi yes applies to --backend mpi, not '{cls.name}'")
+        return cls(comm, NetworkModel(cfg.net_latency, cfg.net_bandwidth))
 
     def _count(self, nbytes: int, emulated: float = 0.0) -> None:
         """Record one call handing ``nbytes`` to the transport (nothing leaves a 1-rank job)."""
@@ -51,23 +70,64 @@ class Communicator(ABC):
             self.t_net_emulated += emulated
         self.calls += 1
 
-    # -- backend primitives (no accounting) -----------------------------------------------------
+    # -- backend primitives (no accounting, no staging) -----------------------------------------
     @abstractmethod
     def _allreduce(self, t: torch.Tensor) -> None:
-        """In-place elementwise sum of contiguous ``t`` over all ranks."""
+        """In-place elementwise sum of ``t`` over all ranks."""
 
     @abstractmethod
-    def _allgather(self, t: torch.Tensor, counts: list[int] | None = None) -> list[torch.Tensor]:
-        """Every rank's contiguous 1-D ``t``, in rank order. Lengths may differ; ``counts`` (every
-        rank's length, when the caller knows them) saves the round that exchanges them."""
+    def _allgather(self, t: torch.Tensor, out: torch.Tensor, counts: list[int]) -> None:
+        """Every rank's ``t`` into ``out`` in rank order; rank r sends ``counts[r]`` elements and
+        ``out`` (same dtype and device as ``t``) holds ``sum(counts)``."""
 
     @abstractmethod
     def _broadcast(self, t: torch.Tensor, root: int) -> None:
-        """In-place copy of contiguous ``t`` from ``root``."""
+        """In-place copy of ``t`` from ``root``."""
+
+    def _neighbor_allgather(self, x: torch.Tensor, out: torch.Tensor, plan) -> None:
+        """Row k of ``out`` (one row per entry of ``plan.sources``) = x of rank ``plan.sources[k]``;
+        x goes to every rank of ``plan.destinations``."""
+        raise UsageError(f"gossip (neighbor_mix) is not supported on backend '{self.name}'; use --backend mpi")
 
     @abstractmethod
     def barrier(self) -> None:
         """Wait for every rank."""
+
+    # -- staging ----------------------------------------------------------------------------------
+    def _takes(self, t: torch.Tensor) -> bool:
+        """Whether the transport takes ``t`` as it is: contiguous, on a device type in ``direct``."""
+        return t.device.type in self.direct and t.is_contiguous()
+
+    def _stage(self, t: torch.Tensor, slot: str = "send") -> torch.Tensor:
+        """A copy of ``t`` in the reused staging buffer ``slot`` (1-D, on the transport's device)."""
+        buf = self.staging.buffer(slot, t.dtype, t.numel())
+        buf.view(t.shape).copy_(t)
+        return buf
+
+    def _in_place(self, primitive, t: torch.Tensor, *args) -> torch.Tensor:
+        """Run the in-place ``primitive`` on ``t``, staged there and back if the transport does not
+        take ``t`` as it is; returns ``t``."""
+        if self._takes(t):
+            primitive(t.view(-1), *args)
+        else:
+            x = self._stage(t)
+            primitive(x, *args)
+            t.copy_(x.view(t.shape))
+        return t
+
+    def _gather(self, t: torch.Tensor, counts: list[int] | None = None) -> list[torch.Tensor]:
+        """Every rank's 1-D ``t`` in rank order, on ``t``'s device (uncounted). Without ``counts``
+        the lengths are exchanged first."""
+        if counts is None:
+            counts = [int(c) for c in self._gather(torch.tensor([t.numel()], dtype=torch.int64), [1] * self.size)]
+        out = torch.empty(sum(counts), dtype=t.dtype, device=t.device)
+        if self._takes(t):
+            self._allgather(t, out, counts)
+        else:
+            staged = self.staging.buffer("recv", t.dtype, out.numel())
+            self._allgather(self._stage(t), staged, counts)
+            out.copy_(staged)
+        return list(out.split(counts))
 
     # -- public collectives ---------------------------------------------------------------------
     def allreduce_(self, t: torch.Tensor, average: bool = True) -> torch.Tensor:
@@ -75,17 +135,14 @@ class Communicator(ABC):
         nbytes = t.numel() * t.element_size()
         if t.dtype in _GATHER_SUMMED:
             self._count(nbytes, self.net.allgather(nbytes, self.size))
-            parts = self._allgather(t.reshape(-1).contiguous(), [t.numel()] * self.size)
+            parts = self._gather(t.reshape(-1), [t.numel()] * self.size)
             total = parts[0].float()
             for p in parts[1:]:
                 total += p.float()
             t.copy_(total.view_as(t))
         else:
             self._count(nbytes, self.net.allreduce(nbytes, self.size))
-            flat = t if t.is_contiguous() else t.contiguous()
-            self._allreduce(flat)
-            if flat is not t:
-                t.copy_(flat)
+            self._in_place(self._allreduce, t)
         if average and self.size > 1:
             t.div_(self.size)
         return t
@@ -93,24 +150,20 @@ class Communicator(ABC):
     def allgather(self, t: torch.Tensor, counts: list[int] | None = None) -> list[torch.Tensor]:
         """Every rank's 1-D tensor, in rank order (lengths may differ between ranks; pass them as
         ``counts`` if known, to skip the exchange of lengths)."""
-        flat = t.reshape(-1).contiguous()
+        flat = t.reshape(-1)
         nbytes = flat.numel() * flat.element_size()
         self._count(nbytes, self.net.allgather(nbytes, self.size))
-        return self._allgather(flat, counts)
+        return self._gather(flat, counts)
 
     def broadcast_(self, t: torch.Tensor, root: int = 0) -> torch.Tensor:
         """In-place copy of ``t`` from ``root`` to every rank; returns ``t``."""
         nbytes = t.numel() * t.element_size()
         self._count(nbytes if self.rank == root else 0, self.net.broadcast(nbytes, self.size))
-        flat = t if t.is_contiguous() else t.contiguous()
-        self._broadcast(flat, root)
-        if flat is not t:
-            t.copy_(flat)
-        return t
+        return self._in_place(self._broadcast, t, root)
 
     def check_same_size(self, n: int, what: str = "payload") -> None:
         """Raise UsageError on every rank unless every rank passes the same ``n`` (control message)."""
-        sizes = [int(s) for s in self._allgather(torch.tensor([n], dtype=torch.int64))]
+        sizes = [int(s) for s in self._gather(torch.tensor([n], dtype=torch.int64), [1] * self.size)]
         if len(set(sizes)) > 1:
             raise UsageError(f"ranks disagree on the {what} size: {sizes} (rank order); "
                              "every rank must communicate tensors of the same shapes")
@@ -119,7 +172,21 @@ class Communicator(ABC):
         """One gossip round (DPOSG): self_weight x + sum_k weights[k] x^{sources[k]} for a
         :class:`~hpcgan.comm.topology.GossipPlan`, sending x to every rank in ``plan.destinations``;
         counts the bytes of x times the out-degree. Collective over all ranks of the communicator."""
-        raise UsageError(f"gossip (neighbor_mix) is not supported on backend '{self.name}'; use --backend mpi")
+        x = x.reshape(-1)
+        shape = (len(plan.sources), x.numel())
+        if self._takes(x):
+            recv = torch.empty(shape, dtype=x.dtype, device=x.device)
+            self._neighbor_allgather(x, recv, plan)
+        else:
+            recv = self.staging.buffer("recv", x.dtype, shape[0] * shape[1]).view(shape)
+            self._neighbor_allgather(self._stage(x), recv, plan)
+            recv = recv.to(x.device)  # used right here, never returned: no copy needed on the host
+        nbytes, degree = x.numel() * x.element_size(), len(plan.destinations)
+        self._count(nbytes * degree, self.net.neighbor(nbytes, degree))
+        out = x * plan.self_weight
+        for w, r in zip(plan.weights, recv):
+            out.add_(r, alpha=w)
+        return out
 
     # -- compressed aggregation -----------------------------------------------------------------
     def aggregate(self, payload: list[torch.Tensor], ctx, compressor, timer=None) -> torch.Tensor:

@@ -2,9 +2,11 @@
 
 Training data moves through a :class:`~hpcgan.comm.base.Communicator`, which counts what it hands
 to the transport. Everything else that crosses ranks -- size checks, flags, the DPOSG consensus
-distance, the averaged model for evaluation, per-label bookkeeping -- goes through this channel,
-so no algorithm touches mpi4py and none of it shows up in ``bytes_sent``. Tensors are staged
-through host memory (any device works); Python objects are pickled by mpi4py.
+distance, the averaged model for evaluation, per-label bookkeeping, the sums of the quality
+metrics -- goes through this channel, so no algorithm or metric touches mpi4py and none of it
+shows up in ``bytes_sent``. Tensors on any device are staged through host memory (a fresh copy per
+call: control messages are rare and small, so they keep no buffers); host tensors are used in
+place. Python objects are pickled by mpi4py.
 """
 from __future__ import annotations
 
@@ -22,15 +24,15 @@ class ControlChannel:
     # -- tensors (host-staged; results land back on the tensor's device) -------------------------
     def allreduce_(self, t: torch.Tensor) -> torch.Tensor:
         """In-place elementwise sum of ``t`` over all ranks; returns ``t``."""
-        host = t.detach().cpu().contiguous()
+        host = _host(t)
         self.comm.Allreduce(MPI.IN_PLACE, host.numpy(), op=MPI.SUM)
-        return t.copy_(host)
+        return _back(t, host)
 
     def broadcast_(self, t: torch.Tensor, root: int = 0) -> torch.Tensor:
         """In-place copy of ``t`` from ``root``; returns ``t``."""
-        host = t.detach().cpu().contiguous()
-        self.comm.Bcast(host.numpy(), root=root)
-        return t.copy_(host)
+        host = _host(t)
+        self.comm.Bcast(host.reshape(-1).view(torch.uint8).numpy(), root=root)  # bytes: any dtype
+        return _back(t, host)
 
     # -- Python objects ------------------------------------------------------------------------
     def allgather(self, obj: Any) -> list[Any]:
@@ -49,3 +51,14 @@ class ControlChannel:
 
     def barrier(self) -> None:
         self.comm.Barrier()
+
+
+def _host(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself if it is a contiguous host tensor, else a contiguous host copy."""
+    return t.detach().cpu().contiguous()
+
+
+def _back(t: torch.Tensor, host: torch.Tensor) -> torch.Tensor:
+    if host.data_ptr() != t.data_ptr() or t.device.type != "cpu":
+        t.copy_(host.view(t.shape))
+    return t

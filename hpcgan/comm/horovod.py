@@ -4,7 +4,9 @@
 ``op=hvd.Sum`` (Horovod's own fusion and ring/tree algorithms), payloads of any length use
 ``hvd.allgather`` (concatenation along dim 0). Horovod's wire compression (``hvd.Compression``)
 is not used: hpcgan's compressors run before the communicator, so every backend moves the same
-bytes. Gossip (neighbour exchange) has no Horovod equivalent and raises UsageError.
+bytes. Gossip (neighbour exchange) has no Horovod equivalent and raises UsageError. Horovod built
+with NCCL takes CUDA tensors as they are; otherwise the base class stages them through reused
+pinned host buffers.
 """
 from __future__ import annotations
 
@@ -37,21 +39,17 @@ class HorovodCommunicator(Communicator):
             hvd.init(comm=self.comm)
         if hvd.size() != self.comm.size or hvd.rank() != self.comm.rank:
             raise UsageError("Horovod is already initialised over a different set of ranks")
-        super().__init__(self.comm.rank, self.comm.size, net, ControlChannel(self.comm))
+        super().__init__(self.comm.rank, self.comm.size, net, ControlChannel(self.comm),
+                         direct=frozenset({"cpu", "cuda"} if hvd.nccl_built() else {"cpu"}))
 
     def _allreduce(self, t: torch.Tensor) -> None:
         self.hvd.allreduce_(t, op=self.hvd.Sum)
 
-    def _allgather(self, t: torch.Tensor, counts: list[int] | None = None) -> list[torch.Tensor]:
-        raw = t.view(torch.uint8)  # move bytes: Horovod has no bfloat16
-        counts = counts or self.hvd.allgather(torch.tensor([t.numel()])).tolist()
-        return [p.view(t.dtype) for p in self.hvd.allgather(raw).split([n * t.element_size() for n in counts])]
+    def _allgather(self, t: torch.Tensor, out: torch.Tensor, counts: list[int]) -> None:
+        out.view(torch.uint8).copy_(self.hvd.allgather(t.view(torch.uint8)))  # bytes: Horovod has no bfloat16
 
     def _broadcast(self, t: torch.Tensor, root: int) -> None:
         self.hvd.broadcast_(t, root_rank=root)
 
     def barrier(self) -> None:
         self.hvd.barrier()
-
-    def neighbor_mix(self, *args, **kwargs):
-        raise UsageError("backend 'horovod' has no neighbour exchange; run gossip (dposg) with --backend mpi")

@@ -1,90 +1,109 @@
 """mpi4py communicator: buffer-based collectives on contiguous tensors (no pickling).
 
-CUDA tensors go to MPI directly when mpi4py reports a CUDA-aware MPI library, and are staged
-through host memory otherwise (copy out, collective, copy back).
+Host tensors go to MPI as numpy views of their memory. CUDA tensors are staged through reused,
+pinned host buffers by the base class (:mod:`.staging`), unless MPI reads device memory itself:
+``--cuda-aware-mpi yes``, or ``auto`` (the default) when the MPI library reports CUDA support
+(:func:`cuda_support`). Then device tensors go to MPI as they are, through their
+``__cuda_array_interface__`` (mpi4py's buffer protocol for device arrays), after the current CUDA
+stream has finished writing them. Every primitive moves raw bytes where it can (allgather,
+broadcast, neighbour exchange), so any dtype works, bfloat16 included.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
+import ctypes
+import os
+import re
+from functools import lru_cache
 
-import numpy as np
 import torch
 from mpi4py import MPI
 
+from ..config import CommConfig
+from ..log import get_logger
 from ..netmodel import NetworkModel
 from .base import BACKENDS, Communicator
 from .control import ControlChannel
 
 
-def _buf(t: torch.Tensor) -> np.ndarray:
-    if t.device.type != "cpu" or not t.is_contiguous():
-        raise ValueError("the mpi backend needs contiguous CPU tensors; stage device tensors first")
-    return t.detach().numpy()
+def _buf(t: torch.Tensor):
+    """What mpi4py reads and writes for the contiguous ``t``: a numpy view of host memory, or the
+    device tensor itself (CUDA-aware MPI; the stream is synchronised first, since MPI accesses
+    device memory outside torch's stream order)."""
+    if t.device.type == "cpu":
+        return t.detach().numpy()
+    torch.cuda.current_stream(t.device).synchronize()
+    return t.detach()
 
 
-def cuda_aware() -> bool:
-    """Whether the MPI library says it can read and write CUDA device memory."""
+def _loaded_mpi_libraries() -> list[str]:
+    """Paths of the MPI libraries mapped into this process (Linux; empty elsewhere)."""
     try:
-        return bool(MPI.Query_cuda_support())
-    except (AttributeError, NotImplementedError, MPI.Exception):
-        return False
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "/" in line}
+    except OSError:
+        return []
+    return sorted(p for p in paths if re.match(r"libmpi[\w.-]*\.so", os.path.basename(p)))
+
+
+@lru_cache(maxsize=1)
+def cuda_support() -> bool:
+    """Whether the MPI library mpi4py runs on says it reads and writes GPU memory: the
+    ``MPIX_Query_cuda_support`` extension of Open MPI and MPICH (``MPIX_Query_hip_support`` on ROCm
+    builds of torch), looked up in the loaded library. False when the library has no such query."""
+    query = "MPIX_Query_hip_support" if torch.version.hip else "MPIX_Query_cuda_support"
+    for path in _loaded_mpi_libraries():
+        try:
+            lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+        except OSError:
+            continue
+        if hasattr(lib, query):
+            return bool(getattr(lib, query)())
+    return False
+
+
+def uses_device_memory(setting: str, supported: bool) -> bool:
+    """``--cuda-aware-mpi``: yes = hand device memory to MPI, no = stage through host memory,
+    auto = hand it over exactly when the library reports CUDA support."""
+    return {"yes": True, "no": False, "auto": supported}[setting]
 
 
 @BACKENDS.register("mpi")
 class MPICommunicator(Communicator):
     name = "mpi"
 
-    def __init__(self, comm: MPI.Comm | None = None, net: NetworkModel | None = None):
+    def __init__(self, comm: MPI.Comm | None = None, net: NetworkModel | None = None, cuda_aware: str = "auto"):
         self.comm = MPI.COMM_WORLD if comm is None else comm
-        super().__init__(self.comm.rank, self.comm.size, net, ControlChannel(self.comm))
-        self._cuda_aware = cuda_aware()
+        supported = cuda_support()
+        self.cuda_aware = uses_device_memory(cuda_aware, supported)
+        if self.cuda_aware and not supported and self.comm.rank == 0:
+            get_logger().warning("--cuda-aware-mpi yes: the MPI library does not report CUDA support; "
+                                 "handing it device memory anyway")
+        super().__init__(self.comm.rank, self.comm.size, net, ControlChannel(self.comm),
+                         direct=frozenset({"cpu", "cuda"} if self.cuda_aware else {"cpu"}))
         self._graphs: dict[tuple, MPI.Distgraphcomm] = {}
 
-    @contextmanager
-    def _host(self, t: torch.Tensor) -> Iterator[object]:
-        """A buffer MPI can use for ``t``; device tensors are staged unless MPI is CUDA-aware."""
-        if t.device.type == "cpu":
-            yield _buf(t)
-        elif self._cuda_aware:
-            yield t.detach()
-        else:
-            host = t.detach().cpu()
-            yield _buf(host)
-            t.copy_(host)
+    @classmethod
+    def from_config(cls, cfg: CommConfig, comm=None) -> "MPICommunicator":
+        return cls(comm, NetworkModel(cfg.net_latency, cfg.net_bandwidth), cfg.cuda_aware_mpi)
 
     def _allreduce(self, t: torch.Tensor) -> None:
-        with self._host(t) as buf:
-            self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        self.comm.Allreduce(MPI.IN_PLACE, _buf(t), op=MPI.SUM)
 
-    def _allgather(self, t: torch.Tensor, counts: list[int] | None = None) -> list[torch.Tensor]:
-        counts = counts or self.comm.allgather(t.numel())
-        out = torch.empty(sum(counts), dtype=t.dtype)
-        src = t.cpu() if t.device.type != "cpu" else t
-        width = t.element_size()  # move raw bytes: numpy has no bfloat16
-        self.comm.Allgatherv(_buf(src.view(torch.uint8)), [_buf(out.view(torch.uint8)), [c * width for c in counts]])
-        return [p.to(t.device) for p in out.split(counts)]
+    def _allgather(self, t: torch.Tensor, out: torch.Tensor, counts: list[int]) -> None:
+        width = t.element_size()
+        self.comm.Allgatherv(_buf(t.view(torch.uint8)), [_buf(out.view(torch.uint8)), [c * width for c in counts]])
 
     def _broadcast(self, t: torch.Tensor, root: int) -> None:
-        with self._host(t) as buf:
-            self.comm.Bcast(buf, root=root)
+        self.comm.Bcast(_buf(t.view(torch.uint8)), root=root)
 
-    def neighbor_mix(self, x: torch.Tensor, plan) -> torch.Tensor:
-        """One gossip round over a distributed-graph communicator (one per plan, created on first
-        use, collectively): Neighbor_allgather of x, then the weighted sum with this rank's row of W."""
+    def _neighbor_allgather(self, x: torch.Tensor, out: torch.Tensor, plan) -> None:
+        """Neighbor_allgather over a distributed-graph communicator, one per plan, created on first
+        use (collectively)."""
         key = (plan.sources, plan.destinations)
         if key not in self._graphs:
             self._graphs[key] = self.comm.Create_dist_graph_adjacent(list(plan.sources), list(plan.destinations),
                                                                      reorder=False)
-        x = x.reshape(-1).contiguous()
-        recv = torch.empty((len(plan.sources), x.numel()), dtype=x.dtype)
-        nbytes, degree = x.numel() * x.element_size(), len(plan.destinations)
-        self._count(nbytes * degree, self.net.neighbor(nbytes, degree))
-        self._graphs[key].Neighbor_allgather(_buf(x), _buf(recv))
-        out = x * plan.self_weight
-        for w, r in zip(plan.weights, recv):
-            out.add_(r, alpha=w)
-        return out
+        self._graphs[key].Neighbor_allgather(_buf(x.view(torch.uint8)), _buf(out.view(torch.uint8)))
 
     def barrier(self) -> None:
         self.comm.Barrier()

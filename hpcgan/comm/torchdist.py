@@ -1,9 +1,15 @@
-"""torch.distributed communicator: gloo on CPU, nccl on GPU, bootstrapped from mpi4py.
+"""torch.distributed communicator: nccl when every rank drives its own GPU, gloo otherwise,
+bootstrapped from mpi4py.
 
 Rank 0 of the MPI communicator picks a free TCP port on its host and broadcasts the address, then
 every rank calls ``init_process_group(rank=comm.rank, world_size=comm.size)``. Rank and size come
 from MPI, so it works the same under mpirun, mpiexec and srun with no launcher variables. One
 process group per process: a second communicator over a communicator of the same size reuses it.
+
+NCCL refuses two ranks on one GPU, so :func:`choose_backend` picks nccl only when CUDA works, NCCL
+is built and no two ranks share a GPU (by UUID, whatever ``CUDA_VISIBLE_DEVICES`` each rank sees);
+otherwise gloo, whose transport takes host memory: the base class stages CUDA tensors through
+reused pinned buffers. With nccl, host tensors are staged to the GPU instead.
 """
 from __future__ import annotations
 
@@ -15,7 +21,9 @@ import torch.distributed as dist
 from mpi4py import MPI
 
 from ..errors import UsageError
+from ..log import get_logger
 from ..netmodel import NetworkModel
+from ..world import gpu_uuid
 from .base import BACKENDS, Communicator
 from .control import ControlChannel
 
@@ -26,14 +34,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def choose_backend(gpus: list[tuple[str, str | None]], nccl_available: bool) -> str:
+    """nccl if every rank has a GPU and no two ranks share one (``gpus``: every rank's (host, GPU
+    UUID or None)) and NCCL is built; gloo otherwise."""
+    every_rank_own_gpu = all(uuid is not None for _, uuid in gpus) and len(set(gpus)) == len(gpus)
+    return "nccl" if nccl_available and every_rank_own_gpu else "gloo"
+
+
 def init_process_group(comm: MPI.Comm) -> str:
     """Initialise the default process group over ``comm``'s ranks; returns the backend name."""
     if dist.is_initialized():
         if dist.get_world_size() != comm.size or dist.get_rank() != comm.rank:
             raise UsageError("torch.distributed is already initialised over a different set of ranks")
         return dist.get_backend()
-    backend = "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
-    hosts = comm.allgather(socket.gethostname())
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    gpus = comm.allgather((socket.gethostname(), gpu_uuid(device)))
+    backend = choose_backend(gpus, dist.is_nccl_available())
+    if backend == "gloo" and all(uuid is not None for _, uuid in gpus) and comm.rank == 0:
+        get_logger().info("torch backend: gloo with host staging (ranks share a GPU or NCCL is missing)")
+    hosts = [host for host, _ in gpus]
     addr = "127.0.0.1" if len(set(hosts)) == 1 else socket.gethostbyname(hosts[0])
     port = comm.bcast(_free_port() if comm.rank == 0 else None, root=0)
     dist.init_process_group(backend, init_method=f"tcp://{addr}:{port}", rank=comm.rank,
@@ -49,38 +68,28 @@ class TorchCommunicator(Communicator):
         if not dist.is_available():
             raise UsageError("backend 'torch' needs torch.distributed, which this torch build lacks")
         self.comm = MPI.COMM_WORLD if comm is None else comm
-        super().__init__(self.comm.rank, self.comm.size, net, ControlChannel(self.comm))
         self.backend = init_process_group(self.comm)
-        self.device = torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" \
-            else torch.device("cpu")
-
-    def _on_device(self, t: torch.Tensor) -> torch.Tensor:
-        return t if t.device == self.device else t.to(self.device)
+        nccl = self.backend == "nccl"
+        super().__init__(self.comm.rank, self.comm.size, net, ControlChannel(self.comm),
+                         transport=torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu"),
+                         direct=frozenset({"cuda"} if nccl else {"cpu"}))
 
     def _allreduce(self, t: torch.Tensor) -> None:
-        x = self._on_device(t)
-        dist.all_reduce(x, op=dist.ReduceOp.SUM)
-        if x is not t:
-            t.copy_(x)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
 
-    def _allgather(self, t: torch.Tensor, counts: list[int] | None = None) -> list[torch.Tensor]:
-        x = self._on_device(t)
-        if counts is None:
-            exchanged = [torch.zeros(1, dtype=torch.int64, device=self.device) for _ in range(self.size)]
-            dist.all_gather(exchanged, torch.tensor([x.numel()], device=self.device))
-            counts = [int(c) for c in exchanged]
+    def _allgather(self, t: torch.Tensor, out: torch.Tensor, counts: list[int]) -> None:
         longest = max(counts)
-        if x.numel() < longest:  # all_gather needs equal sizes: pad to the longest
-            x = torch.cat([x, x.new_zeros(longest - x.numel())])
-        parts = [x.new_empty(longest) for _ in range(self.size)]
-        dist.all_gather(parts, x)
-        return [p[:n].to(t.device) for p, n in zip(parts, counts)]
+        if all(c == longest for c in counts):  # straight into out
+            dist.all_gather(list(out.split(counts)), t)
+            return
+        padded = torch.cat([t, t.new_zeros(longest - t.numel())])  # all_gather needs equal sizes
+        parts = [t.new_empty(longest) for _ in range(self.size)]
+        dist.all_gather(parts, padded)
+        for p, o in zip(parts, out.split(counts)):
+            o.copy_(p[:o.numel()])
 
     def _broadcast(self, t: torch.Tensor, root: int) -> None:
-        x = self._on_device(t)
-        dist.broadcast(x, src=root)
-        if x is not t:
-            t.copy_(x)
+        dist.broadcast(t, src=root)
 
     def barrier(self) -> None:
         dist.barrier()

@@ -2,18 +2,20 @@
 
 ``build_evaluator(dataset)`` picks the metrics that fit the dataset. An evaluator is called on every
 rank with a sampling function ``sample(n) -> (x, y)`` returning this rank's share, and returns the
-global metrics (identical on every rank). Its reductions use the MPI communicator given, never the
-training communicator, so they add nothing to ``bytes_sent``.
+global metrics (identical on every rank). Its reductions go through the uncounted control channel
+(:class:`~hpcgan.comm.control.ControlChannel`) over the MPI communicator given, never through the
+training communicator, so they add nothing to ``bytes_sent``, and they never hand a tensor to MPI
+themselves (sums are host-staged by the channel, whatever device the samples came from).
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from typing import Callable
 
-import numpy as np
 import torch
 from mpi4py import MPI
 
+from ..comm.control import ControlChannel
 from ..data import Dataset, GaussianMixture
 from . import mog
 
@@ -39,9 +41,8 @@ class MixtureEvaluator(Evaluator):
     def evaluate(self, sample: SampleFn, n_total: int, comm: MPI.Comm) -> dict[str, float]:
         x, _ = sample(share(n_total, comm.rank, comm.size))
         counts = mog.mode_counts(x, self.mixture.centers, self.mixture.sigma)
-        total = np.empty_like(counts)
-        comm.Allreduce(counts, total, op=MPI.SUM)
-        return mog.mixture_metrics(total)
+        ControlChannel(comm).allreduce_(torch.from_numpy(counts))  # sums counts in place
+        return mog.mixture_metrics(counts)
 
 
 #: metric families ``hpcgan eval --metrics`` accepts

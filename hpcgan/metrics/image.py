@@ -1,9 +1,9 @@
 """Image quality, collective over ranks: each rank generates and embeds its share of the samples.
 
 For each extractor (the standard Inception-v3 and/or the proxy classifier), every rank accumulates
-:class:`FeatureStats` and :class:`ClassStats` of its own samples; one Allreduce each makes them
-global, so ``fid``/``is`` equal a single-process computation on the same samples. FID is measured
-against the cached statistics of every real image of the dataset. Class consistency (proxy only:
+:class:`FeatureStats` and :class:`ClassStats` of its own samples; one allreduce each over the
+control channel makes them global, so ``fid``/``is`` equal a single-process computation on the same
+samples. FID is measured against the cached statistics of every real image of the dataset. Class consistency (proxy only:
 its classes are the dataset's) is the fraction of conditional samples G(z, c) classified as c.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
+from ..comm.control import ControlChannel
 from . import Evaluator, SampleFn, share
 from .features import Extractor
 from .reference import reference_stats
@@ -50,7 +51,7 @@ class ImageEvaluator(Evaluator):
                     hits[i] += float((logits.argmax(dim=1) == y.cpu()).sum())
             if y is not None:
                 hits[-1] += x.shape[0]
-        comm.Allreduce(MPI.IN_PLACE, hits, op=MPI.SUM)
+        ControlChannel(comm).allreduce_(torch.from_numpy(hits))  # in place
         out: dict[str, float] = {}
         for e, ref, fs, cs, h in zip(self.extractors, refs, feats, classes, hits):
             out[e.prefix + FID] = fid(fs.allreduce(comm), ref)

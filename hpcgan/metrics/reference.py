@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
+from ..comm.control import ControlChannel
 from ..errors import UsageError
 from ..log import get_logger
 from .features import Extractor
@@ -72,8 +73,8 @@ def reference_file(dataset, extractor: Extractor) -> Path:
 
 def reference_stats(dataset, extractor: Extractor, comm: MPI.Comm, batch_size: int = 256) -> FeatureStats:
     """Feature statistics of the images ``dataset`` draws from: from the cache, else computed and cached."""
-    path = reference_file(dataset, extractor) if comm.rank == 0 else None
-    path = comm.bcast(path, root=0)
+    control = ControlChannel(comm)
+    path = control.bcast(reference_file(dataset, extractor) if comm.rank == 0 else None, root=0)
     if path.is_file():
         with np.load(path) as f:
             return FeatureStats.from_dict(f)
@@ -89,7 +90,7 @@ def reference_stats(dataset, extractor: Extractor, comm: MPI.Comm, batch_size: i
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, **stats.to_dict())
         tmp.replace(path)
-    comm.Barrier()
+    control.barrier()
     return stats
 
 

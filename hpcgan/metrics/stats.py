@@ -1,8 +1,9 @@
 """Statistics of features and class probabilities, additive over ranks, and the metrics built on them.
 
 Shape (after torch-fidelity): features -> statistics -> metric. Every statistic here is a sum, so
-each rank accumulates its own share and one ``Allreduce(SUM)`` gives the statistic of all samples;
-the metric computed from it is then identical to a single-process computation on the same samples.
+each rank accumulates its own share and one allreduce over the control channel gives the statistic
+of all samples; the metric computed from it is then identical to a single-process computation on
+the same samples.
 Everything is float64.
 
 * :class:`FeatureStats`  n, S = sum_i f_i, Q = sum_i f_i f_i^T  ->  mu = S/n,
@@ -23,6 +24,8 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
+from ..comm.control import ControlChannel
+
 
 def _as64(x: torch.Tensor | np.ndarray) -> np.ndarray:
     if isinstance(x, torch.Tensor):
@@ -31,9 +34,9 @@ def _as64(x: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def _allreduce(arrays: list[np.ndarray], comm: MPI.Comm) -> list[np.ndarray]:
-    """Sum a list of float64 arrays over ``comm`` with one Allreduce of their concatenation."""
+    """Sum a list of float64 arrays over ``comm`` with one allreduce of their concatenation."""
     flat = np.concatenate([a.ravel() for a in arrays])
-    comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
+    ControlChannel(comm).allreduce_(torch.from_numpy(flat))  # in place: flat holds the sums
     out, at = [], 0
     for a in arrays:
         out.append(flat[at:at + a.size].reshape(a.shape))

@@ -136,7 +136,7 @@ def test_bad_optimizer_and_backend_without_gossip_are_usage_errors():
         resolve_config({"algo": "dposg", "optimizer": "adam"})
     comm = build_communicator(RunConfig().comm, COMM)
     comm.name = "fake"
-    base = type(comm).__mro__[1]
+    base = type(comm).__mro__[1]  # a backend without its own neighbour exchange
     with pytest.raises(UsageError, match="not supported on backend 'fake'"):
-        base.neighbor_mix(comm, torch.zeros(3), build_topology("ring", COMM.size).plan(COMM.rank))
+        base._neighbor_allgather(comm, torch.zeros(3), torch.zeros(2, 3), build_topology("ring", COMM.size).plan(COMM.rank))
     assert ALGORITHMS.get("dposg") is DPOSG

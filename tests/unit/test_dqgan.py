@@ -26,7 +26,7 @@ class ThreadComm(Communicator):
         super().__init__(rank, group["size"])
         self.group = group
 
-    def _allgather(self, t, counts=None):
+    def _exchange(self, t):
         g = self.group
         g["slots"][self.rank] = t.reshape(-1).clone()
         g["barrier"].wait()
@@ -34,15 +34,18 @@ class ThreadComm(Communicator):
         g["barrier"].wait()
         return out
 
+    def _allgather(self, t, out, counts):
+        torch.cat(self._exchange(t), out=out)
+
     def _allreduce(self, t):
-        parts = self._allgather(t)
+        parts = self._exchange(t)
         total = parts[0].clone()
         for p in parts[1:]:
             total += p
         t.copy_(total.view_as(t))
 
     def _broadcast(self, t, root):
-        t.copy_(self._allgather(t)[root].view_as(t))
+        t.copy_(self._exchange(t)[root].view_as(t))
 
     def barrier(self):
         self.group["barrier"].wait()
