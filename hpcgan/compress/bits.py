@@ -19,9 +19,9 @@ def packed_len(n: int) -> int:
     return (n + 7) // 8
 
 
-def flag_buffer(n: int) -> torch.Tensor:
+def flag_buffer(n: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """A uint8 buffer for ``n`` flags, padded to whole bytes; write flags into ``[:n]``."""
-    buf = torch.empty(packed_len(n) * 8, dtype=torch.uint8)
+    buf = torch.empty(packed_len(n) * 8, dtype=torch.uint8, device=device)
     buf[n:] = 0
     return buf
 
@@ -35,11 +35,11 @@ def pack_flags(buf: torch.Tensor) -> torch.Tensor:
 
 def pack(flags: torch.Tensor) -> torch.Tensor:
     """Pack a 1-D bool or 0/1 uint8 tensor, 8 flags per byte."""
-    buf = flag_buffer(flags.numel())
+    buf = flag_buffer(flags.numel(), flags.device)
     buf[:flags.numel()] = flags.reshape(-1)
     return pack_flags(buf)
 
 
 def unpack(packed: torch.Tensor, n: int) -> torch.Tensor:
     """The first ``n`` flags of ``packed`` as a 0/1 uint8 tensor."""
-    return _SPREAD.index_select(0, packed.to(torch.int32)).view(torch.uint8)[:n]
+    return _SPREAD.to(packed.device).index_select(0, packed.to(torch.int32)).view(torch.uint8)[:n]

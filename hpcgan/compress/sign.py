@@ -99,12 +99,12 @@ class ScaledSign(Compressor):
         if _native(flat) is not None:
             return self._compress_native(flat, sizes, key), (x.shape, x.dtype, sizes)
         scales = torch.stack([seg.abs().sum() / n for seg, n in zip(flat.split(sizes), sizes)])
-        buf = bits.flag_buffer(d)
+        buf = bits.flag_buffer(d, flat.device)
         buf[:d] = flat.view(torch.uint8)[3::4]  # high byte of each fp32 ...
         buf >>= 7                               # ... down to its sign bit
         zeros = (flat == 0).nonzero().view(-1)
         if len(zeros):                          # +-0: a hashed bit instead
-            buf[zeros] = (lowbias32((zeros.cpu() + key) & 0xFFFFFFFF) & 1).to(torch.uint8).to(buf.device)
+            buf[zeros] = (lowbias32((zeros + key) & 0xFFFFFFFF) & 1).to(torch.uint8)
         return [bits.pack_flags(buf), scales], (x.shape, x.dtype, sizes)
 
     def state_dict(self):
@@ -122,8 +122,8 @@ class ScaledSign(Compressor):
         # One row gather writes the output: byte b of row i selects the 8 values s_t * (+-1) of
         # table t = owner of element 8i. Rows that straddle a tensor boundary are fixed after.
         owner, starts = _row_owners(tuple(sizes))
-        tables = (_SIGNS.unsqueeze(0) * scales.view(-1, 1, 1)).view(-1, 8)
-        out = F.embedding(owner + packed, tables).view(-1)[:d]
+        tables = (_SIGNS.to(scales.device).unsqueeze(0) * scales.view(-1, 1, 1)).view(-1, 8)
+        out = F.embedding(owner.to(packed.device) + packed, tables).view(-1)[:d]
         for t, start in enumerate(starts):
             end = min(-(-start // 8) * 8, start + sizes[t])
             if start % 8 and end > start:  # head of tensor t shares a row with tensor t - 1
