@@ -1,6 +1,7 @@
 """Helpers shared by the test suites (importable as ``helpers``: tests/ is on sys.path)."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -30,7 +31,8 @@ def run_hpcgan(n: int, *args: str, timeout: float = 120, **kw) -> subprocess.Com
 def schema_attrs(world: int = 1) -> dict:
     """Placeholder-valued root attributes of the right types, for recorder tests."""
     attrs = {k: ("x" if t is str else 1 if t is int else 0.5) for k, t in SCHEMA.root_attrs.items()}
-    attrs.update(world_size=world, config_json="{}", versions_json="{}")
+    attrs.update(world_size=world, config_json="{}", versions_json="{}", ranks_json=json.dumps(
+        [{"rank": r, "local_rank": r, "host": "x", "device": "cpu", "threads": 1, "affinity": "0"} for r in range(world)]))
     del attrs["schema_version"], attrs["started_at"]
     return attrs
 
