@@ -122,11 +122,13 @@ def plot_quality(table: QualityTable, path: Path, machine: str) -> Path:
     missing = [f"{run.path.name}: {why}" for run, why in table.missing]
     note = ("not shown: " + "; ".join(missing)) if missing else "every finished run is shown"
     fig.suptitle("\n".join([f"quality — {machine}", *textwrap.wrap(note, 200)[:5]]), fontsize=8)
-    return _save(fig, path)
+    shown = "; ".join(f"{r.dataset}: {r.algo} {r.scaling} N={r.ranks} ({r.estimate.n} seeds)" for r in table.rows)
+    return _save(fig, path, {"Description": f"shown: {shown}. {note}"})
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write the PNG; ``metadata`` goes into its text chunks (what the figure shows, for tools and tests)."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, metadata=metadata)
     plt.close(fig)
     return path

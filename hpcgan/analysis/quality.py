@@ -1,7 +1,7 @@
 """Final quality of runs, compared on one metric per dataset, with its spread over seeds.
 
-Every run of a dataset is compared on the same metric: the one asked for (``hpcgan report --metric``),
-else the dataset's headline metric (:func:`hpcgan.metrics.names.headline`: fid, else proxy_fid,
+Every run of a dataset is compared on the same metric: the one asked for (``hpcgan report --metric``)
+where the dataset's runs have it, else the dataset's headline metric (:func:`hpcgan.metrics.names.headline`: fid, else proxy_fid,
 else modes_covered, the first its runs have). Each run contributes its final quality
 (:meth:`~hpcgan.results.reader.RunResult.quality`: ``hpcgan eval`` of its final model when there is
 one, else its last evaluation during training). Runs of one (dataset, algorithm, scaling, ranks)
@@ -43,7 +43,8 @@ class QualityTable:
 
 
 def choose_metrics(runs: list[RunResult], requested: str | None = None) -> dict[str, Metric]:
-    """dataset -> the metric its runs are compared on (None-free: datasets with no metric are left out)."""
+    """dataset -> the metric its runs are compared on: ``requested`` where a run of the dataset has
+    it, else the dataset's headline metric (datasets with no metric at all are left out)."""
     if requested:
         METRICS.get(base_name(requested))  # a UsageError listing the valid names
     by_data: dict[str, set[str]] = defaultdict(set)
@@ -51,7 +52,7 @@ def choose_metrics(runs: list[RunResult], requested: str | None = None) -> dict[
         by_data[r.dataset] |= set(r.quality().values)
     out = {}
     for data, have in by_data.items():
-        name = requested or headline(have)
+        name = requested if requested in have else headline(have)  # no run of the dataset has it: its headline
         if name is not None:
             out[data] = Metric(name, *_info(name))
     return out
