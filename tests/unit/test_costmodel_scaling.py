@@ -1,17 +1,15 @@
 """Cost model (fit, formulas, projection) and scaling statistics (speedup, efficiency, CIs)."""
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import write_comm_file
+from helpers import fake_run, write_comm_file
 
 from hpcgan.algorithms import ALGORITHMS
 from hpcgan.analysis import costmodel as cm
 from hpcgan.netmodel import NetworkModel, Workload
-from hpcgan.results.reader import RunResult
 from hpcgan.analysis.scaling import Estimate, scaling_rows
 
 
@@ -63,23 +61,6 @@ def test_estimate_uses_student_t():
     assert e.mean == 2.0 and e.half_width == pytest.approx(4.302652729911275 / math.sqrt(3))
     one = Estimate.of([5.0, float("nan")])
     assert one.mean == 5.0 and math.isnan(one.half_width) and one.fmt() == "5"
-
-
-def fake_run(algo: str, scaling: str, ranks: int, seed: int, wall: float, batch: int, real_per_batch: int = 1,
-             threads: int = 1) -> RunResult:
-    n = 12
-    steps = {c: np.zeros((n, ranks)) for c in ("t_compute", "t_compress", "t_comm", "t_update", "t_net_emulated", "cpu")}
-    steps["wall"] = np.full((n, ranks), wall / 2)
-    steps["wall"][:, -1] = wall  # the slowest rank decides
-    steps["bytes_sent"] = np.zeros((n, ranks), dtype=np.int64)
-    steps["real_samples"] = np.full((n, ranks), real_per_batch * batch, dtype=np.int64)
-    steps["fake_samples"] = np.full((n, ranks), (real_per_batch + 1) * batch, dtype=np.int64)
-    steps["step"] = np.repeat(np.arange(n)[:, None], ranks, axis=1)
-    steps["wall"][:2] = 100.0  # warm-up, excluded
-    attrs = {"algorithm": algo, "scaling": scaling, "world_size": ranks, "warmup_steps": 2, "finished_at": "x",
-             "local_batch": batch, "global_batch": batch * ranks, "machine": "test",
-             "ranks_json": json.dumps([{"threads": threads, "device": "cpu"}] * ranks)}
-    return RunResult(Path(f"{algo}_{ranks}_{seed}.h5"), attrs, {"run": {"seed": seed}}, steps, {}, {})
 
 
 def test_weak_and_strong_speedup_and_efficiency_pair_repeats_by_seed():
