@@ -6,7 +6,7 @@
     / attrs          schema_version, algorithm, backend, ... (SCHEMA.root_attrs); finished_at only
                      when the run ended normally
     /steps/<column>  (n_steps, world_size), row i = training step i, column r = rank r
-    /eval/step, /eval/<metric>           (n_evals,)
+    /eval/step, /eval/<metric>           (n_evals,)   attrs samples, is_splits of the evaluations
     /consensus/step, /consensus/distance (n,)   DPOSG
     /labels/owner    (n_labels,)                pcwgan: label -> rank
     /final_eval/<metric>  scalars                ``hpcgan eval`` of the run's final model (attrs
