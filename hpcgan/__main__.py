@@ -164,6 +164,16 @@ def train_description() -> str:
     return "\n".join(lines)
 
 
+def cmd_claims(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .claims import main as claims_main
+
+    if MPI.COMM_WORLD.size > 1:
+        raise UsageError("hpcgan claims is a single process that launches the runs; do not start it with mpiexec")
+    return claims_main(args.quick, args.seeds, Path(args.out), args.launcher)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .algorithms import defaults_help
     from .config import add_config_arguments
@@ -202,7 +212,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="also write the metrics as JSON")
     ev.set_defaults(fn=cmd_eval)
     add_sweep_parsers(sub)
+    add_claims_parser(sub)
     return parser
+
+
+def add_claims_parser(sub) -> None:
+    from .sweep import DEFAULT_LAUNCHER
+
+    cl = sub.add_parser("claims", help="the three papers' claims over seeds, with 95%% CIs and verdicts (claims.md)")
+    cl.add_argument("--quick", action="store_true", help="one claim per paper, fewer steps (under 3 minutes)")
+    cl.add_argument("--seeds", type=int, default=3, help="seeds per arm (default: 3; at least 2)")
+    cl.add_argument("--out", default="results/claims", help="folder for runs, claims.md and claims.png")
+    cl.add_argument("--launcher", default=DEFAULT_LAUNCHER, help="launch command with {n} for the rank count")
+    cl.set_defaults(fn=cmd_claims)
 
 
 def add_sweep_parsers(sub) -> None:

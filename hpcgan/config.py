@@ -122,6 +122,9 @@ class CommConfig(Section):
     ratio: float = opt(0.01, "fraction of coordinates kept by topk / randk", gt=0, le=1)
     levels: int = opt(16, "QSGD quantization levels s", ge=1)
     error_feedback: bool = opt(True, "error feedback for compressed steps")
+    granularity: str = opt("tensor", "what one compressor scale (or top-k budget) covers: each parameter tensor, "
+                           "each network (G, D), or blocks of --block-size values", ("tensor", "network", "block"))
+    block_size: int = opt(65536, "values per block with --granularity block", ge=1)
     net_latency: float = opt(0.0, "emulated latency alpha per message [s]", ge=0)
     net_bandwidth: float = opt(0.0, "emulated bandwidth B [bytes/s]; 0 = not emulated", ge=0)
 

@@ -158,7 +158,8 @@ def launch_argv(launcher: str, n: int, hpcgan_args: list[str]) -> list[str]:
             *hpcgan_args]
 
 
-def _run(argv: list[str], log: Path, timeout: float, threads: int) -> int:
+def run_logged(argv: list[str], log: Path, timeout: float, threads: int = 0) -> int:
+    """Run ``argv`` with its output in ``log`` (the command line first); its exit status, 124 on timeout."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"HPCGAN_THREADS": str(threads)} if threads else {})}
     with open(log, "w") as f:
         f.write(shlex.join(argv) + "\n")
@@ -207,7 +208,7 @@ def run_sweep(jobs: list[Job], out: Path, launcher: str = DEFAULT_LAUNCHER, time
     for name, n, path, args in bar:
         bar.set_postfix_str(name)
         ts = time.perf_counter()
-        code = _run(launch_argv(launcher, n, args), path.with_suffix(".log"), timeout, threads)
+        code = run_logged(launch_argv(launcher, n, args), path.with_suffix(".log"), timeout, threads)
         if code == 0:
             log.info("%-22s done in %.1f s -> %s", name, time.perf_counter() - ts, path)
         else:

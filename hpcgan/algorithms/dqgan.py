@@ -12,7 +12,8 @@ Per step t:
    A, optimistic (default):  p_t^m = eta (2 d_t^m - d_{t-1}^m) + e_t^m      (d_{-1} = 0)
    B, optimistic:            p_t^m = eta d_t^m + e_t^m
    adam (not optimistic):    p_t^m = eta d_t^m + e_t^m
-3. Delta_t^m = Q(p_t^m);  e_{t+1}^m = p_t^m - Delta_t^m   (per network, one scale per tensor)
+3. Delta_t^m = Q(p_t^m);  e_{t+1}^m = p_t^m - Delta_t^m   (per network; one scale per parameter
+   tensor, per network or per block of values: ``--granularity``, recorded in the config)
 4. Delta_t = (1/M) sum_m Delta_t^m   -- ONE collective over the G and D payloads joined:
    allreduce for summable compressors, else allgather + decompress + mean on every rank
 5. A and adam: x_{t+1} = x_t - Delta_t;   B: x_{t+1} = x_t - 2 Delta_t + Delta_{t-1}
@@ -22,10 +23,13 @@ Invariant (tested): the virtual iterate x~_t = x_t - (1/M) sum_m e_t^m follows t
 with the averaged step, x~_{t+1} = x~_t - (1/M) sum_m (p_t^m - e_t^m): exact OMD with the averaged
 gradient for ``omd``, dense local-(O)Adam with the averaged step for ``oadam``/``adam``. With
 Q = identity DQGAN is that dense rule with global batch M b. ``--no-error-feedback`` drops e.
+
+Outside the timed step, every ``--log-every`` steps, the largest residual norm over ranks of each
+network, max_m ||e^m||, goes to /residual/{G,D} (uncounted control channel), so a blow-up is visible.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -40,6 +44,9 @@ from ..log import get_logger
 from ..netmodel import NetworkModel, Workload
 from ..results.schema import StepStats
 from .base import ALGORITHMS, Batch, GanAlgorithm, TrainContext
+
+if TYPE_CHECKING:
+    from ..results.recorder import Recorder
 
 
 class Extrapolation:
@@ -103,6 +110,16 @@ def extrapolation(cfg: RunConfig) -> Extrapolation:
     return ExtrapolateInMessage() if cfg.algo.dqgan_variant == "A" else ExtrapolateAfterAverage()
 
 
+def scale_groups(sizes: list[int], granularity: str, block_size: int) -> list[int]:
+    """The lengths the compressor scales separately within one network's buffer of tensors ``sizes``."""
+    if granularity == "tensor":
+        return list(sizes)
+    total = sum(sizes)
+    if granularity == "network":
+        return [total]
+    return [block_size] * (total // block_size) + ([total % block_size] if total % block_size else [])
+
+
 class DQGANUpdate:
     """Steps 1b-5 on one flat vector whose named parts ("G", "D") are compressed separately.
     Model-free, so tests run it on toy games in float64."""
@@ -131,6 +148,11 @@ class DQGANUpdate:
         """Step 5."""
         self.extrapolation.apply(params, delta)
 
+    def residual_norms(self) -> dict[str, float]:
+        """||e^m|| of each network on this rank (0 before the first step)."""
+        return {name: float(self.ef.residuals[name].norm()) if name in self.ef.residuals else 0.0
+                for name in self.parts}
+
     def residual(self, like: torch.Tensor) -> torch.Tensor:
         """e^m over the whole flat vector shaped like ``like`` (zeros where none exists yet)."""
         out = like.new_zeros(like.shape)
@@ -154,7 +176,8 @@ class DQGANUpdate:
 class DQGAN(GanAlgorithm):
     summary = "quantized optimistic mirror descent with error feedback (DQGAN)"
     defaults = {"optimizer": "oadam", "compressor": "sign"}
-    options = frozenset({"compressor", "ratio", "levels", "error_feedback", "dqgan_variant"})
+    options = frozenset({"compressor", "ratio", "levels", "error_feedback", "granularity", "block_size",
+                         "dqgan_variant"})
     choices = {**GanAlgorithm.choices, "optimizer": ("oadam", "omd", "adam")}
     comm_formula = "summable payload: ring allreduce 2(M-1)(a + p/(MB)); else allgather (M-1)(a + p/B); p measured"
 
@@ -174,7 +197,9 @@ class DQGAN(GanAlgorithm):
         cfg = self.cfg
         self.comm.broadcast_(self.flat.params)
         self.compressor = build_compressor(cfg.comm)
-        parts = {n: (self.flat.ranges[n], self.flat.tensor_sizes(n)) for n in self.flat.names}
+        c = cfg.comm
+        parts = {n: (self.flat.ranges[n], scale_groups(self.flat.tensor_sizes(n), c.granularity, c.block_size))
+                 for n in self.flat.names}
         self.update = DQGANUpdate(parts, self.compressor, cfg.comm.error_feedback, cfg.optim.lr,
                                   Direction(cfg.optim, self.flat.params), extrapolation(cfg), self.comm)
         get_logger().info("dqgan: compressor %s, error feedback %s, %s direction, variant %s", cfg.comm.compressor,
@@ -193,6 +218,11 @@ class DQGAN(GanAlgorithm):
         with self.timer("update"):
             self.update.apply(self.flat.params, delta)
         return self._stats(d_loss, g_loss)
+
+    def after_step(self, recorder: "Recorder", step: int) -> None:
+        if (step + 1) % self.cfg.run.log_every == 0:
+            norms = self.comm.control.allgather(self.update.residual_norms())
+            recorder.record_series("residual", step, {k: max(n[k] for n in norms) for k in norms[0]})
 
     def attrs(self) -> dict[str, Any]:
         return {**super().attrs(), "compressor": self.compressor.name}

@@ -136,7 +136,7 @@ class Communicator(ABC):
         size depending only on the size of the compressed buffer (true of every registered
         compressor, and tested): a rank's signature changes only if its model does.
 
-        ``timer`` (a :class:`~hpcgan.results.schema.PhaseTimer`) times the collective as "comm" and the
+        ``timer`` (a :class:`~hpcgan.results.timer.PhaseTimer`) times the collective as "comm" and the
         decompression as "compress", the phase that local (de)compression work belongs to.
         """
         phase = timer or (lambda name: nullcontext())

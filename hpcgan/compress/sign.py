@@ -1,11 +1,16 @@
 """Scaled sign (1-bit) compressor, one fp32 scale per parameter tensor.
 
-For each tensor x of length d:  Q(x) = (||x||_1 / d) * sign(x)  (sign(0) = +1).
-Then <Q(x), x> = ||Q(x)||^2 = ||x||_1^2 / d, so ||Q(x) - x||^2 = ||x||^2 - ||x||_1^2/d, i.e.
+For each tensor x of length d:  Q(x) = (||x||_1 / d) * sign(x), where sign(0) is a pseudo-random
++-1 that changes every call: one bit cannot send 0, and a fixed sign(0) = +1 would move every
+exactly-zero coordinate (dead ReLUs: half of a generator's gradient) the same way at every step;
+a random sign averages to 0 over calls. Either way sign(x_i) x_i = |x_i|, so
+<Q(x), x> = ||Q(x)||^2 = ||x||_1^2 / d and ||Q(x) - x||^2 = ||x||^2 - ||x||_1^2/d, i.e.
 delta = ||x||_1^2 / (d ||x||_2^2) >= 1/d (docs/ALGORITHMS.md section 0).
 Payload: the sign bits of the whole flat buffer packed 8 per byte (:mod:`.bits`), and the scales:
 ceil(D/8) + 4 T bytes for D values in T tensors. Not summable (allgather + decompress + mean).
-The sign bit is read straight from the IEEE-754 encoding (so -0.0 counts as negative).
+The sign bit is read straight from the IEEE-754 encoding; for +-0.0 it is bit 0 of
+lowbias32((i + key) mod 2^32), i the index in the flat buffer and key a hash of the call count
+(checkpointed state, so a resumed run sends the same bits).
 
 On CPU the work is done by the C kernels of ``sign1bit.c`` (:mod:`.native`): compress is one pass
 that sums |x| and packs the bits, decompress one pass that writes the output. Eager torch needs
@@ -36,7 +41,7 @@ def _kernels() -> ctypes.CDLL | None:
     lib = native.load("sign1bit")
     if lib is not None:
         ptr = ctypes.c_void_p
-        lib.hpcgan_sign_compress.argtypes = [ptr, ptr, ctypes.c_int64, ptr, ptr]
+        lib.hpcgan_sign_compress.argtypes = [ptr, ptr, ctypes.c_int64, ptr, ptr, ctypes.c_uint32]
         lib.hpcgan_sign_decompress.argtypes = [ptr, ptr, ctypes.c_int64, ptr, ptr, ctypes.c_int]
         lib.hpcgan_sign_isa.restype = ctypes.c_char_p
     return lib
@@ -61,6 +66,21 @@ def _row_owners(sizes: tuple[int, ...]) -> tuple[torch.Tensor, list[int]]:
     return 256 * (torch.searchsorted(starts, first, right=True) - 1), starts.tolist()
 
 
+def lowbias32(x: torch.Tensor) -> torch.Tensor:
+    """Chris Wellons' 32-bit integer hash on int64 tensors holding values < 2^32 (as in sign1bit.c;
+    int64 products wrap, and only their low 32 bits are kept)."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def call_key(calls: int) -> int:
+    """The per-call key of the zero bits: a hash of the call count, in [0, 2^32)."""
+    return int(lowbias32(torch.tensor([calls * 0x9E3779B9 % 2**32]))[0])
+
+
 @COMPRESSORS.register("sign")
 class ScaledSign(Compressor):
     name, summable = "sign", False
@@ -68,18 +88,30 @@ class ScaledSign(Compressor):
     def __init__(self, cfg: CommConfig | None = None):
         if sys.byteorder != "little":
             raise RuntimeError("the sign compressor reads fp32 sign bits on little-endian hosts only")
+        self.calls = 0
 
     def compress(self, x, sizes):
         flat = x.reshape(-1).to(torch.float32).contiguous()
         d = flat.numel()
         sizes = list(sizes) if sizes else [d]
+        key = call_key(self.calls)
+        self.calls += 1
         if _native(flat) is not None:
-            return self._compress_native(flat, sizes), (x.shape, x.dtype, sizes)
+            return self._compress_native(flat, sizes, key), (x.shape, x.dtype, sizes)
         scales = torch.stack([seg.abs().sum() / n for seg, n in zip(flat.split(sizes), sizes)])
         buf = bits.flag_buffer(d)
         buf[:d] = flat.view(torch.uint8)[3::4]  # high byte of each fp32 ...
         buf >>= 7                               # ... down to its sign bit
+        zeros = (flat == 0).nonzero().view(-1)
+        if len(zeros):                          # +-0: a hashed bit instead
+            buf[zeros] = (lowbias32((zeros.cpu() + key) & 0xFFFFFFFF) & 1).to(torch.uint8).to(buf.device)
         return [bits.pack_flags(buf), scales], (x.shape, x.dtype, sizes)
+
+    def state_dict(self):
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state):
+        self.calls = int(state["calls"])
 
     def decompress(self, payload, ctx):
         packed, scales = payload
@@ -107,13 +139,13 @@ class ScaledSign(Compressor):
         return out
 
     @staticmethod
-    def _compress_native(flat, sizes) -> list[torch.Tensor]:
+    def _compress_native(flat, sizes, key: int) -> list[torch.Tensor]:
         """The C kernel: packed sign bits and per-tensor scales of the contiguous fp32 ``flat``."""
         lengths = torch.tensor(sizes, dtype=torch.int64)
         packed = torch.zeros(bits.packed_len(flat.numel()), dtype=torch.uint8)
         scales = torch.empty(len(sizes), dtype=torch.float32)
         _kernels().hpcgan_sign_compress(flat.data_ptr(), lengths.data_ptr(), len(sizes), packed.data_ptr(),
-                                        scales.data_ptr())
+                                        scales.data_ptr(), key)
         return [packed, scales]
 
     @staticmethod

@@ -1,10 +1,12 @@
-/* Scaled-sign (1-bit) kernels for hpcgan.comm.sign: one pass over memory each way.
+/* Scaled-sign (1-bit) kernels for hpcgan.compress.sign: one pass over memory each way.
 
    x is a flat fp32 buffer of T tensors laid end to end (tensor t holds sizes[t] values).
      compress:   scales[t] = sum_{i in t} |x_i| / sizes[t];  bit (i mod 8) of packed[i / 8] = sign bit of x_i
      decompress: out_i = scales[t(i)] * (bit i set ? -1 : +1), or out_i += that when accumulating
-   The sign bit is read from the IEEE-754 encoding (-0.0 is negative, +0.0 positive), exactly as the
-   torch fallback in sign.py does, so both produce the same bits. compress needs ceil(n/8) zeroed
+   The sign bit is read from the IEEE-754 encoding, except for exact zeros (+0.0 and -0.0): one bit
+   cannot send 0, so a zero gets a pseudo-random bit, bit 0 of lowbias32((uint32)(i + key)), which
+   averages to 0 over calls (``key`` changes every call) instead of always moving the coordinate one
+   way. The torch fallback in sign.py computes the same hash, so both produce the same bits. compress needs ceil(n/8) zeroed
    bytes in packed (a byte shared by two tensors is OR-ed together). Sums run in fp32 over blocks of
    BLOCK values and are added up in fp64.
 
@@ -32,18 +34,55 @@ const char *hpcgan_sign_isa(void)
 
 static inline uint32_t bits_of(float v) { uint32_t u; memcpy(&u, &v, sizeof u); return u; }
 
-static inline void pack_one(const float *x, int64_t i, uint8_t *packed, double *total)
+/* lowbias32 (Chris Wellons' integer hash): the pseudo-random bit source for exact zeros. */
+static inline uint32_t lowbias32(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+
+/* The bit sent for value bits u at index i: its sign bit, or a hashed bit for +-0. */
+static inline uint32_t sign_bit(uint32_t u, int64_t i, uint32_t key)
+{
+    return (u & 0x7fffffffu) ? u >> 31 : lowbias32((uint32_t)i + key) & 1u;
+}
+
+static inline void pack_one(const float *x, int64_t i, uint8_t *packed, double *total, uint32_t key)
 {
     const uint32_t u = bits_of(x[i]);
-    packed[i >> 3] |= (uint8_t)((u >> 31) << (i & 7));
+    packed[i >> 3] |= (uint8_t)(sign_bit(u, i, key) << (i & 7));
     const uint32_t a = u & 0x7fffffffu;
     float f;
     memcpy(&f, &a, sizeof f);
     *total += f;
 }
 
-/* Packs n values (n a multiple of 32, x 8-aligned in the buffer) and returns their sum |x|. */
-static float pack_block(const float *restrict x, int64_t n, uint8_t *restrict packed)
+#if defined(__AVX2__)
+/* The hashed bits of the 8 indices base..base+7, as a movemask. */
+static inline uint32_t hash_mask8(uint32_t base, uint32_t key)
+{
+    __m256i x = _mm256_add_epi32(_mm256_set1_epi32((int)(base + key)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x7feb352d));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32((int)0x846ca68bu));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+    return (uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_slli_epi32(x, 31)));
+}
+
+static inline uint32_t zero_mask8(__m256 v)
+{
+    return (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_EQ_OQ));
+}
+#endif
+
+/* Packs n values (n a multiple of 32, x 8-aligned in the buffer, x[0] at buffer index i0) and
+   returns their sum |x|. */
+static float pack_block(const float *restrict x, int64_t n, uint8_t *restrict packed, int64_t i0, uint32_t key)
 {
 #if defined(__AVX2__)
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
@@ -51,8 +90,15 @@ static float pack_block(const float *restrict x, int64_t n, uint8_t *restrict pa
     for (int64_t i = 0; i < n; i += 32) {
         const __m256 v0 = _mm256_loadu_ps(x + i), v1 = _mm256_loadu_ps(x + i + 8);
         const __m256 v2 = _mm256_loadu_ps(x + i + 16), v3 = _mm256_loadu_ps(x + i + 24);
-        const uint32_t m = (uint32_t)_mm256_movemask_ps(v0) | (uint32_t)_mm256_movemask_ps(v1) << 8
-                         | (uint32_t)_mm256_movemask_ps(v2) << 16 | (uint32_t)_mm256_movemask_ps(v3) << 24;
+        uint32_t m = (uint32_t)_mm256_movemask_ps(v0) | (uint32_t)_mm256_movemask_ps(v1) << 8
+                   | (uint32_t)_mm256_movemask_ps(v2) << 16 | (uint32_t)_mm256_movemask_ps(v3) << 24;
+        const uint32_t z = zero_mask8(v0) | zero_mask8(v1) << 8 | zero_mask8(v2) << 16 | zero_mask8(v3) << 24;
+        if (z) {
+            const uint32_t b = (uint32_t)(i0 + i);
+            const uint32_t h = hash_mask8(b, key) | hash_mask8(b + 8, key) << 8
+                             | hash_mask8(b + 16, key) << 16 | hash_mask8(b + 24, key) << 24;
+            m = (m & ~z) | (h & z);
+        }
         memcpy(packed + (i >> 3), &m, sizeof m);
         a0 = _mm256_add_ps(a0, _mm256_and_ps(v0, absmask));
         a1 = _mm256_add_ps(a1, _mm256_and_ps(v1, absmask));
@@ -75,7 +121,7 @@ static float pack_block(const float *restrict x, int64_t n, uint8_t *restrict pa
     }
     for (int64_t k = 0; k < n / 8; ++k) {
         uint32_t b = 0;
-        for (int j = 0; j < 8; ++j) b |= (u[8 * k + j] >> 31) << j;
+        for (int j = 0; j < 8; ++j) b |= sign_bit(u[8 * k + j], i0 + 8 * k + j, key) << j;
         packed[k] = (uint8_t)b;
     }
     return acc;
@@ -83,20 +129,20 @@ static float pack_block(const float *restrict x, int64_t n, uint8_t *restrict pa
 }
 
 void hpcgan_sign_compress(const float *restrict x, const int64_t *restrict sizes, int64_t T,
-                          uint8_t *restrict packed, float *restrict scales)
+                          uint8_t *restrict packed, float *restrict scales, uint32_t key)
 {
     int64_t start = 0;
     for (int64_t t = 0; t < T; ++t) {
         const int64_t end = start + sizes[t];
         int64_t i = start;
         double total = 0.0;
-        for (; i < end && (i & 7); ++i) pack_one(x, i, packed, &total);  /* byte shared with t - 1 */
+        for (; i < end && (i & 7); ++i) pack_one(x, i, packed, &total, key);  /* byte shared with t - 1 */
         while (end - i >= 32) {
             const int64_t n = end - i >= BLOCK ? BLOCK : (end - i) / 32 * 32;
-            total += pack_block(x + i, n, packed + (i >> 3));
+            total += pack_block(x + i, n, packed + (i >> 3), i, key);
             i += n;
         }
-        for (; i < end; ++i) pack_one(x, i, packed, &total);
+        for (; i < end; ++i) pack_one(x, i, packed, &total, key);
         scales[t] = sizes[t] ? (float)(total / (double)sizes[t]) : 0.0f;
         start = end;
     }

@@ -116,16 +116,29 @@ def grid_centers(n: int = 5, spacing: float = 2.0) -> torch.Tensor:
     return torch.cartesian_prod(axis, axis)
 
 
+def mixture_sigma(arg: str, default: float) -> float:
+    """The standard deviation of ``mogN:SIGMA`` (default when no argument is given)."""
+    if not arg:
+        return default
+    try:
+        sigma = float(arg)
+    except ValueError:
+        sigma = math.nan
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise UsageError(f"mixture standard deviation must be a positive number (e.g. mog8:0.1), got '{arg}'")
+    return sigma
+
+
 @DATASETS.register("mog8")
 def mog8(arg: str = "", shard: str = "even") -> GaussianMixture:
-    """Ring of 8 Gaussians, radius 2, sigma 0.02."""
-    return GaussianMixture(ring_centers(8, 2.0), 0.02)
+    """Ring of 8 Gaussians, radius 2, sigma 0.02 (``mog8:SIGMA`` for another sigma)."""
+    return GaussianMixture(ring_centers(8, 2.0), mixture_sigma(arg, 0.02))
 
 
 @DATASETS.register("mog25")
 def mog25(arg: str = "", shard: str = "even") -> GaussianMixture:
-    """5x5 grid of Gaussians, spacing 2 (centres -4..4), sigma 0.05."""
-    return GaussianMixture(grid_centers(5, 2.0), 0.05)
+    """5x5 grid of Gaussians, spacing 2 (centres -4..4), sigma 0.05 (``mog25:SIGMA`` for another sigma)."""
+    return GaussianMixture(grid_centers(5, 2.0), mixture_sigma(arg, 0.05))
 
 
 class IndexedDataset(Dataset):

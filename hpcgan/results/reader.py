@@ -9,6 +9,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .schema import SCHEMA
+
 
 def slowest_median(values: np.ndarray) -> float:
     """The slowest rank's median over steps of a (steps, ranks) array."""
@@ -135,7 +137,7 @@ def load_run(path: str | Path) -> RunResult:
     with h5py.File(path, "r") as f:
         attrs = _attrs(f)
         steps = {k: ds[()] for k, ds in f["steps"].items()}
-        series = {g: {k: ds[()] for k, ds in f[g].items()} for g in ("eval", "consensus") if g in f}
+        series = {g: {k: ds[()] for k, ds in f[g].items()} for g in SCHEMA.series if g in f}
         eval_attrs = _attrs(f["eval"]) if "eval" in f else {}
         final, final_attrs = {}, {}
         if "final_eval" in f:

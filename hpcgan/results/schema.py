@@ -8,6 +8,7 @@
     /steps/<column>  (n_steps, world_size), row i = training step i, column r = rank r
     /eval/step, /eval/<metric>           (n_evals,)   attrs samples, is_splits of the evaluations
     /consensus/step, /consensus/distance (n,)   DPOSG
+    /residual/step, /residual/{G,D}      (n,)   DQGAN: largest error-feedback residual norm over ranks
     /labels/owner    (n_labels,)                pcwgan: label -> rank
     /final_eval/<metric>  scalars                ``hpcgan eval`` of the run's final model (attrs
                      FINAL_EVAL_ATTRS: step, samples, IS splits, weights digest, ...)
@@ -97,7 +98,7 @@ SCHEMA = Schema(
         Column("d_loss", "", "f8", "discriminator / critic loss on the local batch"),
         Column("g_loss", "", "f8", "generator loss on the local batch"),
     ),
-    series={"eval": ("step",), "consensus": ("step", "distance")},
+    series={"eval": ("step",), "consensus": ("step", "distance"), "residual": ("step", "G", "D")},
     final_eval_attrs={"step": int, "samples": int, "is_splits": int, "eval_ranks": int, "weights_sha256": str,
                       "model": str, "extractors_json": str, "evaluated_at": str},
 )

@@ -113,3 +113,11 @@ def test_labels_restricts_digits_to_classes_below_k():
 def test_labels_beyond_the_dataset_are_a_usage_error(k):
     with pytest.raises(UsageError, match="has 10 labels"):
         build_dataset("digits", labels=k)
+
+
+def test_mixtures_take_their_standard_deviation_as_an_argument():
+    assert build_dataset("mog8").sigma == 0.02 and build_dataset("mog8:0.1").sigma == 0.1
+    assert build_dataset("mog25:0.2").sigma == 0.2
+    for bad in ("mog8:0", "mog8:-1", "mog8:nan", "mog8:wide"):
+        with pytest.raises(UsageError, match="positive number"):
+            build_dataset(bad)

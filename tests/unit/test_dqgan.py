@@ -209,3 +209,12 @@ def test_state_dict_holds_residuals_direction_and_previous_step():
     q2.load_state_dict(state)
     assert torch.equal(q2.residual(torch.zeros(D_ALL)), q.residual(torch.zeros(D_ALL)))
     assert torch.equal(q2.direction.m, q.direction.m) and q2.direction.t == 1
+
+
+def test_scale_groups_cover_the_buffer_at_every_granularity():
+    from hpcgan.algorithms.dqgan import scale_groups
+
+    sizes = [6, 4, 9]
+    assert scale_groups(sizes, "tensor", 4) == sizes
+    assert scale_groups(sizes, "network", 4) == [19]
+    assert scale_groups(sizes, "block", 4) == [4, 4, 4, 4, 3] and sum(scale_groups(sizes, "block", 19)) == 19

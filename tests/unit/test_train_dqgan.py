@@ -61,11 +61,8 @@ class _NanAt7(DQGAN):
         return stats
 
 
-if "test-nan-dqgan" not in ALGORITHMS:
-    ALGORITHMS.register("test-nan-dqgan")(_NanAt7)
-
-
-def test_nan_loss_stops_naming_step_and_rank_and_keeps_results(tmp_path, world):
+def test_nan_loss_stops_naming_step_and_rank_and_keeps_results(tmp_path, world, monkeypatch):
+    monkeypatch.setitem(ALGORITHMS._items, "test-nan-dqgan", _NanAt7)   # test-local: never leaks
     cfg = cfg_for(tmp_path / "nan.h5", ckpt_every=0, flush_every=5).replace(algo={"algo": "test-nan-dqgan"})
     with pytest.raises(NonFiniteLossError, match="step 7 on rank 0") as e:
         Trainer(cfg, world).run()
