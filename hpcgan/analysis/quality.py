@@ -30,9 +30,11 @@ class QualityRow:
 
     @property
     def evaluations(self) -> str:
-        """How the values were obtained, e.g. "50000 samples (hpcgan eval)"."""
-        kinds = sorted({(q.samples, q.source) for q in (r.quality() for r in self.runs)})
-        return "; ".join(f"{n} samples ({source})" for n, source in kinds)
+        """How the values were obtained, e.g. "50000 samples (hpcgan eval)", with the IS splits for IS."""
+        is_metric = base_name(self.metric) in ("is", "proxy_is")
+        kinds = sorted({(q.samples, q.source, q.is_splits) for q in (r.quality() for r in self.runs)})
+        return "; ".join(f"{n} samples ({source}" + (f", {splits} IS splits)" if is_metric else ")")
+                         for n, source, splits in kinds)
 
 
 @dataclass(frozen=True)

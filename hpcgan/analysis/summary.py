@@ -1,6 +1,7 @@
 """A plain-text table of results files, for the terminal (``hpcgan summary``, ``make demo``)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ..results.reader import find_runs, load_run
@@ -20,7 +21,7 @@ def summarize(paths: list[str | Path]) -> str:
         rows.append([r.path.stem, r.attrs["algorithm"] + ("" if r.finished else " (unfinished)"),
                      str(r.world_size), str(r.n_steps), f"{1e3 * r.step_time():.2f}",
                      f"{1e3 * phases['t_compute']:.2f}", f"{1e3 * phases['t_comm']:.2f}",
-                     f"{r.bytes_per_step() / 1e3:.1f}", f"{r.total_bytes() / 1e6:.2f}", f"{r.throughput():.4g}",
+                     f"{r.bytes_per_step() / 1e3:.1f}", f"{r.total_bytes() / 1e6:.2f}", _num(r.throughput()),
                      run_quality(r, table.metrics.get(r.dataset))])
     widths = [max(len(x) for x in col) for col in zip(header, *rows)]
     savings = bytes_saved(runs)
@@ -30,6 +31,10 @@ def summarize(paths: list[str | Path]) -> str:
             "KB/step: all ranks together. samples/s: real samples consumed by all ranks. quality: the final "
             f"model's `hpcgan eval` where it ran, else the last evaluation during training. Machine: {machine}")
     return "\n".join(lines + savings + over_seeds(table) + ["", note])
+
+
+def _num(x: float) -> str:
+    return f"{x:.4g}" if math.isfinite(x) else "-"  # NaN: not recorded (files before schema v3)
 
 
 def run_quality(run, metric) -> str:
