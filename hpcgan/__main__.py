@@ -81,15 +81,32 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .benchmarks import BENCHMARKS
 
+    if args.what is None:
+        if MPI.COMM_WORLD.rank == 0:
+            print("hpcgan bench NAME [flags]   (NAME --help: its flags)")
+            for name in BENCHMARKS:
+                doc = sys.modules[BENCHMARKS.get(name).__module__].__doc__ or ""
+                first = " ".join(doc.split("\n\n")[0].split())  # first paragraph: "``hpcgan bench X``: what"
+                print(f"  {name:<10} {first.partition('``: ')[2] or first}")
+        return 0
     try:
         return BENCHMARKS.get(args.what)(args.rest)
     except SystemExit as e:  # a benchmark's own parser: --help, or a bad flag (its message is printed)
         return int(e.code or 0)
 
 
+def check_paths(paths: list[str]) -> None:
+    from pathlib import Path
+
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     from .analysis.summary import summarize
 
+    check_paths(args.paths)
     if MPI.COMM_WORLD.rank == 0:
         print(summarize(args.paths))
     return 0
@@ -107,7 +124,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         result = eval_command(args, world)
     if world.rank == 0:
-        report(result, args.out)
+        report(result if isinstance(result, list) else [result], args.out)
     return 0
 
 
@@ -133,12 +150,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .analysis.costmodel import Network
     from .analysis.report import write_report
+    from .netmodel import NetworkModel
 
+    check_paths(args.paths)
     if MPI.COMM_WORLD.rank == 0:
-        net = Network(args.latency, args.bandwidth, "chosen for the projection")
-        print(write_report(args.paths, Path(args.out), net))
+        net = NetworkModel(args.latency, args.bandwidth, "chosen for the projection")
+        print(write_report(args.paths, Path(args.out), net, args.metric))
     return 0
 
 
@@ -168,6 +186,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .algorithms import defaults_help
     from .config import add_config_arguments
+    from .metrics.stats import IS_SPLITS
 
     parser = _Parser(prog="hpcgan", description="MPI benchmark suite for distributed GAN training")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -180,16 +199,19 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("files", nargs="+")
     val.set_defaults(fn=cmd_validate)
     bench = sub.add_parser("bench", help="microbenchmarks: comm, data, recorder, sharing")
-    bench.add_argument("what", help="which benchmark")
+    bench.add_argument("what", nargs="?", help="which benchmark (none: list them)")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own flags")
     bench.set_defaults(fn=cmd_bench)
     summ = sub.add_parser("summary", help="one-table summary of results files or folders")
     summ.add_argument("paths", nargs="+")
     summ.set_defaults(fn=cmd_summary)
     ev = sub.add_parser("eval", help="IS/FID, proxy and mixture metrics of a run; --train-proxy")
-    ev.add_argument("target", nargs="?", help="RUN.h5, RUN.h5.ckpt/ or one rank{r}.pt checkpoint")
+    ev.add_argument("targets", nargs="*", metavar="RUN", help="RUN.h5 (its final model RUN.h5.model/; the "
+                    "metrics go into RUN.h5), or a checkpoint RUN.h5.ckpt/ or rank{r}.pt (printed only)")
     ev.add_argument("--metrics", help="comma list of mog, proxy, inception (default: all available)")
-    ev.add_argument("--samples", type=int, default=50000, help="generated samples (default: 50000)")
+    ev.add_argument("--samples", type=int, default=50000, help="generated samples per model (default: 50000)")
+    ev.add_argument("--is-splits", type=int, default=IS_SPLITS, help="Inception-score splits: mean ± std over "
+                    "them (default: %(default)s, as papers report)")
     ev.add_argument("--inception-weights", help="local Inception-v3 weights (or $HPCGAN_INCEPTION_WEIGHTS)")
     ev.add_argument("--proxy", help="proxy classifier file (default: next to the dataset / in the cache)")
     ev.add_argument("--data", help="dataset (default: the run's); required with --real / --train-proxy")
@@ -246,6 +268,8 @@ def add_sweep_parsers(sub) -> None:
     rep.add_argument("--out", required=True, help="report folder, e.g. reports/<sweep>")
     rep.add_argument("--latency", type=float, default=2e-6, help="projection network latency alpha [s]")
     rep.add_argument("--bandwidth", type=float, default=25e9, help="projection network bandwidth B [bytes/s]")
+    rep.add_argument("--metric", help="quality metric of every table and plot (default per dataset: fid, else "
+                     "proxy_fid, else modes_covered)")
     rep.set_defaults(fn=cmd_report)
 
 

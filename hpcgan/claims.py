@@ -99,7 +99,7 @@ def verdict(estimate: Estimate, threshold: float, conditions_met: bool = True) -
 
 # -- effects -------------------------------------------------------------------------------------
 def final(metric: str) -> Callable[[RunResult], float]:
-    return lambda run: float(run.final_eval().get(metric, math.nan))
+    return lambda run: float(run.quality().values.get(metric, math.nan))
 
 
 def step_time(run: RunResult) -> float:

@@ -150,7 +150,7 @@ class RunSettings(Section):
     warmup_steps: int = opt(5, "leading steps that reports exclude from timings", ge=0)
     seed: int = opt(0, "base seed; rank r derives its own streams from (seed, r)", ge=0)
     scaling: str = opt("none", "scaling study this run belongs to", ("none", "weak", "strong"))
-    out: str = opt("results/run.h5", "results file (HDF5 schema v2)")
+    out: str = opt("results/run.h5", "results file (HDF5, hpcgan.results.schema); the final model goes to OUT.model/")
     force: bool = opt(False, "overwrite an existing results file")
     resume: bool = opt(False, "continue from the checkpoint next to --out")
     flush_every: int = opt(50, "gather and append step rows to the results file every N steps", ge=1)

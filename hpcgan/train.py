@@ -1,4 +1,5 @@
-"""The training driver: builds a run from its config, loops, records, evaluates, checkpoints.
+"""The training driver: builds a run from its config, loops, records, evaluates, checkpoints, and
+keeps the final model (``RUN.h5.model/``, :mod:`hpcgan.results.model`) for ``hpcgan eval``.
 
 Everything collective happens outside the algorithm's timed phases: the recorder's flush, the
 budget decision, evaluation and checkpoints. A checkpoint is taken right after a flush, so the
@@ -22,8 +23,9 @@ from .config import RunConfig
 from .data import build_dataset
 from .errors import CollectiveError, UsageError
 from .info import machine, ranks_attrs, versions
-from .log import get_logger
+from .log import PROGRESS_EVERY, get_logger
 from .metrics import build_evaluator
+from .results.model import save_final_model
 from .results.recorder import Recorder
 from .world import World, seed_everything
 
@@ -52,7 +54,7 @@ def run_attrs(cfg: RunConfig, world: World, algo: Algorithm) -> dict[str, Any]:
         "config_json": cfg.to_json(), "versions_json": json.dumps(versions()),
         "machine": machine(world.device), "hostnames": json.dumps(hosts),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""),
-        **ranks_attrs(world),  # where each rank ran: host, cores, GPU, MPI library
+        **ranks_attrs(world),  # where each rank ran: host, threads, cores, GPU, MPI library
     }
 
 
@@ -68,7 +70,7 @@ class Trainer:
             raise UsageError(f"--algo {cfg.algo.algo} trains every rank on its own clock: --eval-every, "
                              "--ckpt-every and --resume would make ranks wait for each other during "
                              "training; it is evaluated once, at the end")
-        self.evaluator = build_evaluator(dataset, device=world.device)
+        self.evaluator = build_evaluator(dataset, device=world.device, data=cfg.data.data)
         self.loader = self.algo.make_loader()
         self.start_step, self.elapsed0 = 0, 0.0
         self.last_eval_step, self.last_eval = -1, {}
@@ -85,7 +87,7 @@ class Trainer:
         self.log.info("%s on %d rank(s), data=%s model=%s -> %s", cfg.algo.algo, self.world.size,
                       cfg.data.data, cfg.model.model, run.out)
         t0 = time.perf_counter() - self.elapsed0
-        step, walls = self.start_step, []
+        step, walls, self.logged_at = self.start_step, [], time.perf_counter()
         try:
             while not self._should_stop(step, time.perf_counter() - t0):
                 ts = time.perf_counter()
@@ -96,7 +98,7 @@ class Trainer:
                 self.algo.after_step(self.recorder, step)
                 walls.append(stats.wall)
                 step += 1
-                if step % run.log_every == 0:
+                if step % run.log_every == 0 or time.perf_counter() - self.logged_at >= PROGRESS_EVERY:
                     self._progress(step, stats, walls)
                 if run.eval_every and step % run.eval_every == 0:
                     self.evaluate(step)
@@ -104,6 +106,7 @@ class Trainer:
                     self.recorder.flush()
                     self._save_checkpoint(step, time.perf_counter() - t0)
             self.algo.finish(self.recorder)
+            save_final_model(run.out, self.algo.final_models(), cfg, step, self.world.comm)
             metrics = self.last_eval if self.last_eval_step == step else self.evaluate(step)
         except CollectiveError as e:
             self.recorder.close(finished=False, reason=str(e))
@@ -129,7 +132,8 @@ class Trainer:
         for suffix, sampler in self.algo.samplers().items():
             got = self.evaluator.evaluate(sampler, self.cfg.run.eval_samples, self.world.comm)
             metrics.update({(f"{k}_{suffix}" if suffix else k): v for k, v in got.items()})
-        self.recorder.record_series("eval", step, metrics)
+        self.recorder.record_series("eval", step, metrics, samples=self.cfg.run.eval_samples,
+                                    is_splits=self.evaluator.is_splits)
         self.log.info("eval @ step %d: %s", step, "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         self.last_eval = metrics
         return metrics
@@ -166,6 +170,9 @@ class Trainer:
 
     # -- reporting -----------------------------------------------------------------------------
     def _progress(self, step: int, stats, walls: list[float]) -> None:
+        """A progress line every --log-every steps, or sooner when slow steps would leave the log
+        silent for PROGRESS_EVERY seconds."""
+        self.logged_at = time.perf_counter()
         recent = float(np.median(walls[-self.cfg.run.log_every:]))
         total = self.cfg.run.steps if self.cfg.run.budget <= 0 else math.nan
         eta = f"  eta {recent * (total - step):.0f}s" if math.isfinite(total) else ""

@@ -1,6 +1,7 @@
 """Helpers shared by the test suites (importable as ``helpers``: tests/ is on sys.path)."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import h5py
 import numpy as np
 from mpi4py import MPI
 
+from hpcgan.results.reader import RunResult
 from hpcgan.results.schema import SCHEMA
 
 BIN = Path(sys.executable).parent
@@ -30,7 +32,8 @@ def run_hpcgan(n: int, *args: str, timeout: float = 120, **kw) -> subprocess.Com
 def schema_attrs(world: int = 1) -> dict:
     """Placeholder-valued root attributes of the right types, for recorder tests."""
     attrs = {k: ("x" if t is str else 1 if t is int else 0.5) for k, t in SCHEMA.root_attrs.items()}
-    attrs.update(world_size=world, config_json="{}", versions_json="{}")
+    attrs.update(world_size=world, config_json="{}", versions_json="{}", ranks_json=json.dumps(
+        [{"rank": r, "local_rank": r, "host": "x", "device": "cpu", "threads": 1, "cpu_affinity": "0"} for r in range(world)]))
     del attrs["schema_version"], attrs["started_at"]
     return attrs
 
@@ -63,3 +66,45 @@ def write_comm_file(path: Path, m: int, alpha: float, bandwidth: float) -> Path:
         for key in ("t_median", "t_min", "t_max"):
             f[f"comm/{key}"] = np.array([r[3] for r in rows])
     return path
+
+
+def make_cifar10(root: Path, per_batch: int = 12, seed: int = 7) -> dict:
+    """cifar-10-batches-py/ as the real archive lays it out (pickle protocol 2, bytes keys, uint8
+    (N, 3072) rows, label lists, batches.meta); returns {batch name: (images, labels)}. Each class
+    has its own mean colour under the noise, so a classifier can learn them quickly."""
+    import pickle
+
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(0, 160, (10, 3))
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    made = {}
+    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
+        y = rng.integers(0, 10, per_batch)
+        x = (palette[y][:, :, None] + rng.integers(0, 96, (per_batch, 3, 1024))).astype(np.uint8).reshape(per_batch, 3072)
+        batch = {b"batch_label": f"batch {i}".encode(), b"labels": y.tolist(), b"data": x,
+                 b"filenames": [f"img_{i}_{j}.png".encode() for j in range(per_batch)]}
+        (d / name).write_bytes(pickle.dumps(batch, protocol=2))
+        made[name] = (x, y.tolist())
+    meta = {b"num_cases_per_batch": per_batch, b"num_vis": 3072, b"label_names": [f"class{c}".encode() for c in range(10)]}
+    (d / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    return made
+
+
+def fake_run(algo: str, scaling: str, ranks: int, seed: int, wall: float, batch: int, real_per_batch: int = 1,
+             threads: int = 1) -> RunResult:
+    """An in-memory finished run: 12 steps (2 warm-up), the last rank the slowest at ``wall`` s per step."""
+    n = 12
+    steps = {c: np.zeros((n, ranks)) for c in ("t_compute", "t_compress", "t_comm", "t_update", "t_net_emulated", "cpu")}
+    steps["wall"] = np.full((n, ranks), wall / 2)
+    steps["wall"][:, -1] = wall  # the slowest rank decides
+    steps["bytes_sent"] = np.zeros((n, ranks), dtype=np.int64)
+    steps["real_samples"] = np.full((n, ranks), real_per_batch * batch, dtype=np.int64)
+    steps["fake_samples"] = np.full((n, ranks), (real_per_batch + 1) * batch, dtype=np.int64)
+    steps["step"] = np.repeat(np.arange(n)[:, None], ranks, axis=1)
+    steps["wall"][:2] = 100.0  # warm-up, excluded
+    attrs = {"algorithm": algo, "scaling": scaling, "world_size": ranks, "warmup_steps": 2, "finished_at": "x",
+             "local_batch": batch, "global_batch": batch * ranks, "machine": "test",
+             "ranks_json": json.dumps([{"threads": threads, "device": "cpu"}] * ranks)}
+    return RunResult(Path(f"{algo}_{scaling}_{ranks}_{seed}.h5"), attrs, {"run": {"seed": seed}, "data": {"data": "mog8"}},
+                     steps, {}, {})

@@ -12,6 +12,8 @@ What an algorithm class declares, so that nothing else in hpcgan names algorithm
 * ``weak_scaling``: what stays constant per rank in a weak-scaling sweep (default: the batch).
 * :meth:`Algorithm.samplers`: the models it evaluates; ``""`` is the run's model (its metrics carry
   the plain names), other keys are suffixes (e.g. ``rank0``).
+* :meth:`Algorithm.final_models`: the same models as generator weights, each rank its part, written
+  at the end of every run for ``hpcgan eval`` and grids (:mod:`hpcgan.results.model`).
 
 :class:`GanAlgorithm` holds what the centralized and decentralized algorithms share: a (G, D)
 pair initialised identically on every rank, both flattened into one :class:`FlatParams`, a per-rank
@@ -36,6 +38,7 @@ from ..gan.models import build_models, latent
 from ..metrics import SampleFn
 from ..netmodel import NetworkModel, Workload
 from ..registry import Registry
+from ..results.model import Generators
 from ..results.schema import StepStats
 from ..results.timer import PhaseTimer
 from ..world import World, rank_seed
@@ -94,6 +97,7 @@ class Algorithm(ABC):
         self.ctx, self.cfg, self.world, self.comm = ctx, ctx.cfg, ctx.world, ctx.comm
         self.timer = PhaseTimer(ctx.world.device)
         self._bytes0 = self._net0 = 0.0
+        self._real = self._fake = 0
 
     def make_loader(self) -> Loader:
         c = self.cfg
@@ -106,6 +110,11 @@ class Algorithm(ABC):
     @abstractmethod
     def samplers(self) -> dict[str, SampleFn]:
         """Models to evaluate: {"": the run's model} plus e.g. {"rank0": ...} (suffixes of metric names)."""
+
+    @abstractmethod
+    def final_models(self) -> dict[str, Generators]:
+        """Collective: this rank's part of the models of :meth:`samplers`, as generator weights
+        (``{}`` when it holds none); :func:`hpcgan.results.model.merge` joins the parts."""
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]: ...
@@ -128,12 +137,20 @@ class Algorithm(ABC):
     def _begin_step(self) -> None:
         """Called first thing in :meth:`step`: the marks that :meth:`_stats` measures from."""
         self._bytes0, self._net0 = self.comm.bytes_sent, self.comm.t_net_emulated
+        self._real = self._fake = 0
         self.timer.begin()
 
+    def consumed(self, real: int, fake: int) -> None:
+        """Count what the step uses: ``real`` data samples and ``fake`` generator samples (throughput)."""
+        self._real += int(real)
+        self._fake += int(fake)
+
     def _stats(self, d_loss: torch.Tensor, g_loss: torch.Tensor) -> StepStats:
-        """Phase times, CPU time, bytes and emulated delay since :meth:`_begin_step`, with the losses."""
+        """Phase times, CPU time, bytes, emulated delay and samples consumed since :meth:`_begin_step`,
+        with the losses."""
         return StepStats(**self.timer.take(), bytes_sent=int(self.comm.bytes_sent - self._bytes0),
                          t_net_emulated=self.comm.t_net_emulated - self._net0,
+                         real_samples=self._real, fake_samples=self._fake,
                          d_loss=float(d_loss), g_loss=float(g_loss))
 
 
@@ -163,6 +180,7 @@ class GanAlgorithm(Algorithm):
         """flat.grads <- F(x; xi) on the local batch; returns (L_D, L_G)."""
         x, y = (t.to(self.world.device, non_blocking=True) for t in batch)
         labels = y if self.conditional else None
+        self.consumed(x.shape[0], x.shape[0])  # one fake per real: D sees both, G's loss reuses the fakes
         g_G, g_D, d_loss, g_loss = simultaneous_gradients(
             self.G, self.D, self.loss, x, self.latent(x.shape[0], self.noise), labels,
             self.cfg.model.gp_weight, self.noise)
@@ -180,6 +198,10 @@ class GanAlgorithm(Algorithm):
 
     def samplers(self) -> dict[str, SampleFn]:
         return {"": self.sample}
+
+    def final_models(self) -> dict[str, Generators]:
+        """Every rank holds the same model: rank 0 gives it."""
+        return {"": Generators.of(self.G, self.conditional)} if self.world.rank == 0 else {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"params": self.flat.params.clone(), "noise": self.noise.get_state(),

@@ -19,18 +19,23 @@ from ..results.timer import PhaseTimer
 def alternating_step(pair: AlternatingPair, critic_batches: Iterable[tuple[torch.Tensor, tuple]], gen_cond: Callable[[int], tuple],
                      latent: Callable[[int], torch.Tensor], noise: torch.Generator,
                      opt_D: torch.optim.Optimizer, opt_G: torch.optim.Optimizer, timer: PhaseTimer,
+                     consumed: Callable[[int, int], None],
                      average: Callable[[str], None] = lambda name: None) -> tuple[torch.Tensor, torch.Tensor]:
     """One WGAN iteration, phases timed; returns (last L_D, L_G). The generator half draws a batch
-    as large as the first critic batch, conditioned on ``gen_cond(n)`` (``()`` if unconditional)."""
+    as large as the first critic batch, conditioned on ``gen_cond(n)`` (``()`` if unconditional).
+    ``consumed(real, fake)`` counts the samples: every critic batch of reals with as many fakes,
+    then the generator's fakes."""
     b = None
     for real, cond in critic_batches:
         b = b or len(real)
+        consumed(len(real), len(real))
         with timer("compute"):
             d_loss = pair.critic_backward(real, latent(len(real)), cond, noise)
         average("D")
         with timer("update"):
             opt_D.step()
             pair.after_critic_update()
+    consumed(0, b)
     with timer("compute"):
         cond = gen_cond(b)
         g_loss = pair.generator_backward(latent(b), cond)

@@ -73,7 +73,8 @@ class CWGAN(GanAlgorithm):
         d_loss, g_loss = alternating_step(
             self.pair, [(real, (labels,)) for real, labels in zip(x.split(b), y.split(b))],
             lambda n: (torch.randint(self.num_classes, (n,), generator=self.noise, device=dev),),
-            lambda n: self.latent(n, self.noise), self.noise, self.opt_D, self.opt_G, self.timer, self._average)
+            lambda n: self.latent(n, self.noise), self.noise, self.opt_D, self.opt_G, self.timer,
+            self.consumed, self._average)
         return self._stats(d_loss, g_loss)
 
     # -- sampling ----------------------------------------------------------------------------

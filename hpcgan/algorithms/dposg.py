@@ -26,6 +26,7 @@ from ..comm.topology import build_topology
 from ..gan.optim import Direction
 from ..metrics import SampleFn
 from ..netmodel import NetworkModel, Workload
+from ..results.model import Generators
 from ..results.schema import StepStats
 from .base import ALGORITHMS, Batch, GanAlgorithm, TrainContext
 
@@ -123,6 +124,14 @@ class DPOSG(GanAlgorithm):
 
     def samplers(self) -> dict[str, SampleFn]:
         return {"": self._sampler_with(self.averaged_params), "rank0": self._sampler_with(self.rank0_params)}
+
+    def final_models(self) -> dict[str, Generators]:
+        """Rank 0 gives the averaged model and its own (the average is collective)."""
+        mean, own = self.averaged_params(), self.flat.params.clone()
+        self.flat.params.copy_(mean)
+        averaged = Generators.of(self.G, False)
+        self.flat.params.copy_(own)
+        return {"": averaged, "rank0": Generators.of(self.G, False)} if self.world.rank == 0 else {}
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def attrs(self) -> dict[str, Any]:

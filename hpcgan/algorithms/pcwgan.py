@@ -40,6 +40,7 @@ from ..gan.models import build_models, latent
 from ..gan.optim import build_optimizer
 from ..metrics import SampleFn, share
 from ..netmodel import NetworkModel, Workload
+from ..results.model import Generators
 from ..results.schema import StepStats
 from ..world import rank_seed
 from .base import ALGORITHMS, Algorithm, Batch, TrainContext, WeakScaling
@@ -149,7 +150,7 @@ class PCWGAN(Algorithm):
         reals = batch[0].to(self.world.device, non_blocking=True).split(self.cfg.data.batch_size)
         d_loss, g_loss = alternating_step(unit.pair, [(real, ()) for real in reals], lambda n: (),
                                           lambda n: self.latent(n, unit.noise), unit.noise, unit.opt_D,
-                                          unit.opt_G, self.timer)
+                                          unit.opt_G, self.timer, self.consumed)
         unit.steps += 1
         return self._stats(d_loss, g_loss)
 
@@ -215,6 +216,11 @@ class PCWGAN(Algorithm):
 
     def samplers(self) -> dict[str, SampleFn]:
         return {"": self.sample_share}
+
+    def final_models(self) -> dict[str, Generators]:
+        """Every rank gives the kept generators of the labels it holds."""
+        mine = {c: unit.G for c in range(self.num_classes) if (unit := self._local(c)) is not None}
+        return {"": Generators.per_label(mine)} if mine else {}
 
     # -- state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """``hpcgan report results/<sweep> --out reports/<sweep>``: report.md and PNG plots of a sweep.
 
-Sections: scaling tables per algorithm and rank count (step time, throughput, speedup, efficiency
-with 95% CIs over repeats, see :mod:`hpcgan.analysis.scaling`), phase breakdown with bytes per step and
-quality, the cost model's predicted vs measured step times (:mod:`hpcgan.analysis.costmodel`), and its
-projection to many ranks on a given network. Every table names the machine the runs ran on.
+Sections: scaling tables per algorithm and rank count (step time, throughput in samples consumed,
+speedup, efficiency with 95% CIs over repeats, the spread of step times, and warnings: see
+:mod:`hpcgan.analysis.scaling`), phase breakdown with bytes per step, final quality on one metric
+per dataset with its spread over seeds (:mod:`hpcgan.analysis.quality`), the cost model's predicted
+vs measured step times (:mod:`hpcgan.analysis.costmodel`), and its projection to many ranks on a
+given network. Every table names the machine the runs ran on.
 """
 from __future__ import annotations
 
@@ -18,11 +20,14 @@ from tqdm import tqdm
 from ..netmodel import NetworkModel
 from . import costmodel as cm
 from .plots import plot_phases, plot_quality, plot_scaling
+from .quality import QualityTable, quality_table
 from ..results.reader import RunResult, find_runs, load_run
-from .scaling import Row, quality_metric, scaling_rows
+from .scaling import Row, scaling_rows
 
 PROJECTION_RANKS = [1, 2, 4, 8, 64, 512, 2000]
 TARGET_ERROR = 0.15
+#: Efficiency CIs at most this wide (half-width) tell methods 0.1 apart.
+TARGET_HALF_WIDTH = 0.05
 #: Benchmark files of a sweep folder that the cost model reads (see hpcgan.sweep).
 BENCH_FILES = ("comm_n*.hdf5", "sharing_n*.hdf5")
 
@@ -54,27 +59,67 @@ def scaling_section(scaling: str, rows: list[Row]) -> list[str]:
     titles = {"weak": "Weak scaling (per-rank batch constant; efficiency = T1/TN, speedup = N·T1/TN)",
               "strong": "Strong scaling (global batch constant; speedup = T1/TN, efficiency = T1/(N·TN))"}
     out = [f"## {titles.get(scaling, 'Runs outside a scaling study (no speedup)')}", ""]
+    out += ["Throughput: samples consumed per second by all ranks (real images; generator samples), as each "
+            "step counts them (cwgan/pcwgan: n_critic batches of real images per step). CV: coefficient of "
+            "variation of step times within a run (worst repeat) / between repeats. ⚠: see the warnings below "
+            "the tables.", ""]
+    warnings = []
     for algo in sorted({r.algo for r in rows}):
         mine = [r for r in rows if r.algo == algo]
         out += [f"### {algo}", ""]
-        out += _table(["ranks", "local batch", "global batch", "repeats", "step time [ms]", "throughput [samples/s]",
-                       "speedup", "efficiency"],
-                      [[str(r.ranks), str(r.local_batch), str(r.global_batch), str(len(r.runs)),
-                        r.step_time.fmt(1e3), r.throughput.fmt(digits=4),
+        out += _table(["ranks", "local batch", "global batch", "repeats", "setup", "step time [ms]", "CV",
+                       "real samples/s", "generated/s", "speedup", "efficiency"],
+                      [[str(r.ranks), str(r.local_batch), str(r.global_batch), str(len(r.runs)), r.setup(),
+                        r.step_time.fmt(1e3), f"{_pct(r.step_cv())} / {_pct(r.repeat_cv())}",
+                        r.throughput.fmt(digits=4), r.generated.fmt(digits=4),
                         r.speedup.fmt() if r.speedup else "- (no 1-rank run)",
-                        r.efficiency.fmt() if r.efficiency else "-"] for r in mine])
-    out += ["Phase breakdown (median over timed steps, mean over ranks and repeats), bytes per step (all ranks) "
-            "and final quality:", ""]
+                        (r.efficiency.fmt() if r.efficiency else "-") + (" ⚠" if r.flags else "")] for r in mine])
+        warnings += [f"- ⚠ {algo}, {r.ranks} rank(s): {flag}" for r in mine for flag in r.flags]
+    if warnings:
+        out += ["Warnings:", "", *warnings, ""]
+    widths = [r.efficiency.half_width for r in rows if r.efficiency is not None and r.ranks > 1]
+    if widths:
+        worst = max(widths)
+        out += [(f"Efficiency 95% CI half-width: at most {worst:.3f}" if math.isfinite(worst) else
+                 "Efficiency CIs need >= 2 repeats") + f" (target ≤ {TARGET_HALF_WIDTH} to rank the methods).", ""]
+    out += ["Phase breakdown (median over timed steps, mean over ranks and repeats) and bytes per step (all ranks):",
+            ""]
     body = []
     for r in rows:
         ph = r.phases()
-        q = r.quality()
         body.append([r.algo, str(r.ranks), *(_ms(ph[c]) for c in ("t_compute", "t_compress", "t_comm", "t_update",
                                                                   "t_net_emulated")),
-                     f"{r.bytes_per_step() / 1e3:.1f}", f"{q[0]} = {q[1].fmt()}" if q else "not evaluated"])
+                     f"{r.bytes_per_step() / 1e3:.1f}"])
     out += _table(["algo", "ranks", "compute [ms]", "compress [ms]", "comm [ms]", "update [ms]", "net emul. [ms]",
-                   "KB/step", "quality"], body)
+                   "KB/step"], body)
     return out
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%" if math.isfinite(x) else "-"
+
+
+def quality_section(table: QualityTable) -> list[str]:
+    out = ["## Quality", ""]
+    if not table.metrics:
+        return out + ["No run has a quality metric (see below).", ""] + _missing(table)
+    for data, metric in sorted(table.metrics.items()):
+        rows = [r for r in table.rows if r.dataset == data]
+        out += [f"### {data}: {metric.name} ({metric.better})", "", f"{metric.doc}. Mean ± 95% CI over seeds "
+                "(runs of the same configuration); the final model's `hpcgan eval` where it ran, else the last "
+                "evaluation during training.", ""]
+        out += _table(["algo", "scaling", "ranks", "seeds", metric.name, "per seed", "evaluation"],
+                      [[r.algo, r.scaling, str(r.ranks), str(r.estimate.n),
+                        r.estimate.fmt() + ("" if r.estimate.n > 1 else " (1 seed: no spread)"),
+                        ", ".join(f"{run.quality().values[metric.name]:.4g}" for run in r.runs), r.evaluations]
+                       for r in rows])
+    return out + _missing(table)
+
+
+def _missing(table: QualityTable) -> list[str]:
+    if not table.missing:
+        return []
+    return ["Not in the quality table or plot:", "", *[f"- {r.path.name}: {why}" for r, why in table.missing], ""]
 
 
 def costmodel_section(rows: list[Row], files: list[Path], proj: NetworkModel) -> tuple[list[str], list[float]]:
@@ -139,12 +184,14 @@ def projection_section(by_algo: dict[tuple[str, str], list[Row]], net: NetworkMo
     return out + ["Cells: predicted step time / efficiency.", ""] + _table(header, body)
 
 
-def write_report(paths: list[str | Path], out: Path, net: NetworkModel) -> Path:
-    """Write ``out/report.md`` and the PNG plots; returns the markdown path."""
-    out.mkdir(parents=True, exist_ok=True)
+def write_report(paths: list[str | Path], out: Path, net: NetworkModel, metric: str | None = None) -> Path:
+    """Write ``out/report.md`` and the PNG plots (quality on ``metric``, default: each dataset's
+    headline metric); returns the markdown path."""
     runs = load_runs(paths)
     if not runs:
         raise FileNotFoundError(f"no results files under {', '.join(map(str, paths))}")
+    quality = quality_table(runs, metric)  # checks --metric before anything is written
+    out.mkdir(parents=True, exist_ok=True)
     rows = scaling_rows(runs)
     machines = sorted({str(r.attrs.get("machine", "unknown")) for r in runs})
     machine = "; ".join(machines)
@@ -164,11 +211,11 @@ def write_report(paths: list[str | Path], out: Path, net: NetworkModel) -> Path:
         figures.append(plot_phases(mine, scaling, out / f"phases_{scaling}.png", machine))
     bench_files = sorted({f for p in map(Path, paths) if p.is_dir() for pattern in BENCH_FILES
                           for f in p.rglob(pattern)} | {f for f in find_runs(paths) if not _is_run(f) and f.exists()})
+    md += quality_section(quality)
+    if quality.rows:
+        figures.append(plot_quality(quality, out / "quality.png", machine))
     section, _ = costmodel_section(rows, bench_files, net)
     md += section
-    metric = quality_metric([r for r in runs if r.finished])
-    if metric:
-        figures.append(plot_quality([r for r in runs if r.finished], metric, out / "quality.png", machine))
     md += ["## Figures", "", *[f"![{f.stem}]({f.name})" for f in figures], ""]
     path = out / "report.md"
     path.write_text("\n".join(md))

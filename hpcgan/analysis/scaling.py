@@ -1,7 +1,10 @@
 """Scaling tables: runs of a sweep grouped by (scaling, algorithm, ranks), with confidence intervals.
 
 Per run: T = step time (median over timed steps of the slowest rank's wall time) and throughput
-X = global batch / T [samples/s]. Against the 1-rank run of the same repeat (same seed) T1:
+X = samples consumed per step / T [samples/s], counted by the algorithm in every step
+(/steps/real_samples and fake_samples summed over ranks: cwgan and pcwgan use n_critic batches of
+real images per step, the simultaneous-gradient algorithms one). Against the 1-rank run of the same
+repeat (same seed) T1:
 
     weak   (per-rank batch constant):  efficiency E = T1 / TN,        speedup S = N T1 / TN
     strong (global batch constant):    efficiency E = T1 / (N TN),    speedup S = T1 / TN
@@ -12,6 +15,11 @@ repeats of a configuration with a 95% Student-t confidence interval
     mean +- t_{0.975, R-1} * s / sqrt(R)      (s = sample standard deviation; none when R = 1).
 
 A repeat without a 1-rank partner is compared with the mean 1-rank time.
+
+Each row carries the warnings a reader needs before trusting it (:func:`row_flags`): efficiency
+above :data:`MAX_EFFICIENCY`, step times that vary by more than :data:`MAX_CV` within a run or
+between repeats, and a 1-rank baseline that ran with other threads per rank or devices than the
+N-rank runs (from each file's ``ranks_json``).
 """
 from __future__ import annotations
 
@@ -25,8 +33,10 @@ from scipy import stats
 from ..results.reader import RunResult
 
 PHASE_COLUMNS = ("t_compute", "t_compress", "t_comm", "t_update", "t_net_emulated")
-#: Quality metric shown in tables and plots: the first one the runs have.
-QUALITY_PREFERENCE = ("fid", "inception_score", "hq_fraction", "modes_covered", "mode_kl")
+#: Efficiency above this is flagged as suspect (superlinear scaling is rare; a slow baseline is not).
+MAX_EFFICIENCY = 1.05
+#: Coefficient of variation of step times above this is flagged as suspect.
+MAX_CV = 0.20
 
 
 @dataclass(frozen=True)
@@ -61,13 +71,29 @@ class Row:
     ranks: int
     runs: list[RunResult]
     step_time: Estimate = field(init=False)
-    throughput: Estimate = field(init=False)
+    throughput: Estimate = field(init=False)     # real samples / s
+    generated: Estimate = field(init=False)      # generator samples / s
     speedup: Estimate | None = None
     efficiency: Estimate | None = None
+    flags: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         self.step_time = Estimate.of([r.step_time() for r in self.runs])
-        self.throughput = Estimate.of([r.attrs["global_batch"] / r.step_time() for r in self.runs])
+        self.throughput = Estimate.of([r.throughput("real") for r in self.runs])
+        self.generated = Estimate.of([r.throughput("fake") for r in self.runs])
+
+    def step_cv(self) -> float:
+        """The largest within-run CV of step times over the repeats."""
+        return max((r.step_cv() for r in self.runs), default=math.nan)
+
+    def repeat_cv(self) -> float:
+        """CV of the step time between repeats (NaN with one repeat)."""
+        t = np.array([r.step_time() for r in self.runs])
+        return float(t.std(ddof=1) / t.mean()) if t.size > 1 else math.nan
+
+    def setup(self) -> str:
+        """Threads per rank and devices of the runs, e.g. "1 thread/rank, cpu"."""
+        return "; ".join(sorted({setup_of(r) for r in self.runs}))
 
     @property
     def local_batch(self) -> int:
@@ -85,16 +111,30 @@ class Row:
     def bytes_per_step(self) -> float:
         return float(np.mean([r.bytes_per_step() for r in self.runs]))
 
-    def quality(self) -> tuple[str, Estimate] | None:
-        metric = quality_metric(self.runs)
-        if metric is None:
-            return None
-        return metric, Estimate.of([r.final_eval().get(metric, math.nan) for r in self.runs])
+
+def setup_of(run: RunResult) -> str:
+    """Threads per rank and devices a run used (from ``ranks_json``)."""
+    if not run.ranks:
+        return "threads and devices not recorded"
+    threads = sorted({int(r["threads"]) for r in run.ranks})
+    devices = sorted({str(r["device"]).split(":")[0] for r in run.ranks})
+    return f"{'/'.join(map(str, threads))} thread{'s' if threads != [1] else ''}/rank, {'/'.join(devices)}"
 
 
-def quality_metric(runs: list[RunResult]) -> str | None:
-    have = {k for r in runs for k in r.final_eval()}
-    return next((m for m in QUALITY_PREFERENCE if m in have), min(have, default=None))
+def row_flags(row: Row, baseline: Row | None) -> list[str]:
+    """Why a row's numbers may not mean what they seem (empty: none found)."""
+    out = []
+    if row.efficiency is not None and row.efficiency.mean > MAX_EFFICIENCY:
+        out.append(f"efficiency {row.efficiency.mean:.2f} > {MAX_EFFICIENCY}: suspect (a slow or noisy 1-rank baseline?)")
+    if row.step_cv() > MAX_CV:
+        out.append(f"step times vary within a run (CV {100 * row.step_cv():.0f}% > {100 * MAX_CV:.0f}%): suspect "
+                   "(a shared or throttled machine?)")
+    if row.repeat_cv() > MAX_CV:
+        out.append(f"step time varies between repeats (CV {100 * row.repeat_cv():.0f}% > {100 * MAX_CV:.0f}%): suspect")
+    if baseline is not None and baseline is not row and baseline.setup() != row.setup():
+        out.append(f"unfair baseline: the 1-rank runs used {baseline.setup()}, these {row.setup()} "
+                   "(hpcgan sweep --threads T fixes the threads of every run)")
+    return out
 
 
 def repeat_of(run: RunResult) -> int:
@@ -113,6 +153,7 @@ def scaling_rows(runs: list[RunResult]) -> list[Row]:
     for row in rows:
         one = base.get((row.scaling, row.algo))
         if one is None:
+            row.flags = row_flags(row, None)
             continue
         t1_by_seed = {repeat_of(r): r.step_time() for r in one.runs}
         t1_mean = one.step_time.mean
@@ -126,4 +167,5 @@ def scaling_rows(runs: list[RunResult]) -> list[Row]:
                 speed.append(n * t1 / tn)
                 eff.append(t1 / tn)
         row.speedup, row.efficiency = Estimate.of(speed), Estimate.of(eff)
+        row.flags = row_flags(row, one)
     return rows

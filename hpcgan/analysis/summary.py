@@ -1,31 +1,55 @@
 """A plain-text table of results files, for the terminal (``hpcgan summary``, ``make demo``)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ..results.reader import find_runs, load_run
+from .quality import quality_table
 
 
 def summarize(paths: list[str | Path]) -> str:
     runs = [load_run(p) for p in find_runs(paths)]
     if not runs:
         return "no results files found"
-    header = ["run", "algo", "ranks", "steps", "ms/step", "compute", "comm", "KB/step", "total MB", "quality"]
+    table = quality_table(runs)
+    header = ["run", "algo", "ranks", "steps", "ms/step", "compute", "comm", "KB/step", "total MB", "samples/s",
+              "quality"]
     rows = []
     for r in runs:
         phases = r.phase_times()
-        quality = "  ".join(f"{k}={v:.3g}" for k, v in r.final_eval().items())
         rows.append([r.path.stem, r.attrs["algorithm"] + ("" if r.finished else " (unfinished)"),
                      str(r.world_size), str(r.n_steps), f"{1e3 * r.step_time():.2f}",
                      f"{1e3 * phases['t_compute']:.2f}", f"{1e3 * phases['t_comm']:.2f}",
-                     f"{r.bytes_per_step() / 1e3:.1f}", f"{r.total_bytes() / 1e6:.2f}", quality])
+                     f"{r.bytes_per_step() / 1e3:.1f}", f"{r.total_bytes() / 1e6:.2f}", _num(r.throughput()),
+                     run_quality(r, table.metrics.get(r.dataset))])
     widths = [max(len(x) for x in col) for col in zip(header, *rows)]
     savings = bytes_saved(runs)
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
     machine = runs[0].attrs.get("machine", "unknown machine")
     note = ("times: median over steps (after warm-up) of the slowest rank; compute/comm: mean over ranks. "
-            f"KB/step: all ranks together. Machine: {machine}")
-    return "\n".join(lines + savings + ["", note])
+            "KB/step: all ranks together. samples/s: real samples consumed by all ranks. quality: the final "
+            f"model's `hpcgan eval` where it ran, else the last evaluation during training. Machine: {machine}")
+    return "\n".join(lines + savings + over_seeds(table) + ["", note])
+
+
+def _num(x: float) -> str:
+    return f"{x:.4g}" if math.isfinite(x) else "-"  # NaN: not recorded (files before schema v3)
+
+
+def run_quality(run, metric) -> str:
+    q = run.quality()
+    if metric is None or metric.name not in q.values:
+        return "-"
+    return f"{metric.name}={q.values[metric.name]:.4g} ({q.samples} samples, {q.source})"
+
+
+def over_seeds(table) -> list[str]:
+    """Per configuration: the quality's mean ± 95% CI over its seeds, and how many there are."""
+    out = [f"{r.algo} ({r.scaling}, {r.ranks} ranks, {r.dataset}): {r.metric} = {r.estimate.fmt()} "
+           + (f"(mean ± 95% CI over {r.estimate.n} seeds)" if r.estimate.n > 1 else "(1 seed: no spread)")
+           for r in table.rows]
+    return (["", "quality over seeds:", *out]) if out else []
 
 
 def bytes_saved(runs: list) -> list[str]:

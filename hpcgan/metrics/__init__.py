@@ -18,6 +18,7 @@ from mpi4py import MPI
 from ..comm.control import ControlChannel
 from ..data import Dataset, GaussianMixture
 from . import mog
+from .stats import IS_SPLITS
 
 SampleFn = Callable[[int], tuple[torch.Tensor, torch.Tensor | None]]
 
@@ -27,7 +28,19 @@ def share(n_total: int, rank: int, size: int) -> int:
     return n_total // size + (1 if rank < n_total % size else 0)
 
 
+def offset(n_total: int, rank: int, size: int) -> int:
+    """Global index of this rank's first sample: the shares of the ranks before it."""
+    return rank * (n_total // size) + min(rank, n_total % size)
+
+
 class Evaluator(ABC):
+    #: splits of the Inception scores it reports (0: none)
+    is_splits: int = 0
+
+    def describe(self) -> dict[str, str]:
+        """What the numbers depend on besides the samples (weights digests, IS splits)."""
+        return {}
+
     @abstractmethod
     def evaluate(self, sample: SampleFn, n_total: int, comm: MPI.Comm) -> dict[str, float]:
         """Global metrics of ``n_total`` samples; collective over ``comm``."""
@@ -50,13 +63,14 @@ METRIC_FAMILIES = ("mog", "proxy", "inception")
 
 
 def build_evaluator(dataset: Dataset, metrics: list[str] | None = None, inception_weights: str | None = None,
-                    proxy: str | None = None, device: torch.device = torch.device("cpu")) -> Evaluator | None:
-    """The evaluator for ``dataset``, or None when it has no metric.
+                    proxy: str | None = None, device: torch.device = torch.device("cpu"), *, data: str,
+                    is_splits: int = IS_SPLITS) -> Evaluator | None:
+    """The evaluator for ``dataset`` (``--data`` ``data``), or None when it has no metric.
 
     ``metrics=None`` picks what is available: mixture metrics for mog8/mog25; for image datasets
     the proxy metrics when a trained proxy classifier exists (the log says so when none does) and
-    IS/FID when Inception weights are given (flag or $HPCGAN_INCEPTION_WEIGHTS). Families named
-    explicitly must be available, else a UsageError says how to provide them.
+    IS/FID when Inception weights are given (flag or $HPCGAN_INCEPTION_WEIGHTS); IS over ``is_splits``
+    splits. Families named explicitly must be available, else a UsageError says how to provide them.
     """
     from ..errors import UsageError
     from ..log import get_logger
@@ -84,7 +98,7 @@ def build_evaluator(dataset: Dataset, metrics: list[str] | None = None, inceptio
         extractors.append(InceptionExtractor(weights, device))
     if metrics is None or "proxy" in metrics:
         try:
-            extractors.append(load_proxy(dataset, proxy, device))
+            extractors.append(load_proxy(dataset, proxy, device, data=data))
         except UsageError as e:
             if metrics:
                 raise
@@ -92,4 +106,4 @@ def build_evaluator(dataset: Dataset, metrics: list[str] | None = None, inceptio
     if not extractors:
         log.info("no image quality metrics for this run (no proxy classifier, no Inception weights)")
         return None
-    return ImageEvaluator(dataset, extractors)
+    return ImageEvaluator(dataset, extractors, is_splits=is_splits)

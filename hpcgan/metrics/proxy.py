@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from ..log import get_logger
+from ..log import Progress, get_logger
 from .features import Extractor
 from .files import sha256_file, verify_sha256
 from .reference import dataset_digest, dataset_home, take
@@ -98,10 +98,13 @@ def train_proxy(dataset, epochs: int = 10, batch_size: int = 64, lr: float = 2e-
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     train_idx, test_idx = split(len(dataset.labels), seed)
     rng = np.random.default_rng(seed + 1)
+    batches = max(1, len(train_idx) // batch_size)
+    progress = Progress("proxy training", epochs * batches, "batches")
     for epoch in range(epochs):
         net.train()
         t0 = time.perf_counter()
-        for chunk in np.array_split(rng.permutation(train_idx), max(1, len(train_idx) // batch_size)):
+        for i, chunk in enumerate(np.array_split(rng.permutation(train_idx), batches)):
+            progress.update(epoch * batches + i)
             x, y = take(dataset, chunk)
             x = _jitter(x, rng)
             loss = nn.functional.cross_entropy(net(x)[1], y)
@@ -131,10 +134,12 @@ def save_proxy(net: Classifier, dataset, test_accuracy: float, path: Path) -> st
     return digest
 
 
-def load_proxy(dataset, path: str | Path | None = None, device: torch.device = torch.device("cpu")) -> ProxyExtractor:
-    """The proxy classifier for ``dataset`` (default location unless ``path``), checksum verified."""
+def load_proxy(dataset, path: str | Path | None = None, device: torch.device = torch.device("cpu"), *,
+               data: str) -> ProxyExtractor:
+    """The proxy classifier for ``dataset`` (``--data`` ``data``; default location unless ``path``),
+    checksum verified."""
     path = Path(path) if path else default_path(dataset)
-    how = f"Train it with: hpcgan eval --train-proxy --data <the dataset> (writes {default_path(dataset)})."
+    how = f"Train it with: hpcgan eval --train-proxy --data {data} (writes {default_path(dataset)})."
     sidecar = Path(str(path) + ".sha256")
     if not sidecar.is_file():
         raise UsageError(f"proxy classifier checksum {sidecar} not found. {how}")

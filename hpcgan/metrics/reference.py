@@ -19,7 +19,7 @@ from mpi4py import MPI
 
 from ..comm.control import ControlChannel
 from ..errors import UsageError
-from ..log import get_logger
+from ..log import Progress, get_logger
 from .features import Extractor
 from ..cache import cache_dir
 from .files import sha256_file, tensor_digest
@@ -82,8 +82,11 @@ def reference_stats(dataset, extractor: Extractor, comm: MPI.Comm, batch_size: i
     get_logger().info("computing reference statistics of %d images -> %s", len(every), path)
     stats = FeatureStats.empty(extractor.dim)
     mine = every[comm.rank::comm.size]
+    progress = Progress("reference statistics", len(every), "images")
     for chunk in np.array_split(mine, max(1, len(mine) // batch_size)):
         stats.add(extractor.embed(take(dataset, chunk)[0], batch_size)[0])
+        progress.update(stats.n * comm.size)  # rank 0's count stands for all ranks
+    progress.close()
     stats = stats.allreduce(comm)
     if comm.rank == 0:
         path.parent.mkdir(parents=True, exist_ok=True)

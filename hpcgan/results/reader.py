@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,18 @@ def slowest_median(values: np.ndarray) -> float:
     return float(np.nanmax(np.nanmedian(values, axis=0)))
 
 
+@dataclass(frozen=True)
+class Quality:
+    """A run's final quality: from ``hpcgan eval`` of its final model (/final_eval) when there is
+    one, else the last evaluation during training (/eval)."""
+
+    values: dict[str, float]
+    samples: int        # generated samples behind each value
+    step: int           # training step of the model evaluated
+    source: str         # "hpcgan eval" or "training"
+    is_splits: int      # splits of the IS values (mean over splits; *_is_std their std)
+
+
 @dataclass
 class RunResult:
     path: Path
@@ -25,6 +37,9 @@ class RunResult:
     steps: dict[str, np.ndarray]        # column -> (n_steps, world_size)
     eval: dict[str, np.ndarray]         # metric -> (n_evals,), with "step"
     series: dict[str, dict[str, np.ndarray]]
+    eval_attrs: dict[str, Any] = field(default_factory=dict)        # /eval attrs: samples, is_splits
+    final_eval: dict[str, float] = field(default_factory=dict)      # /final_eval: metric -> value
+    final_eval_attrs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -66,17 +81,74 @@ class RunResult:
         b = self.steps["bytes_sent"]
         return int(b[b >= 0].sum())
 
-    def final_eval(self) -> dict[str, float]:
+    def samples_per_step(self, kind: str = "real") -> float:
+        """Mean over timed steps of the ``kind`` ("real" or "fake") samples all ranks together
+        consumed per step (/steps/<kind>_samples; NaN in files older than schema v3)."""
+        column = f"{kind}_samples"
+        if column not in self.steps:
+            return float("nan")
+        n = self.timed(column).astype(np.float64)
+        n[n < 0] = np.nan  # steps a rank did not take
+        return float(np.nanmean(np.nansum(n, axis=1))) if n.size else float("nan")
+
+    def throughput(self, kind: str = "real") -> float:
+        """Samples of ``kind`` consumed per second by all ranks: samples per step / step time."""
+        return self.samples_per_step(kind) / self.step_time()
+
+    def step_cv(self) -> float:
+        """Coefficient of variation (std / mean) of the timed step times of the slowest rank: the
+        noise within the run."""
+        wall = self.timed("wall")
+        slowest = int(np.nanargmax(np.nanmedian(wall, axis=0)))
+        w = wall[:, slowest]
+        w = w[np.isfinite(w)]
+        return float(w.std(ddof=1) / w.mean()) if w.size > 1 else float("nan")
+
+    @property
+    def ranks(self) -> list[dict[str, Any]]:
+        """Per rank: host, local_rank, device, threads, cpu_affinity (empty for files before schema v3)."""
+        return json.loads(self.attrs.get("ranks_json", "[]"))
+
+    @property
+    def dataset(self) -> str:
+        """The data the run was trained on (with ``--labels K``: "NAME, labels < K")."""
+        data = self.config.get("data", {})
+        k = int(data.get("labels", 0))
+        return str(data.get("data", "unknown")) + (f", labels < {k}" if k else "")
+
+    def last_eval(self) -> dict[str, float]:
+        """The last evaluation during training (/eval)."""
         return {k: float(v[-1]) for k, v in self.eval.items() if k != "step" and len(v)}
+
+    def quality(self) -> Quality:
+        """The run's final quality, preferring ``hpcgan eval`` (/final_eval) over training's last /eval."""
+        if self.final_eval:
+            a = self.final_eval_attrs
+            return Quality(dict(self.final_eval), int(a["samples"]), int(a["step"]), "hpcgan eval",
+                           int(a["is_splits"]))
+        steps, a = self.eval.get("step", []), self.eval_attrs
+        samples = a.get("samples", self.config.get("run", {}).get("eval_samples", 0))
+        return Quality(self.last_eval(), int(samples), int(steps[-1]) if len(steps) else -1, "training",
+                       int(a.get("is_splits", 1)))  # files before schema v3: one split
 
 
 def load_run(path: str | Path) -> RunResult:
+    """One results file, read whole (small: a row per step)."""
     with h5py.File(path, "r") as f:
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        attrs = _attrs(f)
         steps = {k: ds[()] for k, ds in f["steps"].items()}
         series = {g: {k: ds[()] for k, ds in f[g].items()} for g in SCHEMA.series if g in f}
+        eval_attrs = _attrs(f["eval"]) if "eval" in f else {}
+        final, final_attrs = {}, {}
+        if "final_eval" in f:
+            final = {k: float(ds[()]) for k, ds in f["final_eval"].items()}
+            final_attrs = _attrs(f["final_eval"])
     config = json.loads(attrs.get("config_json", "{}"))
-    return RunResult(Path(path), attrs, config, steps, series.get("eval", {}), series)
+    return RunResult(Path(path), attrs, config, steps, series.get("eval", {}), series, eval_attrs, final, final_attrs)
+
+
+def _attrs(obj) -> dict[str, Any]:
+    return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in obj.attrs.items()}
 
 
 def find_runs(paths: list[str | Path]) -> list[Path]:

@@ -132,11 +132,13 @@ class Recorder:
         self._file.flush()
 
     # -- other datasets (rank 0 writes; values must already be global) --------------------------
-    def record_series(self, group: str, step: int, values: dict[str, float]) -> None:
-        """Append one entry to /<group>/step and /<group>/<name> (e.g. eval metrics, consensus)."""
+    def record_series(self, group: str, step: int, values: dict[str, float], **attrs: Any) -> None:
+        """Append one entry to /<group>/step and /<group>/<name> (e.g. eval metrics, consensus);
+        ``attrs`` are set on the group (e.g. the evaluation's sample count)."""
         if self.comm.rank != 0:
             return
         g = self._file.require_group(group)
+        g.attrs.update(attrs)
         n = g["step"].shape[0] if "step" in g else 0
         for name, value in {"step": step, **values}.items():
             if name not in g:  # a metric first seen now: earlier entries are NaN

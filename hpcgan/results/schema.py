@@ -1,4 +1,4 @@
-"""The results-file contract: StepStats, SCHEMA (HDF5 schema v2) and its validator.
+"""The results-file contract: StepStats, SCHEMA (HDF5 schema v3) and its validator.
 
 ``SCHEMA`` is the single source of truth for the writer (:mod:`hpcgan.results.recorder`), the validator
 (:func:`validate`, ``hpcgan validate``) and the report. Layout of one results file::
@@ -6,10 +6,12 @@
     / attrs          schema_version, algorithm, backend, ... (SCHEMA.root_attrs); finished_at only
                      when the run ended normally
     /steps/<column>  (n_steps, world_size), row i = training step i, column r = rank r
-    /eval/step, /eval/<metric>           (n_evals,)
+    /eval/step, /eval/<metric>           (n_evals,)   attrs samples, is_splits of the evaluations
     /consensus/step, /consensus/distance (n,)   DPOSG
     /residual/step, /residual/{G,D}      (n,)   DQGAN: largest error-feedback residual norm over ranks
     /labels/owner    (n_labels,)                pcwgan: label -> rank
+    /final_eval/<metric>  scalars                ``hpcgan eval`` of the run's final model (attrs
+                     FINAL_EVAL_ATTRS: step, samples, IS splits, weights digest, ...)
 """
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ class StepStats:
     t_net_emulated: float = 0.0
     cpu: float = 0.0
     bytes_sent: int = 0
+    real_samples: int = 0
+    fake_samples: int = 0
     d_loss: float = math.nan
     g_loss: float = math.nan
 
@@ -62,18 +66,19 @@ class Schema:
     optional_attrs: dict[str, type]
     step_columns: tuple[Column, ...]
     series: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    final_eval_attrs: dict[str, type] = field(default_factory=dict)
 
     def column(self, name: str) -> Column:
         return next(c for c in self.step_columns if c.name == name)
 
 
 SCHEMA = Schema(
-    version=2,  # 2: /steps/cpu
+    version=3,  # 2: /steps/cpu; 3: /steps/{real,fake}_samples, ranks_json, /final_eval
     root_attrs={
         "schema_version": int, "algorithm": str, "backend": str, "compressor": str, "topology": str,
         "spectral_gap": float, "world_size": int, "scaling": str, "local_batch": int,
         "global_batch": int, "warmup_steps": int, "config_json": str, "versions_json": str,
-        "machine": str, "hostnames": str, "slurm_job_id": str, "started_at": str,
+        "machine": str, "hostnames": str, "ranks_json": str, "slurm_job_id": str, "started_at": str,
     },
     optional_attrs={"finished_at": str, "stopped_reason": str},
     step_columns=(
@@ -87,11 +92,18 @@ SCHEMA = Schema(
         Column("t_net_emulated", "s", "f8", "emulated network delay (never inside t_comm)"),
         Column("cpu", "s", "f8", "process CPU time of the step outside collectives (work, not waiting)"),
         Column("bytes_sent", "B", "i8", "bytes this rank handed to the transport"),
+        Column("real_samples", "samples", "i8", "real data samples this rank's step consumed (all critic "
+               "and generator updates of the step)"),
+        Column("fake_samples", "samples", "i8", "generator samples this rank's step drew"),
         Column("d_loss", "", "f8", "discriminator / critic loss on the local batch"),
         Column("g_loss", "", "f8", "generator loss on the local batch"),
     ),
     series={"eval": ("step",), "consensus": ("step", "distance"), "residual": ("step", "G", "D")},
+    final_eval_attrs={"step": int, "samples": int, "is_splits": int, "eval_ranks": int, "weights_sha256": str,
+                      "model": str, "extractors_json": str, "evaluated_at": str},
 )
+#: root attribute ``ranks_json``: a JSON list, one object per rank with these keys
+RANK_KEYS = ("rank", "local_rank", "host", "device", "threads", "cpu_affinity")
 
 assert tuple(c.name for c in SCHEMA.step_columns) == tuple(StepStats.__dataclass_fields__), \
     "StepStats and SCHEMA.step_columns must list the same columns in the same order"
@@ -115,7 +127,7 @@ def validate(path: str) -> list[str]:
                 continue
             if not _is_kind(attrs[name], kind):
                 problems.append(f"root attribute '{name}' should be {kind.__name__}, is {type(attrs[name]).__name__}")
-        for name in ("config_json", "versions_json"):
+        for name in ("config_json", "versions_json", "ranks_json"):
             try:
                 json.loads(attrs.get(name, ""))
             except (TypeError, ValueError):
@@ -124,6 +136,8 @@ def validate(path: str) -> list[str]:
         problems += _check_steps(f, world)
         for group, required in SCHEMA.series.items():
             problems += _check_series(f, group, required)
+        problems += _check_ranks(attrs.get("ranks_json"), world)
+        problems += _check_final_eval(f)
     return problems
 
 
@@ -174,4 +188,30 @@ def _check_series(f: h5py.File, group: str, required: tuple[str, ...]) -> list[s
         for name, ds in g.items():
             if ds.ndim != 1 or ds.shape[0] != n:
                 problems.append(f"/{group}/{name} has shape {ds.shape}, expected ({n},)")
+    return problems
+
+
+def _check_ranks(text: object, world: object) -> list[str]:
+    try:
+        ranks = json.loads(text)
+    except (TypeError, ValueError):
+        return []  # reported with the other JSON attributes
+    if not isinstance(ranks, list) or (isinstance(world, (int, np.integer)) and len(ranks) != world):
+        return [f"root attribute 'ranks_json' should list {world} ranks"]
+    missing = sorted({k for r in ranks for k in RANK_KEYS if not isinstance(r, dict) or k not in r})
+    return [f"root attribute 'ranks_json' lacks {', '.join(missing)}"] if missing else []
+
+
+def _check_final_eval(f: h5py.File) -> list[str]:
+    if "final_eval" not in f:
+        return []
+    g, problems = f["final_eval"], []
+    for name, kind in SCHEMA.final_eval_attrs.items():
+        if name not in g.attrs:
+            problems.append(f"/final_eval lacks attribute '{name}'")
+        elif not _is_kind(g.attrs[name], kind):
+            problems.append(f"/final_eval attribute '{name}' should be {kind.__name__}")
+    for name, ds in g.items():
+        if not isinstance(ds, h5py.Dataset) or ds.shape != () or ds.dtype != np.float64:
+            problems.append(f"/final_eval/{name} should be a float64 scalar")
     return problems

@@ -57,3 +57,19 @@ def test_distributed_reference_statistics_equal_the_single_process_ones(tmp_path
     single = reference_stats(ds, ex, MPI.COMM_SELF)
     ok = dist.n == single.n == 50 and np.allclose(dist.s, single.s, rtol=1e-12) and np.allclose(dist.q, single.q, rtol=1e-12)
     assert_all(ok, "reference statistics differ")
+
+
+def test_a_collective_sampler_is_called_as_often_on_every_rank(tmp_path_factory, monkeypatch):
+    """Shares of 46 and 45 samples in chunks of 45: rank 0 needs two chunks, rank 1 one; a sampler
+    that communicates (pcwgan, cwgan) must still be called the same number of times everywhere."""
+    ds, ex, fake, labels, _ = setup(tmp_path_factory, monkeypatch)
+    calls = []
+
+    def collective(k):
+        calls.append(COMM.allreduce(k))  # hangs if one rank stops calling
+        return fake[:k], labels[:k]
+
+    got = ImageEvaluator(ds, [ex], chunk=45).evaluate(collective, 91, COMM)
+    assert_all(len(COMM.allgather(len(calls))) == COMM.size and len(set(COMM.allgather(len(calls)))) == 1,
+               "same number of calls")
+    assert_all(sum(calls) == 91 and "proxy_is" in got, f"calls {calls}")

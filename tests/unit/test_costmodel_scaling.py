@@ -5,12 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import write_comm_file
+from helpers import fake_run, write_comm_file
 
 from hpcgan.algorithms import ALGORITHMS
 from hpcgan.analysis import costmodel as cm
 from hpcgan.netmodel import NetworkModel, Workload
-from hpcgan.results.reader import RunResult
 from hpcgan.analysis.scaling import Estimate, scaling_rows
 
 
@@ -64,19 +63,6 @@ def test_estimate_uses_student_t():
     assert one.mean == 5.0 and math.isnan(one.half_width) and one.fmt() == "5"
 
 
-def fake_run(algo: str, scaling: str, ranks: int, seed: int, wall: float, batch: int) -> RunResult:
-    n = 12
-    steps = {c: np.zeros((n, ranks)) for c in ("t_compute", "t_compress", "t_comm", "t_update", "t_net_emulated", "cpu")}
-    steps["wall"] = np.full((n, ranks), wall / 2)
-    steps["wall"][:, -1] = wall  # the slowest rank decides
-    steps["bytes_sent"] = np.zeros((n, ranks), dtype=np.int64)
-    steps["step"] = np.repeat(np.arange(n)[:, None], ranks, axis=1)
-    steps["wall"][:2] = 100.0  # warm-up, excluded
-    attrs = {"algorithm": algo, "scaling": scaling, "world_size": ranks, "warmup_steps": 2, "finished_at": "x",
-             "local_batch": batch, "global_batch": batch * ranks, "machine": "test"}
-    return RunResult(Path(f"{algo}_{ranks}_{seed}.h5"), attrs, {"run": {"seed": seed}}, steps, {}, {})
-
-
 def test_weak_and_strong_speedup_and_efficiency_pair_repeats_by_seed():
     runs = [fake_run("sync", "weak", 1, 0, 1.0, 8), fake_run("sync", "weak", 1, 1, 2.0, 8),
             fake_run("sync", "weak", 4, 0, 2.0, 8), fake_run("sync", "weak", 4, 1, 2.0, 8),
@@ -84,6 +70,7 @@ def test_weak_and_strong_speedup_and_efficiency_pair_repeats_by_seed():
     rows = {(r.scaling, r.ranks): r for r in scaling_rows(runs)}
     w4 = rows[("weak", 4)]
     assert w4.step_time.mean == 2.0 and w4.throughput.mean == pytest.approx(32 / 2.0)
+    assert w4.generated.mean == pytest.approx(2 * 32 / 2.0)
     assert w4.efficiency.mean == pytest.approx((0.5 + 1.0) / 2) and w4.speedup.mean == pytest.approx(3.0)
     assert w4.efficiency.n == 2 and math.isfinite(w4.efficiency.half_width)
     s2 = rows[("strong", 2)]

@@ -158,17 +158,21 @@ def test_sweep_dry_run_prints_one_srun_line_per_run(tmp_path):
         assert f"--scaling {scaling} " in line
 
 
-def test_local_study_dry_run_covers_four_algorithms_both_scalings(tmp_path):
+def test_local_study_dry_run_is_a_measurement_of_four_algorithms_both_scalings(tmp_path):
     r = dry("sweep_local.sh", OUT=str(tmp_path / "s"), PYTHON=sys.executable)
     assert r.returncode == 0, r.stderr
     runs = [line for line in r.stdout.splitlines() if " hpcgan train " in line]
-    assert len(runs) == 4 * 3 * 2, r.stdout
+    assert len(runs) == 4 * 2 * 2 * 3, r.stdout  # algorithms x scalings x ranks 1,2 x 3 repeats
     for line in runs:
+        # a step long enough to time (DCGAN-32 on digits), never more ranks than this machine's 2 cores
+        assert "--data digits " in line and "--model dcgan32 " in line and " -n 4 " not in line, line
         # each algorithm's own defaults: optimistic Adam for DQGAN and DPOSG, Adam for sync and pcwgan
         assert ("--optimizer oadam" in line) == ("dposg_" in line or "dqgan_" in line), line
         assert ("--compressor sign" in line) == ("dqgan_" in line), line
-    assert sum("bench sharing" in line for line in r.stdout.splitlines()) == 4  # n2, n4 per scaling
+        assert ("--steps 40 " in line) == ("pcwgan_" in line) and ("--steps 300 " in line) != ("pcwgan_" in line)
+    assert {line.split("--seed ")[1].split()[0] for line in runs} == {"0", "1", "2"}
+    assert sum("bench sharing" in line for line in r.stdout.splitlines()) == 2  # n2, per scaling
     pcwgan = {line.split("--out ")[1].split()[0].rsplit("/", 1)[1]: line for line in runs if "pcwgan_" in line}
-    assert "--labels 8 " in pcwgan["pcwgan_weak_n4_r0.h5"] and "--labels 2 " in pcwgan["pcwgan_weak_n1_r0.h5"]
-    assert all("--labels 8 " in pcwgan[f"pcwgan_strong_n{n}_r0.h5"] for n in (1, 2, 4))
+    assert "--labels 4 " in pcwgan["pcwgan_weak_n2_r0.h5"] and "--labels 2 " in pcwgan["pcwgan_weak_n1_r0.h5"]
+    assert all("--labels 10 " in pcwgan[f"pcwgan_strong_n{n}_r0.h5"] for n in (1, 2))
     assert not (tmp_path / "s").exists()

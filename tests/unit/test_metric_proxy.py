@@ -54,19 +54,20 @@ def test_proxy_learns_the_toy_task_and_round_trips_with_its_checksum(cache):
     path = default_path(ds)
     digest = save_proxy(net, ds, acc, path)
     assert path.parent == cache and (cache / (path.name + ".sha256")).read_text().startswith(digest)
-    ex = load_proxy(ds)
+    ex = load_proxy(ds, data="toy")
     assert ex.meta["test_accuracy"] == acc and ex.digest == digest and ex.prefix == "proxy_"
     assert accuracy(ex.net, ds, split(len(ds.labels))[1]) == acc
     with pytest.raises(UsageError, match="another dataset"):
-        load_proxy(toy(seed=1), path)
+        load_proxy(toy(seed=1), path, data="toy")
     path.write_bytes(path.read_bytes() + b"\0")
     with pytest.raises(UsageError, match="expected"):
-        load_proxy(ds)
+        load_proxy(ds, data="toy")
 
 
 def test_missing_proxy_says_how_to_train_one():
-    with pytest.raises(UsageError, match="hpcgan eval --train-proxy"):
-        load_proxy(toy())
+    with pytest.raises(UsageError, match="hpcgan eval --train-proxy --data toy ") as e:
+        load_proxy(toy(), data="toy")
+    assert "<" not in str(e.value)  # names the dataset, no placeholder
 
 
 def test_reference_statistics_are_cached_per_extractor_and_dataset():
@@ -106,10 +107,18 @@ def test_evaluator_on_the_real_images_themselves():
 
     ev = ImageEvaluator(ds, [ex], chunk=40)
     m = ev.evaluate(sample, 240, SELF)
-    assert set(m) == {"proxy_fid", "proxy_is", "proxy_class_consistency"}
+    assert set(m) == {"proxy_fid", "proxy_is", "proxy_is_std", "proxy_class_consistency"}
     assert abs(m["proxy_fid"]) < 1e-6
-    pred = ex.embed(ds.images)[1].argmax(1)
+    logits = ex.embed(ds.images)[1]
+    pred = logits.argmax(1)
     assert m["proxy_class_consistency"] == pytest.approx(float((pred == ds.labels).double().mean()))
+    # IS as papers compute it, over 10 splits (sample i in split i mod 10): mean and std of exp(E KL)
+    p = torch.softmax(logits, dim=1).numpy()
+    scores = [np.exp(np.mean(np.sum(q * (np.log(q) - np.log(q.mean(axis=0, keepdims=True))), axis=1)))
+              for q in (p[s::10] for s in range(10))]
+    assert (m["proxy_is"], m["proxy_is_std"]) == pytest.approx((np.mean(scores), np.std(scores)), rel=1e-9)
+    assert ImageEvaluator(ds, [ex], chunk=40, is_splits=1).evaluate(
+        lambda n: (ds.images[:n], None), 240, SELF)["proxy_is_std"] == 0  # one split: the IS of all samples
 
 
 def test_unconditional_samples_have_no_class_consistency_and_noise_scores_worse():
@@ -122,18 +131,18 @@ def test_unconditional_samples_have_no_class_consistency_and_noise_scores_worse(
 
 
 def test_build_evaluator_picks_what_is_available(caplog):
-    assert isinstance(build_evaluator(build_dataset("mog8")), MixtureEvaluator)
+    assert isinstance(build_evaluator(build_dataset("mog8"), data="toy"), MixtureEvaluator)
     ds = toy()
     with caplog.at_level(logging.INFO, logger="hpcgan"):
-        assert build_evaluator(ds) is None
+        assert build_evaluator(ds, data="toy") is None
     assert "no proxy metrics" in caplog.text
     with pytest.raises(UsageError, match="--train-proxy"):
-        build_evaluator(ds, ["proxy"])
+        build_evaluator(ds, ["proxy"], data="toy")
     with pytest.raises(UsageError, match="HPCGAN_INCEPTION_WEIGHTS"):
-        build_evaluator(ds, ["inception"])
+        build_evaluator(ds, ["inception"], data="toy")
     with pytest.raises(UsageError, match="valid: mog, proxy, inception"):
-        build_evaluator(ds, ["kid"])
+        build_evaluator(ds, ["kid"], data="toy")
     net = Classifier(1, 2, width=8)
     save_proxy(net, ds, 0.5, default_path(ds))
-    ev = build_evaluator(ds)
+    ev = build_evaluator(ds, data="toy")
     assert isinstance(ev, ImageEvaluator) and [e.prefix for e in ev.extractors] == ["proxy_"]

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from data_prep import prepare  # noqa: E402
+from helpers import make_cifar10  # noqa: E402  (tests/ is on sys.path)
 from hpcgan.data.writer import atomic_output  # noqa: E402
 
 RNG = np.random.default_rng(7)
@@ -21,22 +22,6 @@ RNG = np.random.default_rng(7)
 def dump(path: Path, obj) -> None:
     with open(path, "wb") as f:
         pickle.dump(obj, f, protocol=2)
-
-
-def make_cifar10(root: Path, per_batch: int = 12) -> dict:
-    """cifar-10-batches-py/ as the real archive lays it out: bytes keys, uint8 (N, 3072), label lists."""
-    d = root / "cifar-10-batches-py"
-    d.mkdir(parents=True)
-    made = {}
-    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
-        x = RNG.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
-        y = RNG.integers(0, 10, per_batch).tolist()
-        dump(d / name, {b"batch_label": f"batch {i}".encode(), b"labels": y, b"data": x,
-                        b"filenames": [f"img_{i}_{j}.png".encode() for j in range(per_batch)]})
-        made[name] = (x, y)
-    dump(d / "batches.meta", {b"num_cases_per_batch": per_batch, b"num_vis": 3072,
-                              b"label_names": [f"class{c}".encode() for c in range(10)]})
-    return made
 
 
 def make_cifar100(root: Path, n: int = 40) -> dict:

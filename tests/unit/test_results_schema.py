@@ -59,6 +59,10 @@ def test_validate_accepts_recorder_output(tmp_path):
     (lambda f: f["steps"]["d_loss"].resize(3, axis=0), "different lengths"),
     (lambda f: f.attrs.__setitem__("config_json", "{not json"), "config_json"),
     (lambda f: f["eval"]["modes_covered"].resize(3, axis=0), "/eval/modes_covered"),
+    (lambda f: f.attrs.__setitem__("ranks_json", "[]"), "should list 1 ranks"),
+    (lambda f: f.attrs.__setitem__("ranks_json", '[{"rank": 0}]'), "lacks cpu_affinity, device, host"),
+    (lambda f: f.create_group("final_eval").create_dataset("fid", data=1.0), "/final_eval lacks attribute 'samples'"),
+    (lambda f: f["steps"].__delitem__("real_samples"), "missing /steps/real_samples"),
 ])
 def test_validate_reports_each_kind_of_damage(tmp_path, damage, expected):
     path = tmp_path / "bad.h5"

@@ -1,0 +1,64 @@
+"""Every quality metric hpcgan records, by name: what it means and which way is better.
+
+A registry (``METRICS``) so that reports can check a metric asked for by name (``hpcgan report
+--metric NAME``) and say which way it improves. Metric names in results files are these names,
+with a suffix for models other than the run's own (DPOSG's ``_rank0``). No torch or MPI here: the
+analysis layer reads it on any machine.
+
+Per dataset, reports compare every run on one metric: the first of :data:`HEADLINE` that the runs
+of that dataset have (images: FID with the standard Inception-v3 when evaluated with it, else the
+proxy classifier's FID; mixtures: modes covered).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    higher_is_better: bool
+    family: str          # "mog", "proxy" or "inception" (``hpcgan eval --metrics``)
+    doc: str
+
+    @property
+    def better(self) -> str:
+        return "higher is better" if self.higher_is_better else "lower is better"
+
+
+METRICS: Registry[Metric] = Registry("metric")
+
+
+def _add(name: str, higher: bool, family: str, doc: str) -> None:
+    METRICS.register(name)(Metric(name, higher, family, doc))
+
+
+_add("modes_covered", True, "mog", "mixture modes holding >= 1% of the samples within 3 sigma")
+_add("hq_fraction", True, "mog", "fraction of samples within 3 sigma of a mode")
+_add("mode_kl", False, "mog", "KL(mode histogram || uniform) of the high-quality samples")
+for _prefix, _family, _what in (("", "inception", "Inception-v3 (comparable with papers)"),
+                                ("proxy_", "proxy", "hpcgan's proxy classifier (not comparable with papers)")):
+    _add(f"{_prefix}fid", False, _family, f"Frechet distance to the real data's features, {_what}")
+    _add(f"{_prefix}is", True, _family, f"Inception score, mean over splits, {_what}")
+    _add(f"{_prefix}is_std", False, _family, f"standard deviation of the Inception score over splits, {_what}")
+    _add(f"{_prefix}class_consistency", True, _family,
+         f"fraction of conditional samples G(z, c) classified as c, {_what}")
+
+#: The metric reports compare runs on, per dataset: the first of these the runs have.
+HEADLINE = ("fid", "proxy_fid", "modes_covered")
+
+
+def base_name(name: str) -> str:
+    """The registered metric behind a recorded name (``fid_rank0`` -> ``fid``; unknown: ``name``)."""
+    head = name
+    while head and head not in METRICS:
+        head = head.rpartition("_")[0]
+    return head or name
+
+
+def headline(available: set[str]) -> str | None:
+    """The metric to compare runs with: the first of :data:`HEADLINE` in ``available``, else the
+    first registered metric in it (alphabetically), else None."""
+    return next((m for m in HEADLINE if m in available), min((m for m in available if m in METRICS), default=None))

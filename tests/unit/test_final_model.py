@@ -1,0 +1,81 @@
+"""The final model (results/model.py): parts joined from the ranks, sampled on any number of
+ranks without communication, labels balanced and routed, written and read back safely."""
+import h5py
+import pytest
+import torch
+from mpi4py import MPI
+
+from hpcgan.config import RunConfig
+from hpcgan.data import build_dataset
+from hpcgan.errors import UsageError
+from hpcgan.evaluate import _check_results_file
+from hpcgan.gan.models import build_models
+from hpcgan.results.model import FinalModel, Generators, merge, read_final_model, results_of, save_final_model
+
+CFG = RunConfig().replace(model={"width": 8, "z_dim": 2}, algo={"algo": "pcwgan"})
+SPEC = build_dataset("mog8").spec
+
+
+def constant_generator(value: float, conditional: bool = False) -> torch.nn.Module:
+    """A generator whose every sample is (value, value): all weights zero, the last bias = value."""
+    G = build_models(SPEC, CFG.model, conditional)[0]
+    with torch.no_grad():
+        for p in G.parameters():
+            p.zero_()
+        list(G.parameters())[-1].fill_(value)
+    return G
+
+
+def test_per_label_parts_join_and_every_label_gets_its_share_on_any_rank_count():
+    parts = [{"": Generators.per_label({c: constant_generator(c) for c in range(8) if c % 2 == r})} for r in (0, 1)]
+    model = FinalModel(CFG, 5, merge(parts), "digest", "test")
+    for size in (1, 3):
+        xs, ys = zip(*(model.sampler("", SPEC, 100, rank, size)(n) for rank, n in
+                       zip(range(size), [100] if size == 1 else [34, 33, 33])))
+        x, y = torch.cat(xs), torch.cat(ys)
+        assert torch.equal(x[:, 0], y.float()), "label c drawn from G_c"
+        assert torch.bincount(y, minlength=8).tolist() == [13, 13, 13, 13, 12, 12, 12, 12], size
+
+
+def test_single_and_conditional_models():
+    single = FinalModel(CFG, 5, merge([{"": Generators.of(constant_generator(3.0), False)}]), "d", "test")
+    x, y = single.sampler("", SPEC, 10, 0, 1)(10)
+    assert y is None and torch.all(x == 3.0)
+    cond = FinalModel(CFG, 5, merge([{"": Generators.of(constant_generator(1.0, True), True)}]), "d", "test")
+    x, y = cond.sampler("", SPEC, 16, 1, 2)(8)
+    assert y.tolist() == list(range(8)) and x.shape == (8, 2)
+
+
+def test_parts_that_do_not_make_one_model_are_refused():
+    g = {"": Generators.of(constant_generator(0.0), False)}
+    with pytest.raises(UsageError, match="more than one rank"):
+        merge([g, g])
+    with pytest.raises(UsageError, match="no part holds the run's model"):
+        merge([{"rank0": g[""]}])
+    half = FinalModel(CFG, 5, merge([{"": Generators.per_label({0: constant_generator(0.0)})}]), "d", "folder")
+    with pytest.raises(UsageError, match=r"lacks the generators of labels \[1, 2, 3, 4, 5, 6, 7\]"):
+        half.sampler("", SPEC, 10, 0, 1)
+
+
+def test_written_folder_reads_back_with_weights_only_and_is_checked_against_its_results_file(tmp_path):
+    results = tmp_path / "run.h5"
+    parts = {"": Generators.per_label({c: constant_generator(c) for c in range(8)})}
+    folder = save_final_model(results, parts, CFG, 7, MPI.COMM_SELF)
+    assert folder == tmp_path / "run.h5.model" and [p.name for p in folder.iterdir()] == ["rank0.pt"]
+    for target in (results, folder):
+        model = read_final_model(target)
+        assert model.step == 7 and model.cfg == CFG and set(model.models[""].weights) == set(range(8))
+    assert results_of(folder) == results and results_of(tmp_path / "run.h5.ckpt" / "rank1.pt") == results
+    save_final_model(results, {}, CFG, 9, MPI.COMM_SELF)  # a later run with nothing to keep replaces it whole
+    with pytest.raises(UsageError, match="no final model"):
+        read_final_model(results)
+
+    save_final_model(results, parts, CFG, 7, MPI.COMM_SELF)
+    with h5py.File(results, "w") as f:
+        f.attrs.update(algorithm="pcwgan", finished_at="now")
+        f["steps/step"] = torch.arange(9).reshape(9, 1).numpy()
+    assert "stale model folder" in _check_results_file(results, read_final_model(results))
+    with h5py.File(results, "a") as f:
+        del f["steps/step"]
+        f["steps/step"] = torch.arange(7).reshape(7, 1).numpy()
+    assert _check_results_file(results, read_final_model(results)) is None
