@@ -109,7 +109,16 @@ class PowerContext:
 
 
 def _split(buf: torch.Tensor, shapes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    if len(shapes) == 1:
+        return [buf.view(shapes[0])]
     return [t.view(s) for t, s in zip(buf.split([a * b for a, b in shapes]), shapes)]
+
+
+def _join(parts: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """The parts flattened end to end (no copy for one part)."""
+    if len(parts) == 1:
+        return parts[0].reshape(-1)
+    return torch.cat([p.reshape(-1) for p in parts]) if parts else like.new_zeros(0)
 
 
 @COMPRESSORS.register("powersgd")
@@ -143,10 +152,9 @@ class PowerSGD(Compressor):
             p = F.linear(m.whole(flat), qt)  # M Q, with Q^T stored row-major (the fast layout)
             if m.tail:
                 p = torch.cat([p, (qt[:, :m.tail] @ m.last(flat)).unsqueeze(0)])
-            ps.append(p.reshape(-1))
-        dense = torch.cat([flat[s:s + n] for s, n in lay.dense]) if lay.dense else flat.new_zeros(0)
-        ps = torch.cat(ps) if ps else flat.new_zeros(0)
-        return [dense, ps], PowerContext(x.shape, x.dtype, sizes, flat)
+            ps.append(p)
+        dense = _join([flat[s:s + n] for s, n in lay.dense], flat)
+        return [dense, _join(ps, flat)], PowerContext(x.shape, x.dtype, sizes, flat)
 
     def next_round(self, summed, ctx: PowerContext):
         """Round 2: P^ from the summed P, then Q_m^T = P^^T M_m (the dense sum is kept for the end)."""
@@ -161,7 +169,7 @@ class PowerSGD(Compressor):
             if m.tail:
                 qt[:, :m.tail] += torch.outer(ph[m.full], m.last(ctx.flat))
             ctx.q_local.append(qt)
-        return [torch.cat([q.reshape(-1) for q in ctx.q_local]) if ctx.q_local else ctx.flat.new_zeros(0)]
+        return [_join(ctx.q_local, ctx.flat)]
 
     def _expand(self, ctx: PowerContext, qts: list[torch.Tensor], dense: torch.Tensor | None) -> torch.Tensor:
         """P^ Q^T of every matrix and ``dense`` (None: this rank's own dense values) in one buffer."""

@@ -1,10 +1,12 @@
 /* QSGD kernels for hpcgan.compress.qsgd: one pass over memory each way.
 
    x is a flat fp32 buffer of T tensors laid end to end (tensor t holds sizes[t] values). With s
-   levels, inv[t] = s / ||x_t||_2 (0 for a zero tensor) and the uniform u_i of coordinate i:
+   levels, norms[t] = ||x_t||_2 (computed by the caller), inv[t] = s / norms[t] in fp32 (0 for a zero
+   tensor) and the uniform u_i of coordinate i:
      compress:   l_i = min(floor(|x_i| inv[t] + u_i), s),  code_i = s - l_i if x_i < 0 else s + l_i,
                  bit j of code_i -> bit (i mod 8) of byte i/8 of plane j (planes of ceil(n/8) bytes)
-     decompress: out_i = (code_i - s) scale[t], or out_i += that when accumulating
+     decompress: out_i = (code_i - s) scale[t], or out_i += that when accumulating, with
+                 scale[t] = fp32(fp64(norms[t]) / denom[t]), denom[t] = s (1 + omega_t) in fp64
    u_i = (h_i >> 8) 2^-24, h_i = mix32(mix32(i ^ k0) + k1) with mix32 = lowbias32: the counter-based
    generator of counter.py. Every product and sum is one IEEE fp32 operation in the order written
    (no contraction into FMA), the same as the torch fallback in qsgd.py, so both produce the same
@@ -84,7 +86,7 @@ static inline __m256i codes8(const float *x, int64_t i, __m256 inv, __m256i k0, 
 #endif
 
 void hpcgan_qsgd_compress(const float *restrict x, const int64_t *restrict sizes, int64_t T,
-                          const float *restrict inv, int32_t s, uint32_t k0, uint32_t k1, int32_t planes,
+                          const float *restrict norms, int32_t s, uint32_t k0, uint32_t k1, int32_t planes,
                           uint8_t *restrict packed)
 {
     int64_t total = 0;
@@ -93,10 +95,11 @@ void hpcgan_qsgd_compress(const float *restrict x, const int64_t *restrict sizes
     int64_t start = 0;
     for (int64_t t = 0; t < T; ++t) {
         const int64_t end = start + sizes[t];
+        const float inv = norms[t] > 0.0f ? (float)s / norms[t] : 0.0f;
         int64_t i = start;
-        for (; i < end && (i & 7); ++i) put_bits(packed, plane_len, planes, i, code_of(x[i], inv[t], (uint32_t)i, k0, k1, s));
+        for (; i < end && (i & 7); ++i) put_bits(packed, plane_len, planes, i, code_of(x[i], inv, (uint32_t)i, k0, k1, s));
 #if defined(__AVX2__)
-        const __m256 vinv = _mm256_set1_ps(inv[t]);
+        const __m256 vinv = _mm256_set1_ps(inv);
         const __m256i vk0 = _mm256_set1_epi32((int32_t)k0), vk1 = _mm256_set1_epi32((int32_t)k1), vs = _mm256_set1_epi32(s);
         const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
         for (; i + 32 <= end; i += 32) {
@@ -112,11 +115,11 @@ void hpcgan_qsgd_compress(const float *restrict x, const int64_t *restrict sizes
 #endif
         for (; i + 8 <= end; i += 8) {
             uint64_t w = 0;
-            for (int b = 0; b < 8; ++b) w |= (uint64_t)code_of(x[i + b], inv[t], (uint32_t)(i + b), k0, k1, s) << (8 * b);
+            for (int b = 0; b < 8; ++b) w |= (uint64_t)code_of(x[i + b], inv, (uint32_t)(i + b), k0, k1, s) << (8 * b);
             for (int j = 0; j < planes; ++j)
                 packed[j * plane_len + (i >> 3)] = (uint8_t)((((w >> j) & 0x0101010101010101ull) * 0x0102040810204080ull) >> 56);
         }
-        for (; i < end; ++i) put_bits(packed, plane_len, planes, i, code_of(x[i], inv[t], (uint32_t)i, k0, k1, s));
+        for (; i < end; ++i) put_bits(packed, plane_len, planes, i, code_of(x[i], inv, (uint32_t)i, k0, k1, s));
         start = end;
     }
 }
@@ -149,8 +152,8 @@ static inline void put(float *out, int64_t i, float v, int accumulate)
 }
 
 void hpcgan_qsgd_decompress(const uint8_t *restrict packed, const int64_t *restrict sizes, int64_t T,
-                            const float *restrict scale, int32_t s, int32_t planes, float *restrict out,
-                            int accumulate)
+                            const float *restrict norms, const double *restrict denom, int32_t s, int32_t planes,
+                            float *restrict out, int accumulate)
 {
     init_spread();
     int64_t total = 0;
@@ -159,7 +162,7 @@ void hpcgan_qsgd_decompress(const uint8_t *restrict packed, const int64_t *restr
     int64_t start = 0;
     for (int64_t t = 0; t < T; ++t) {
         const int64_t end = start + sizes[t];
-        const float sc = scale[t];
+        const float sc = (float)((double)norms[t] / denom[t]);
         int64_t i = start;
         for (; i < end && (i & 7); ++i) put(out, i, (float)((int32_t)code_at(packed, plane_len, planes, i) - s) * sc, accumulate);
 #if defined(__AVX2__)

@@ -15,8 +15,8 @@ compressor is built (hpcgan seeds torch per rank, so ranks round independently),
 On CPU (s <= 127) compress and decompress are the C kernels of ``qsgd.c`` (:mod:`.native`), one pass
 each way over the values after the norms; the torch fallback (device tensors, no C compiler,
 ``$HPCGAN_NATIVE=0``) does the same fp32 operations in the same order and produces the same bits.
-Both take the norms from the same torch call and the scales ||x||_2 / (s (1 + omega)) from the
-same fp64 arithmetic.
+Both take the norms from the same torch call, s / ||x||_2 from one fp32 division and the scales
+||x||_2 / (s (1 + omega)) from one fp64 division rounded to fp32.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def _kernels() -> ctypes.CDLL | None:
     if lib is not None:
         ptr, i64, i32, u32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_uint32
         lib.hpcgan_qsgd_compress.argtypes = [ptr, ptr, i64, ptr, i32, u32, u32, i32, ptr]
-        lib.hpcgan_qsgd_decompress.argtypes = [ptr, ptr, i64, ptr, i32, i32, ptr, ctypes.c_int]
+        lib.hpcgan_qsgd_decompress.argtypes = [ptr, ptr, i64, ptr, ptr, i32, i32, ptr, ctypes.c_int]
         lib.hpcgan_qsgd_isa.restype = ctypes.c_char_p
     return lib
 
@@ -55,6 +55,13 @@ def implementation() -> str:
 @lru_cache(maxsize=32)
 def _lengths(sizes: tuple[int, ...]) -> torch.Tensor:
     return torch.tensor(sizes, dtype=torch.int64)
+
+
+@lru_cache(maxsize=32)
+def _denominators(sizes: tuple[int, ...], levels: int) -> torch.Tensor:
+    """s (1 + omega(n_t)) per tensor, fp64: the scale of tensor t is ||x_t||_2 over it."""
+    return torch.tensor([levels * (1.0 + min(n / levels**2, math.sqrt(n) / levels)) for n in sizes],
+                        dtype=torch.float64)
 
 
 @COMPRESSORS.register("qsgd")
@@ -71,7 +78,7 @@ class QSGD(Compressor):
 
     def omega(self, d: int) -> float:
         s = self.levels
-        return min(d / s**2, math.sqrt(d) / s)
+        return min(d / s**2, math.sqrt(d) / s)  # as in _denominators
 
     def delta(self, d: int) -> float:
         return 1.0 / (1.0 + self.omega(d))
@@ -85,40 +92,36 @@ class QSGD(Compressor):
         flat = x.reshape(-1).to(torch.float32).contiguous()
         d, s = flat.numel(), self.levels
         sizes = tuple(sizes) if sizes else (d,)
-        norms = torch.stack([seg.norm() for seg in flat.split(sizes)])
-        inv = torch.where(norms > 0, s / norms, torch.zeros_like(norms))
+        norms = flat.norm().reshape(1) if len(sizes) == 1 else torch.stack([seg.norm() for seg in flat.split(sizes)])
         key = call_key(self.seed, 1, self.calls)
         self.calls += 1
         lib = self._native(flat)
         if lib is None:
-            packed = self._compress_torch(flat, sizes, inv, key)
+            packed = self._compress_torch(flat, sizes, norms, key)
         else:
             packed = torch.zeros(self.planes * bits.packed_len(d), dtype=torch.uint8)
-            lib.hpcgan_qsgd_compress(flat.data_ptr(), _lengths(sizes).data_ptr(), len(sizes), inv.data_ptr(), s,
+            lib.hpcgan_qsgd_compress(flat.data_ptr(), _lengths(sizes).data_ptr(), len(sizes), norms.data_ptr(), s,
                                      key & MASK32, key >> 32, self.planes, packed.data_ptr())
         return [packed, norms], (x.shape, x.dtype, sizes)
 
-    def _compress_torch(self, flat, sizes, inv, key) -> torch.Tensor:
+    def _compress_torch(self, flat, sizes, norms, key) -> torch.Tensor:
         s = self.levels
+        inv = torch.where(norms > 0, torch.full_like(norms, s) / norms, 0.0)  # one fp32 division, as in qsgd.c
         scaled = flat.abs() * torch.repeat_interleave(inv, torch.tensor(sizes, device=flat.device))
         scaled += uniform24(flat.numel(), key, flat.device)
         levels = scaled.floor_().clamp_(max=s)
         codes = torch.where(flat < 0, s - levels, s + levels).to(torch.int32)  # signed level + s, in 0..2s
         return torch.cat([bits.pack((codes >> j) & 1) for j in range(self.planes)])
 
-    def _scales(self, norms: torch.Tensor, sizes) -> torch.Tensor:
-        """||x_t||_2 / (s (1 + omega(n_t))) per tensor, fp32 from fp64 arithmetic."""
-        denom = torch.tensor([self.levels * (1.0 + self.omega(n)) for n in sizes], dtype=torch.float64)
-        return (norms.double().cpu() / denom).to(torch.float32).to(norms.device)
-
     def decompress(self, payload, ctx):
         packed, norms = payload
         shape, dtype, sizes = ctx
         d, s = sum(sizes), self.levels
-        scales = self._scales(norms, sizes)
-        if self._native(packed, scales) is not None:
-            out = self._decompress_native(packed, scales, sizes, torch.empty(d), False)
+        if self._native(packed, norms) is not None:
+            out = self._decompress_native(packed, norms, sizes, torch.empty(d), False)
             return out.view(shape).to(dtype)
+        # ||x_t||_2 / (s (1 + omega(n_t))) per tensor, in fp64 rounded to fp32 (as qsgd.c does)
+        scales = (norms.double() / _denominators(sizes, s).to(norms.device)).to(torch.float32)
         codes = torch.zeros(d, dtype=torch.int32, device=packed.device)
         for j, plane in enumerate(packed.view(self.planes, -1)):
             codes |= bits.unpack(plane, d).to(torch.int32) << j
@@ -129,14 +132,14 @@ class QSGD(Compressor):
         packed, norms = payload
         if self._native(packed, out) is None or out.dtype != torch.float32 or not out.is_contiguous():
             return super().decompress_add(payload, ctx, out)
-        self._decompress_native(packed, self._scales(norms, ctx[2]), ctx[2], out.view(-1), True)
+        self._decompress_native(packed, norms, ctx[2], out.view(-1), True)
         return out
 
-    def _decompress_native(self, packed, scales, sizes, out, accumulate: bool) -> torch.Tensor:
-        packed = packed.contiguous()
-        _kernels().hpcgan_qsgd_decompress(packed.data_ptr(), _lengths(tuple(sizes)).data_ptr(), len(sizes),
-                                          scales.data_ptr(), self.levels, self.planes, out.data_ptr(),
-                                          int(accumulate))
+    def _decompress_native(self, packed, norms, sizes, out, accumulate: bool) -> torch.Tensor:
+        packed, norms, sizes = packed.contiguous(), norms.contiguous(), tuple(sizes)
+        _kernels().hpcgan_qsgd_decompress(packed.data_ptr(), _lengths(sizes).data_ptr(), len(sizes), norms.data_ptr(),
+                                          _denominators(sizes, self.levels).data_ptr(), self.levels, self.planes,
+                                          out.data_ptr(), int(accumulate))
         return out
 
     def state_dict(self):

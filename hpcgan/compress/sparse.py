@@ -149,6 +149,11 @@ class TopK(_TopKBase):
                                "candidates_per_k": appended / max(1, sum(ks)), "passes": passes / len(sizes)}
 
 
+def _sum_sq(t: torch.Tensor) -> float:
+    """sum t_i^2 in fp64 (the statistics compare deltas to 1e-6)."""
+    return float(t.double().norm()) ** 2
+
+
 def _sampled_threshold(key: torch.Tensor, k: int) -> int:
     """A key about 1.5 k of the n keys reach, from SAMPLE keys at quasi-random positions (a Weyl
     sequence, so the sample never aligns with a row length); 0 for small tensors."""
@@ -185,7 +190,7 @@ def _select_torch(flat: torch.Tensor, sizes: tuple[int, ...], ks: list[int]):
     index = torch.cat(chosen) if chosen else torch.zeros(0, dtype=torch.int64, device=flat.device)
     values = flat[index]
     return values, index.to(torch.int32), {
-        "total_sq": float(flat.dot(flat)), "kept_sq": float(values.dot(values)),
+        "total_sq": _sum_sq(flat), "kept_sq": _sum_sq(values),
         "candidates_per_k": candidates / max(1, sum(ks)), "passes": passes / max(1, len(sizes))}
 
 
@@ -203,7 +208,7 @@ class TopKTorch(_TopKBase):
             start += seg.numel()
         index = torch.cat(chosen)
         values = flat[index]
-        return values, index.to(torch.int32), {"total_sq": float(flat.dot(flat)), "kept_sq": float(values.dot(values))}
+        return values, index.to(torch.int32), {"total_sq": _sum_sq(flat), "kept_sq": _sum_sq(values)}
 
 
 @lru_cache(maxsize=32)

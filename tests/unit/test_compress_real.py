@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from hpcgan.benchmarks.gradients import real_gradient
 from hpcgan.compress import build_compressor
