@@ -5,9 +5,11 @@ kernels and the torch fallback compute the same bits.
 * :func:`splitmix64` (Steele, Lea, Flood 2014): one 64-bit draw per Python-side counter, e.g. a
   random-k offset per tensor per call, or the 64-bit key of a call.
 * :func:`uniform24`: one uniform per coordinate i of a call with key (k0, k1):
-      h_i = mix32(mix32(i XOR k0) + k1 mod 2^32),   u_i = (h_i >> 8) 2^-24  in [0, 1)
-  with mix32 the "lowbias32" integer hash (C. Wellons: xorshift-multiply, bias 0.17 of the ideal);
-  24 bits make u_i exactly representable in fp32. ``qsgd.c`` computes the same function.
+      h_i = mix32((i XOR k0) + k1 mod 2^32),   u_i = (h_i >> 8) 2^-24  in [0, 1)
+  with mix32 the "lowbias32" integer hash (C. Wellons: xorshift-multiply, avalanche bias 0.17 of
+  the best known): a call reads a fixed hashed sequence through its own key-dependent bijection of
+  the indices, so draws are uniform and unrelated across coordinates and calls. 24 bits make u_i
+  exactly representable in fp32. ``qsgd.c`` computes the same function.
 """
 from __future__ import annotations
 
@@ -50,5 +52,5 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
 def uniform24(n: int, key: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """u_0..u_{n-1} (fp32, multiples of 2^-24 in [0, 1)) for the call with 64-bit ``key``."""
     k0, k1 = key & MASK32, key >> 32
-    h = mix32((mix32(torch.arange(n, dtype=torch.int64, device=device) ^ k0) + k1) & MASK32)
+    h = mix32(((torch.arange(n, dtype=torch.int64, device=device) ^ k0) + k1) & MASK32)
     return (h >> 8).to(torch.float32).mul_(2.0**-24)

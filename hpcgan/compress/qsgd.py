@@ -99,7 +99,7 @@ class QSGD(Compressor):
         if lib is None:
             packed = self._compress_torch(flat, sizes, norms, key)
         else:
-            packed = torch.zeros(self.planes * bits.packed_len(d), dtype=torch.uint8)
+            packed = torch.empty(self.planes * bits.packed_len(d), dtype=torch.uint8)  # the kernel writes every byte
             lib.hpcgan_qsgd_compress(flat.data_ptr(), _lengths(sizes).data_ptr(), len(sizes), norms.data_ptr(), s,
                                      key & MASK32, key >> 32, self.planes, packed.data_ptr())
         return [packed, norms], (x.shape, x.dtype, sizes)

@@ -1,8 +1,12 @@
 """Compressors: measured delta, round-trip shapes, bytes on the wire, error-feedback telescoping."""
+import ctypes
 import math
 import os
+import platform
 import shlex
 import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -275,7 +279,7 @@ def test_counter_uniforms_are_uniform_and_match_their_definition():
         v ^= v >> 15
         v = (v * 0x846CA68B) & counter.MASK32
         return v ^ (v >> 16)
-    h = [mix32((mix32(i ^ (key & counter.MASK32)) + (key >> 32)) & counter.MASK32) for i in range(100)]
+    h = [mix32(((i ^ (key & counter.MASK32)) + (key >> 32)) & counter.MASK32) for i in range(100)]
     assert torch.equal(counter.uniform24(100, key), torch.tensor([(v >> 8) * 2.0**-24 for v in h], dtype=torch.float32))
 
 
@@ -356,3 +360,32 @@ def test_bit_packing_matches_numpy_little_order():
     packed = bits.pack(flags)
     assert torch.equal(packed, torch.from_numpy(np.packbits(flags.numpy(), bitorder="little")))
     assert torch.equal(bits.unpack(packed, 1001).bool(), flags)
+
+
+@pytest.mark.parametrize("isa, flags", [("avx2", ["-mno-avx512f"]), ("portable", ["-mno-avx2", "-mno-avx512f"])])
+def test_every_isa_path_of_the_qsgd_and_topk_kernels_gives_the_torch_bits(isa, flags, tmp_path, monkeypatch):
+    """The kernels built for an older CPU than this one (AVX2 only, no SIMD) give the same bits."""
+    cc = shlex.split(os.environ.get("CC", "cc"))
+    if platform.machine() not in ("x86_64", "AMD64") or not shutil.which(cc[0]):
+        pytest.skip("x86-64 ISA variants need an x86-64 C compiler")
+    for module, name in ((qsgd, "qsgd"), (sparse, "topk")):
+        so = tmp_path / f"{name}.so"
+        subprocess.run(cc + ["-O3", "-march=native", *flags, "-fPIC", "-shared", "-std=c11", "-o", str(so),
+                             str(Path(module.__file__).with_name(f"{name}.c"))], check=True)
+        monkeypatch.setattr(module.native, "load", lambda _, so=so: ctypes.CDLL(str(so)))
+        lib = module._kernels.__wrapped__()  # the variant, with its argument types declared
+        monkeypatch.setattr(module, "_kernels", lambda lib=lib: lib)
+        assert module.implementation() == f"c-{isa}"
+    sizes = [3, 13, 64, 1, 1000, 37, 20_005, 70_000]
+    x = torch.randn(sum(sizes), generator=torch.Generator().manual_seed(3))
+    x[[0, 17, 80]], x[[1, 81]] = 0.0, -0.0
+    for levels in (4, 16):
+        c, fallback = QSGD(levels=levels, seed=9), QSGD(levels=levels, seed=9)
+        fallback._native = lambda *tensors: None
+        payload, ctx = c.compress(x, sizes)
+        assert torch.equal(payload[0], fallback.compress(x, sizes)[0][0]), f"qsgd s={levels}"
+        base = torch.randn(x.numel())
+        assert torch.equal(c.decompress_add(payload, ctx, base.clone()), base + fallback.decompress(payload, ctx))
+    (values, index), _ = make("topk", ratio=0.05).compress(x, sizes)
+    want = sparse._select_torch(x, tuple(sizes), keep_counts(0.05, sizes))
+    assert torch.equal(values, want[0]) and torch.equal(index, want[1])
