@@ -19,12 +19,15 @@
    (4 passes of 8 bits over the buffer) and a stable compaction.
 
    stats (fp64, accumulated): [0] sum of x_i^2, [1] sum of the kept x_i^2, [2] entries appended to
-   the buffer, [3] passes over the tensors. With AVX2 a pass compares 8 keys per instruction. */
+   the buffer, [3] passes over the tensors. The pass has no data-dependent branch: with AVX-512 it
+   compares 16 keys at once and compresses the passing (key, position) pairs into the buffer; with
+   AVX2, 8 keys and a left-packing permutation from a 256-entry table; the buffer has room for a
+   whole vector past its capacity, and is cut once it reaches it. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__AVX2__)
+#if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
@@ -32,10 +35,16 @@
 #define SAMPLE_RUNS 512
 #define RUN 8
 #define BLOCK 1024
+#define SLACK 16      /* buffer entries past the capacity: one vector store */
+#if defined(__AVX512F__)
+#define TOPK_AVX512 1
+#endif
 
 const char *hpcgan_topk_isa(void)
 {
-#if defined(__AVX2__)
+#if defined(TOPK_AVX512)
+    return "avx512";
+#elif defined(__AVX2__)
     return "avx2";
 #else
     return "portable";
@@ -98,20 +107,75 @@ static void cut(Cands *c)
 
 static inline void append(Cands *c, uint32_t key, int64_t pos)
 {
-    if (key < c->thr) return;  /* the threshold rose since the entry was tested */
+    if (key < c->thr) return;
     c->key[c->n] = key;
     c->pos[c->n++] = (uint32_t)pos;
     c->appended++;
-    if (c->n == c->cap) cut(c);
+    if (c->n >= c->cap) cut(c);
 }
+
+/* The vector loops keep the buffer's fill and threshold in registers: n entries after a store of
+   new ones; at capacity, cut and reload the threshold. */
+static inline int64_t filled(Cands *c, int64_t n, uint32_t *thr)
+{
+    if (n < c->cap) return n;
+    c->n = n;
+    cut(c);
+    *thr = c->thr;
+    return c->n;
+}
+
+#if defined(__AVX2__) && !defined(TOPK_AVX512)
+static uint32_t LEFT_PACK[256][8];  /* LEFT_PACK[m]: the lanes set in m, first, for permutevar8x32 */
+static int left_pack_ready;
+
+static void init_left_pack(void)
+{
+    if (left_pack_ready) return;
+    for (int m = 0; m < 256; ++m) {
+        int n = 0;
+        for (int j = 0; j < 8; ++j)
+            if (m >> j & 1) LEFT_PACK[m][n++] = (uint32_t)j;
+        while (n < 8) LEFT_PACK[m][n++] = 0;
+    }
+    left_pack_ready = 1;
+}
+#endif
 
 /* One pass over x[0..n): append candidates; returns sum x_i^2. */
 static double scan(const float *restrict x, int64_t n, Cands *c)
 {
     double total = 0.0;
     int64_t i = 0;
-#if defined(__AVX2__)
-    const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
+#if defined(TOPK_AVX512)
+    const __m512i absmask = _mm512_set1_epi32(0x7fffffff), lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
+                                                                                     10, 11, 12, 13, 14, 15);
+    int64_t cn = c->n, added = 0;
+    uint32_t thr = c->thr;
+    while (n - i >= 16) {
+        const int64_t end = i + ((n - i) / 16 < BLOCK / 16 ? (n - i) / 16 * 16 : BLOCK);
+        __m512 acc = _mm512_setzero_ps();
+        for (; i < end; i += 16) {
+            const __m512 v = _mm512_loadu_ps(x + i);
+            const __m512i key = _mm512_and_si512(_mm512_castps_si512(v), absmask);
+            acc = _mm512_fmadd_ps(v, v, acc);
+            const __mmask16 m = _mm512_cmpge_epu32_mask(key, _mm512_set1_epi32((int32_t)thr));
+            const __m512i pos = _mm512_add_epi32(_mm512_set1_epi32((int32_t)i), lanes);
+            _mm512_storeu_si512(c->key + cn, _mm512_maskz_compress_epi32(m, key));
+            _mm512_storeu_si512(c->pos + cn, _mm512_maskz_compress_epi32(m, pos));
+            const int k = __builtin_popcount(m);
+            added += k;
+            cn = filled(c, cn + k, &thr);
+        }
+        total += _mm512_reduce_add_ps(acc);
+    }
+    c->n = cn;
+    c->appended += added;
+#elif defined(__AVX2__)
+    init_left_pack();
+    const __m256i absmask = _mm256_set1_epi32(0x7fffffff), lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    int64_t cn = c->n, added = 0;
+    uint32_t thr = c->thr;
     while (n - i >= 8) {
         const int64_t end = i + ((n - i) / 8 < BLOCK / 8 ? (n - i) / 8 * 8 : BLOCK);
         __m256 acc = _mm256_setzero_ps();
@@ -120,28 +184,28 @@ static double scan(const float *restrict x, int64_t n, Cands *c)
             const __m256i key = _mm256_and_si256(_mm256_castps_si256(v), absmask);
             acc = _mm256_add_ps(acc, _mm256_mul_ps(v, v));
             /* key >= thr  <=>  key > thr - 1 as int32 (keys <= 0x7fffffff, thr <= 0x80000000) */
-            const __m256i pass = _mm256_cmpgt_epi32(key, _mm256_set1_epi32((int32_t)(c->thr - 1u)));
-            unsigned m = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(pass));
-            if (m) {
-                uint32_t keys[8];
-                _mm256_storeu_si256((__m256i *)keys, key);
-                while (m) {
-                    const int j = __builtin_ctz(m);
-                    append(c, keys[j], i + j);
-                    m &= m - 1;
-                }
-            }
+            const __m256i pass = _mm256_cmpgt_epi32(key, _mm256_set1_epi32((int32_t)(thr - 1u)));
+            const unsigned m = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(pass));
+            const __m256i perm = _mm256_loadu_si256((const __m256i *)LEFT_PACK[m]);
+            const __m256i pos = _mm256_add_epi32(_mm256_set1_epi32((int32_t)i), lanes);
+            _mm256_storeu_si256((__m256i *)(c->key + cn), _mm256_permutevar8x32_epi32(key, perm));
+            _mm256_storeu_si256((__m256i *)(c->pos + cn), _mm256_permutevar8x32_epi32(pos, perm));
+            const int k = __builtin_popcount(m);
+            added += k;
+            cn = filled(c, cn + k, &thr);
         }
-        float lanes[8], s = 0.0f;
-        _mm256_storeu_ps(lanes, acc);
-        for (int j = 0; j < 8; ++j) s += lanes[j];
+        float lanes_sum[8], s = 0.0f;
+        _mm256_storeu_ps(lanes_sum, acc);
+        for (int j = 0; j < 8; ++j) s += lanes_sum[j];
         total += s;
     }
+    c->n = cn;
+    c->appended += added;
 #endif
     for (; i < n; ++i) {
         const uint32_t key = key_of(x[i]);
         total += (double)x[i] * x[i];
-        if (key >= c->thr) append(c, key, i);
+        append(c, key, i);
     }
     return total;
 }
@@ -170,8 +234,8 @@ int hpcgan_topk(const float *restrict x, const int64_t *restrict sizes, const in
         if (cap > cap_max) cap_max = cap;
     }
     Cands c;
-    c.key = malloc((size_t)cap_max * sizeof *c.key);
-    c.pos = malloc((size_t)cap_max * sizeof *c.pos);
+    c.key = malloc((size_t)(cap_max + SLACK) * sizeof *c.key);
+    c.pos = malloc((size_t)(cap_max + SLACK) * sizeof *c.pos);
     if (!c.key || !c.pos) {
         free(c.key);
         free(c.pos);
