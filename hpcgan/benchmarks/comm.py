@@ -48,7 +48,7 @@ import torch
 from mpi4py import MPI
 
 from ..comm import BACKENDS, build_communicator
-from ..compress import COMPRESSORS, build_compressor, qsgd, sign, sparse
+from ..compress import COMPRESSORS, build_compressor, powersgd, qsgd, sign, sparse
 from ..compress.base import local_rounds
 from ..config import CommConfig
 from ..errors import UsageError
@@ -176,7 +176,8 @@ def bench_comm(argv: list[str]) -> int:
 
 def kernels() -> dict[str, str]:
     """Which code compresses CPU tensors here, per compressor with C kernels."""
-    return {"sign": sign.implementation(), "topk": sparse.implementation(), "qsgd": qsgd.implementation()}
+    return {"sign": sign.implementation(), "topk": sparse.implementation(), "qsgd": qsgd.implementation(),
+            "powersgd": powersgd.implementation()}
 
 
 def collective_row(backend, op, size, comm, fn, iters, args) -> dict:

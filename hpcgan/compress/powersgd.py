@@ -28,9 +28,16 @@ r / rows of ||M||^2 in expectation, and power iteration moves it towards the top
 subspace; rows <= ceil(sqrt(n)), so delta(d) = min(1, r / ceil(sqrt(d))) in that sense. There is no
 worst-case bound (a warm start orthogonal to M's rows keeps nothing); error feedback recovers it.
 Wire: 4 r (rows + cols) bytes per compressed tensor, over two allreduces, and 4 n per dense one.
+
+The three products (M Q, P^^T M, P^ Q^T) are skinny (one side r), which BLAS runs several times
+slower than a pass over memory: on CPU they are the C loops of ``powersgd.c`` (:mod:`.native`), one
+streaming pass each; elsewhere, or without a compiler, torch's matmul. Both are deterministic;
+they differ from each other in the last bits (summation order), so every rank must take the same
+path, as ranks of one job do.
 """
 from __future__ import annotations
 
+import ctypes
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -41,6 +48,7 @@ import torch.nn.functional as F
 
 from ..config import CommConfig
 from ..errors import UsageError
+from . import native
 from .base import COMPRESSORS, Compressor
 from .counter import splitmix64
 
@@ -95,6 +103,62 @@ def layout(sizes: tuple[int, ...], rank: int) -> Layout:
     return Layout(tuple(matrices), tuple(dense))
 
 
+@lru_cache(maxsize=1)
+def _kernels() -> ctypes.CDLL | None:
+    lib = native.load("powersgd")
+    if lib is not None:
+        ptr, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
+        lib.hpcgan_psgd_project.argtypes = [ptr, i64, i64, ptr, i32, ptr]
+        lib.hpcgan_psgd_backproject.argtypes = [ptr, i64, i64, ptr, i32, ptr]
+        lib.hpcgan_psgd_expand.argtypes = [ptr, ptr, i64, i64, i32, ptr]
+    return lib
+
+
+def implementation() -> str:
+    """What computes PowerSGD's products on CPU tensors here: ``c`` or ``torch``."""
+    return "c" if _kernels() is not None else "torch"
+
+
+def _native(t: torch.Tensor) -> ctypes.CDLL | None:
+    return _kernels() if t.device.type == "cpu" else None
+
+
+def project(m: Matrix, flat: torch.Tensor, qt: torch.Tensor) -> torch.Tensor:
+    """P = M Q (rows x r) for Q^T = ``qt`` (r x cols, contiguous)."""
+    lib = _native(flat)
+    if lib is not None:
+        p = flat.new_empty(m.rows, qt.shape[0])
+        lib.hpcgan_psgd_project(flat[m.start:].data_ptr(), m.n, m.cols, qt.data_ptr(), qt.shape[0], p.data_ptr())
+        return p
+    p = F.linear(m.whole(flat), qt)  # with Q^T stored row-major, BLAS's faster layout
+    return torch.cat([p, (qt[:, :m.tail] @ m.last(flat)).unsqueeze(0)]) if m.tail else p
+
+
+def backproject(m: Matrix, flat: torch.Tensor, p_hat: torch.Tensor) -> torch.Tensor:
+    """Q^T = P^^T M (r x cols) for P^ = ``p_hat`` (rows x r, contiguous)."""
+    lib = _native(flat)
+    if lib is not None:
+        qt = flat.new_empty(p_hat.shape[1], m.cols)
+        lib.hpcgan_psgd_backproject(flat[m.start:].data_ptr(), m.n, m.cols, p_hat.data_ptr(), p_hat.shape[1],
+                                    qt.data_ptr())
+        return qt
+    qt = p_hat[:m.full].T @ m.whole(flat)
+    if m.tail:
+        qt[:, :m.tail] += torch.outer(p_hat[m.full], m.last(flat))
+    return qt
+
+
+def expand_into(m: Matrix, p_hat: torch.Tensor, qt: torch.Tensor, out: torch.Tensor) -> None:
+    """The n values of P^ Q^T into ``out``'s slice of matrix ``m``."""
+    lib = _native(out)
+    if lib is not None:
+        lib.hpcgan_psgd_expand(p_hat.data_ptr(), qt.data_ptr(), m.n, m.cols, qt.shape[0], out[m.start:].data_ptr())
+        return
+    torch.mm(p_hat[:m.full], qt, out=m.whole(out))
+    if m.tail:
+        m.last(out).copy_(p_hat[m.full] @ qt[:, :m.tail])
+
+
 @dataclass
 class PowerContext:
     """One call's state across its rounds (on this rank only)."""
@@ -147,12 +211,7 @@ class PowerSGD(Compressor):
         flat = x.reshape(-1).to(torch.float32).contiguous()
         sizes = tuple(sizes) if sizes else (flat.numel(),)
         lay = layout(sizes, self.rank)
-        ps = []
-        for m, qt in zip(lay.matrices, self._qt(sizes, lay, flat.device)):
-            p = F.linear(m.whole(flat), qt)  # M Q, with Q^T stored row-major (the fast layout)
-            if m.tail:
-                p = torch.cat([p, (qt[:, :m.tail] @ m.last(flat)).unsqueeze(0)])
-            ps.append(p)
+        ps = [project(m, flat, qt) for m, qt in zip(lay.matrices, self._qt(sizes, lay, flat.device))]
         dense = _join([flat[s:s + n] for s, n in lay.dense], flat)
         return [dense, _join(ps, flat)], PowerContext(x.shape, x.dtype, sizes, flat)
 
@@ -161,14 +220,9 @@ class PowerSGD(Compressor):
         lay = layout(ctx.sizes, self.rank)
         dense_sum, p_sum = summed
         ctx.dense_sum = dense_sum
-        ctx.p_hat = [torch.linalg.qr(p, mode="reduced").Q
+        ctx.p_hat = [torch.linalg.qr(p, mode="reduced").Q.contiguous()
                      for p in _split(p_sum, [(m.rows, self.rank) for m in lay.matrices])]
-        ctx.q_local = []
-        for m, ph in zip(lay.matrices, ctx.p_hat):
-            qt = ph[:m.full].T @ m.whole(ctx.flat)
-            if m.tail:
-                qt[:, :m.tail] += torch.outer(ph[m.full], m.last(ctx.flat))
-            ctx.q_local.append(qt)
+        ctx.q_local = [backproject(m, ctx.flat, ph) for m, ph in zip(lay.matrices, ctx.p_hat)]
         return [_join(ctx.q_local, ctx.flat)]
 
     def _expand(self, ctx: PowerContext, qts: list[torch.Tensor], dense: torch.Tensor | None) -> torch.Tensor:
@@ -176,9 +230,7 @@ class PowerSGD(Compressor):
         lay = layout(ctx.sizes, self.rank)
         out = torch.empty_like(ctx.flat)
         for m, ph, qt in zip(lay.matrices, ctx.p_hat, qts):
-            torch.mm(ph[:m.full], qt, out=m.whole(out))
-            if m.tail:
-                m.last(out).copy_(ph[m.full] @ qt[:, :m.tail])
+            expand_into(m, ph, qt, out)
         offset = 0
         for s, n in lay.dense:
             out[s:s + n] = ctx.flat[s:s + n] if dense is None else dense[offset:offset + n]

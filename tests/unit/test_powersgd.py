@@ -111,3 +111,17 @@ def test_error_feedback_residuals_average_to_the_dense_mean_minus_the_applied_st
         e_mean = torch.stack([o[t][2] for o in out]).mean(0)
         torch.testing.assert_close(e_mean, p_mean - out[0][t][1], rtol=0, atol=1e-5)
     assert float(out[0][-1][2].abs().max()) > 1e-2, "rank-4 compression leaves residuals"
+
+
+def test_the_c_products_agree_with_torchs_matmul(monkeypatch):
+    """powersgd.c's three products against the torch path (summation order differs: tolerances)."""
+    from hpcgan.compress import powersgd
+    if powersgd._kernels() is None:
+        pytest.skip("native kernels unavailable")
+    sizes = (1000, 4096, 2048, 300, 70_001)
+    x = torch.randn(sum(sizes), generator=torch.Generator().manual_seed(4))
+    native = [roundtrip(PowerSGD(), x, sizes) for _ in range(2)]
+    monkeypatch.setattr(powersgd, "_native", lambda t: None)
+    fallback = roundtrip(PowerSGD(), x, sizes)
+    assert torch.equal(native[0], native[1]), "deterministic"
+    torch.testing.assert_close(native[0], fallback, rtol=1e-4, atol=1e-5)
