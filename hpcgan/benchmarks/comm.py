@@ -1,29 +1,44 @@
-"""``hpcgan bench comm``: OSU-style dense allreduce vs every compressor's aggregate, every backend.
+"""``hpcgan bench comm``: OSU-style dense allreduce vs every compressor's aggregate, every backend,
+with the peers a user would pick instead.
 
 For each available backend, op and message size (bytes of the dense fp32 tensor, d = size/4):
 warm-up calls, a barrier, then timed iterations; each iteration's time is the slowest rank's, and
 the median over iterations is reported. Ops: ``dense`` = in-place ``allreduce_`` (sum) of the
-fp32 tensor;
-a compressor name = compress + ``aggregate`` (collective + decompress of every rank's payload +
-mean), the whole cost a training step pays. Local costs (compress, decompress, ``x.clone()`` of the
-same tensor) are timed once per size on one thread, since they do not depend on the backend; the
-three are timed round-robin in one loop so that they see the same machine state.
+fp32 tensor; a compressor name = compress + ``aggregate`` (its collectives + decompress of every
+rank's payload + mean), the whole cost a training step pays; a peer (:mod:`.peers`: torch's
+``fp16_compress_hook`` and ``powerSGD_hook`` on backend torch, Horovod's ``Compression.fp16`` on
+backend horovod) = the same job done by the peer's own code. Local costs (compress -- every round's
+local work for PowerSGD --, decompress, ``x.clone()`` of the same tensor) are timed once per size
+on one thread, since they do not depend on the backend; the three are timed round-robin in one loop
+so that they see the same machine state.
+
+Target lines (:mod:`.targets`), where this run measured them: per compressor, (compress +
+decompress) / clone at 6.3M values (<= 1.5 for sign, fp16, bf16; <= 3 for topk, randk, qsgd,
+powersgd) and its slower call at 4 KiB (<= 50 us), topk-torch being the reference without goals;
+wire-byte ratios of sign and top-k; top-k's kept count (0.9k..1.1k) and delta (>= 0.9 x
+topk-torch's) on real dcgan32 digits gradients (:func:`~.gradients.real_gradient`,
+``--real-grads``); dense mpi vs horovod; and per peer and size, hpcgan's time / the peer's time
+(no goal).
 
 HDF5 layout (``--out FILE.h5``, written by rank 0; attrs world_size, versions_json, machine,
-created_at, threads, sign_kernel)::
+created_at, threads, kernels_json)::
 
     /comm/<column>      one row per (backend, op, size): backend, op (str), size [B] (dense fp32
                         bytes), wire_bytes [B] (bytes this rank handed to the transport per call),
                         iters, t_median, t_min, t_max [s]
     /compress/<column>  one row per (op, size): op, size, wire_bytes, t_clone, t_compress,
-                        t_decompress [s] (medians, one thread)
+                        t_decompress [s] (medians, one thread), kept, delta (top-k's K and achieved
+                        delta of the last call; NaN for the other compressors)
+    /targets/<column>   one row per target line: name, value, unit, lo, hi, met
 
 Fit alpha and B from /comm rows with op == "dense": t = 2(M-1)(alpha + size/(M B)) (ring).
 """
+
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import time
 from dataclasses import replace
@@ -34,15 +49,20 @@ import torch
 from mpi4py import MPI
 
 from ..comm import BACKENDS, build_communicator
-from ..compress import COMPRESSORS, build_compressor
-from ..compress.sign import implementation as sign_implementation
+from ..compress import COMPRESSORS, build_compressor, powersgd, qsgd, sign, sparse
+from ..compress.base import local_rounds
 from ..config import CommConfig
 from ..errors import UsageError
 from ..info import machine, versions
 from ..results.recorder import utc_now
 from .base import BENCHMARKS
+from .peers import peers_for
+from .targets import Target, write_targets
 
-SIGN_TARGET_ELEMENTS = 6_300_000  # speed target: sign compress+decompress <= 1.5 x clone
+SIGN_TARGET_ELEMENTS = 6_300_000  # the size of the speed targets: compress + decompress vs clone
+SPEED_GOALS = {"sign": 1.5, "fp16": 1.5, "bf16": 1.5, "topk": 3.0, "randk": 3.0, "qsgd": 3.0, "powersgd": 3.0}
+SMALL_BYTES, SMALL_GOAL = 4096, 50e-6  # each call at 4 KiB: <= 50 us
+REFERENCES = {"topk-torch"}            # measured for comparison, no goal of their own
 UNITS = {"": 1, "k": 2**10, "kib": 2**10, "m": 2**20, "mib": 2**20, "g": 2**30, "gib": 2**30, "b": 1}
 
 
@@ -110,6 +130,8 @@ def bench_comm(argv: list[str]) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--ratio", type=float, default=0.01, help="topk / randk ratio")
     p.add_argument("--levels", type=int, default=16, help="QSGD levels")
+    p.add_argument("--real-grads", default="dcgan32:digits",
+                   help="MODEL:DATA whose gradients measure top-k's kept count and delta; 'none' skips it")
     p.add_argument("--out", default="", help="HDF5 file for the results (rank 0 writes)")
     args = p.parse_args(argv)
     world = MPI.COMM_WORLD
@@ -118,6 +140,8 @@ def bench_comm(argv: list[str]) -> int:
     ops = [n for n in args.compressors.split(",") if n]
     for n in ops:
         COMPRESSORS.get(n)  # unknown names fail before any collective
+    if args.real_grads != "none" and not re.fullmatch(r"[\w-]+:[\w:./-]+", args.real_grads):
+        raise UsageError(f"--real-grads takes MODEL:DATA (e.g. dcgan32:digits) or none; got '{args.real_grads}'")
     cfg = CommConfig(ratio=args.ratio, levels=args.levels)
     comms, skipped = {}, {}
     for name in args.backends.split(","):
@@ -139,11 +163,23 @@ def bench_comm(argv: list[str]) -> int:
                 c = build_compressor(replace(cfg, compressor=op))
                 fn = lambda: comm.aggregate(*c.compress(x, [x.numel()]), c)  # noqa: E731
                 rows.append(collective_row(backend, op, size, comm, fn, n, args))
+            for peer in peers_for(backend):
+                if peer.versus in ops:
+                    row = collective_row(backend, peer.name, size, comm, peer.build(x, comm), n, args)
+                    rows.append({**row, "wire_bytes": peer.wire(x.numel())})  # outside hpcgan's accounting
     if world.rank == 0:
-        print_report(rows, local, skipped, world.size)
+        real = real_gradient_figures(args) if args.real_grads != "none" and "topk" in ops else []
+        targets = speed_targets(local) + wire_targets(local) + real + transport_targets(rows)
+        print_report(rows, local, skipped, world.size, targets)
         if args.out:
-            write_h5(args.out, rows, local, world.size)
+            write_h5(args.out, rows, local, targets, world.size)
     return 0
+
+
+def kernels() -> dict[str, str]:
+    """Which code compresses CPU tensors here, per compressor with C kernels."""
+    return {"sign": sign.implementation(), "topk": sparse.implementation(), "qsgd": qsgd.implementation(),
+            "powersgd": powersgd.implementation()}
 
 
 def collective_row(backend, op, size, comm, fn, iters, args) -> dict:
@@ -156,7 +192,9 @@ def collective_row(backend, op, size, comm, fn, iters, args) -> dict:
 
 
 def local_costs(sizes, ops, cfg, args) -> list[dict]:
-    """clone / compress / decompress medians of one tensor per size, on one thread, no comm."""
+    """clone / compress / decompress medians of one tensor per size, on one thread, no comm.
+    A multi-round compressor's compress includes its later rounds' local work (each "sum over
+    ranks" being its own payload), as :func:`~hpcgan.compress.base.local_rounds` runs them."""
     out = []
     for size in sizes:
         x = torch.randn(size // 4)
@@ -164,10 +202,70 @@ def local_costs(sizes, ops, cfg, args) -> list[dict]:
         for op in ops:
             c = build_compressor(replace(cfg, compressor=op))
             payload, ctx = c.compress(x, [x.numel()])
-            t_clone, tc, td = timed_together([x.clone, lambda: c.compress(x, [x.numel()]),
-                                              lambda: c.decompress(payload, ctx)], n, args.warmup)
-            out.append({"op": op, "size": size, "wire_bytes": c.nbytes(payload), "t_clone": t_clone,
-                        "t_compress": tc, "t_decompress": td})
+            rounds = local_rounds(c, payload, ctx)
+            t_clone, tc, td = timed_together([x.clone, lambda: local_rounds(c, *c.compress(x, [x.numel()])),
+                                              lambda: c.decompress(rounds[-1], ctx)], n, args.warmup)
+            stats = c.stats()
+            out.append({"op": op, "size": size, "wire_bytes": sum(c.nbytes(r) for r in rounds), "t_clone": t_clone,
+                        "t_compress": tc, "t_decompress": td, "kept": stats.get("kept", math.nan),
+                        "delta": stats.get("delta", math.nan)})
+    return out
+
+
+def speed_targets(local) -> list[Target]:
+    """(compress + decompress) / clone at 6.3M values and the slower call at 4 KiB, per compressor."""
+    out = []
+    for r in local:
+        if r["size"] == 4 * SIGN_TARGET_ELEMENTS:
+            ratio = (r["t_compress"] + r["t_decompress"]) / r["t_clone"]
+            out.append(Target(f"{r['op']} (compress + decompress) / clone at {SIGN_TARGET_ELEMENTS} values", ratio,
+                              hi=SPEED_GOALS.get(r["op"], math.nan)))
+        if r["size"] == SMALL_BYTES:
+            out.append(Target(f"{r['op']} slower call (compress or decompress) at 4KiB",
+                              1e6 * max(r["t_compress"], r["t_decompress"]), " us",
+                              hi=math.nan if r["op"] in REFERENCES else 1e6 * SMALL_GOAL))
+    return out
+
+
+def wire_targets(local) -> list[Target]:
+    out = []
+    for op, goal in (("sign", 30), ("topk", 45)):
+        r = max((r for r in local if r["op"] == op), key=lambda r: r["size"], default=None)
+        if r:
+            out.append(Target(f"wire bytes dense/{op} at {fmt_size(r['size'])}", r["size"] / r["wire_bytes"], "x",
+                              lo=goal))
+    return out
+
+
+def real_gradient_figures(args) -> list[Target]:
+    """top-k's kept count and delta against torch.topk's on one real gradient (rank 0, no comm)."""
+    from .gradients import real_gradient
+    model, data = args.real_grads.split(":", 1)
+    x, tensor_sizes = real_gradient(model, data)
+    cfg = CommConfig(ratio=args.ratio)
+    fast, exact = (build_compressor(replace(cfg, compressor=n)) for n in ("topk", "topk-torch"))
+    fast.compress(x, tensor_sizes)
+    exact.compress(x, tensor_sizes)
+    k = sum(sparse.keep_counts(args.ratio, tensor_sizes))
+    where = f"on {model}/{data} gradients ({x.numel()} values, {len(tensor_sizes)} tensors)"
+    return [Target(f"topk kept / k {where}", fast.stats()["kept"] / k, lo=0.9, hi=1.1),
+            Target(f"topk delta / topk-torch delta {where}", fast.stats()["delta"] / exact.stats()["delta"], lo=0.9)]
+
+
+def transport_targets(rows) -> list[Target]:
+    """Dense mpi vs horovod at the target size; each peer vs the hpcgan op it stands in for."""
+    out = []
+    size = 4 * SIGN_TARGET_ELEMENTS
+    dense = {r["backend"]: r["t_median"] for r in rows if r["op"] == "dense" and r["size"] == size}
+    if "mpi" in dense and "horovod" in dense:
+        out.append(Target(f"dense allreduce of {fmt_size(size)} mpi / horovod time", dense["mpi"] / dense["horovod"],
+                          hi=1.0))
+    at = {(r["backend"], r["op"], r["size"]): r["t_median"] for r in rows}
+    for backend, op, size in at:
+        for peer in peers_for(backend):
+            if peer.name == op and (backend, peer.versus, size) in at:
+                out.append(Target(f"peer {backend}: hpcgan {peer.versus} / {peer.name} time at {fmt_size(size)}",
+                                  at[(backend, peer.versus, size)] / at[(backend, op, size)]))
     return out
 
 
@@ -178,49 +276,33 @@ def fmt_size(n: int) -> str:
     return f"{n}B"
 
 
-def print_report(rows, local, skipped, world_size) -> None:
+def print_report(rows, local, skipped, world_size, targets) -> None:
     cost = {(r["op"], r["size"]): r for r in local}
     print(f"hpcgan bench comm: {world_size} rank(s), median of timed iterations, slowest rank; "
-          "algbw = size / time; cost vs clone of the same tensor (one thread); "
-          f"sign kernel: {sign_implementation()}")
+          "algbw = size / time; cost vs clone of the same tensor (one thread); kernels: "
+          + ", ".join(f"{k} {v}" for k, v in kernels().items()))
     for name, why in skipped.items():
         print(f"backend {name} skipped: {why}")
-    print(f"{'backend':>8} {'op':>8} {'size':>9} {'lat[us]':>10} {'algbw[GB/s]':>11} {'wire[B]':>11} "
+    print(f"{'backend':>8} {'op':>19} {'size':>9} {'lat[us]':>10} {'algbw[GB/s]':>11} {'wire[B]':>11} "
           f"{'wire/dense':>10} {'comp/clone':>10} {'dec/clone':>9}")
     for r in rows:
         c = cost.get((r["op"], r["size"]))
         comp = f"{c['t_compress'] / c['t_clone']:10.2f}" if c else f"{'-':>10}"
         dec = f"{c['t_decompress'] / c['t_clone']:9.2f}" if c else f"{'-':>9}"
-        print(f"{r['backend']:>8} {r['op']:>8} {fmt_size(r['size']):>9} {1e6 * r['t_median']:10.1f} "
+        print(f"{r['backend']:>8} {r['op']:>19} {fmt_size(r['size']):>9} {1e6 * r['t_median']:10.1f} "
               f"{r['size'] / r['t_median'] / 1e9:11.3f} {r['wire_bytes']:11d} "
               f"{r['wire_bytes'] / max(r['size'], 1):10.4f} {comp} {dec}")
-    print_targets(rows, local)
+    for r in local:
+        if not math.isnan(r["kept"]):
+            print(f"{r['op']} at {fmt_size(r['size'])}: kept {r['kept']:.0f} entries, achieved delta {r['delta']:.4g}")
+    for t in targets:
+        print(t.line())
 
 
-def print_targets(rows, local) -> None:
-    """The issue's three speed figures, where this run measured them."""
-    size = 4 * SIGN_TARGET_ELEMENTS
-    sign = next((r for r in local if r["op"] == "sign" and r["size"] == size), None)
-    if sign:
-        ratio = (sign["t_compress"] + sign["t_decompress"]) / sign["t_clone"]
-        print(f"target sign compress+decompress / clone at {SIGN_TARGET_ELEMENTS} elements: "
-              f"{ratio:.2f} (goal <= 1.5)")
-    for op, goal in (("sign", 30), ("topk", 45)):
-        r = max((r for r in local if r["op"] == op), key=lambda r: r["size"], default=None)
-        if r:
-            print(f"target wire bytes dense/{op} at {fmt_size(r['size'])}: {r['size'] / r['wire_bytes']:.1f}x "
-                  f"(goal >= {goal}x)")
-    dense = {r["backend"]: r["t_median"] for r in rows if r["op"] == "dense" and r["size"] == size}
-    if "mpi" in dense and "horovod" in dense:
-        print(f"target dense allreduce of {fmt_size(size)}: mpi {1e3 * dense['mpi']:.2f} ms, "
-              f"horovod {1e3 * dense['horovod']:.2f} ms (goal mpi <= horovod)")
-
-
-def write_h5(path, rows, local, world_size) -> None:
+def write_h5(path, rows, local, targets, world_size) -> None:
     with h5py.File(path, "w") as f:
         f.attrs.update(world_size=world_size, versions_json=json.dumps(versions()), threads=1,
-                       sign_kernel=sign_implementation(),
-                       machine=machine(torch.device("cpu")), created_at=utc_now())
+                       kernels_json=json.dumps(kernels()), machine=machine(torch.device("cpu")), created_at=utc_now())
         for group, table in (("comm", rows), ("compress", local)):
             g = f.create_group(group)
             for key in (table[0] if table else {}):
@@ -228,3 +310,4 @@ def write_h5(path, rows, local, world_size) -> None:
                 g.create_dataset(key, data=np.array(values, dtype=h5py.string_dtype()) if isinstance(values[0], str)
                                  else np.array(values))
                 g[key].attrs["unit"] = "s" if key.startswith("t_") else ("B" if "size" in key or "bytes" in key else "")
+        write_targets(f, targets)

@@ -190,9 +190,11 @@ class Communicator(ABC):
 
     # -- compressed aggregation -----------------------------------------------------------------
     def aggregate(self, payload: list[torch.Tensor], ctx, compressor, timer=None) -> torch.Tensor:
-        """Delta = (1/M) sum_m decompress(payload_m), identical on every rank, one collective.
+        """Delta = (1/M) sum_m decompress(payload_m), identical on every rank, one collective (per round).
 
-        Summable payloads are concatenated and allreduced, then decompressed once. Others are
+        Summable payloads are concatenated and allreduced, then decompressed once (a multi-round
+        compressor's later payloads are built from the previous round's sum, each one allreduce:
+        see :mod:`hpcgan.compress.base`). Others are
         concatenated into one byte buffer per rank and allgathered; every rank decompresses every
         rank's payload into one buffer, adding them in rank order.
 
@@ -201,7 +203,8 @@ class Communicator(ABC):
         of hanging if not. Later calls with that signature are one collective and nothing else, as
         sync's plain allreduce is, so their latency compares fairly. This relies on a payload's
         size depending only on the size of the compressed buffer (true of every registered
-        compressor, and tested): a rank's signature changes only if its model does.
+        compressor, every round included, and tested): a rank's signature changes only if its
+        model does.
 
         ``timer`` (a :class:`~hpcgan.results.timer.PhaseTimer`) times the collective as "comm" and the
         decompression as "compress", the phase that local (de)compression work belongs to.
@@ -214,11 +217,15 @@ class Communicator(ABC):
                 self.check_same_size(nbytes, "compressed payload")
             self._checked.add(signature)
         if compressor.summable:
-            buf = payload[0].reshape(-1) if len(payload) == 1 else torch.cat([t.reshape(-1) for t in payload])
-            with phase("comm"):
-                buf = self.allreduce_(buf.clone(), average=False)
-            with phase("compress"):
+            for r in range(compressor.rounds):  # one allreduce per round (PowerSGD: two)
+                if r:
+                    with phase("compress"):
+                        payload = compressor.next_round(summed, ctx)
+                buf = payload[0].reshape(-1) if len(payload) == 1 else torch.cat([t.reshape(-1) for t in payload])
+                with phase("comm"):
+                    buf = self.allreduce_(buf.clone(), average=False)
                 summed = [p.view_as(t) for p, t in zip(buf.split([t.numel() for t in payload]), payload)]
+            with phase("compress"):
                 return compressor.decompress(summed, ctx).div_(self.size)
         with phase("comm"):
             gathered = self.allgather(to_bytes(payload), counts=[nbytes] * self.size)

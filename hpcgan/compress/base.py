@@ -10,9 +10,19 @@ compressor's settings, so a buffer's payload has the same size on every rank at 
 ``summable`` compressors produce payloads whose elementwise sum is the payload of the sum, so the
 communicator may allreduce them; the others are allgathered and decompressed one by one.
 
-Registered here: identity, fp16, bf16. In their own modules: sign (:mod:`.sign`), topk and randk
-(:mod:`.sparse`), qsgd (:mod:`.qsgd`). Bytes on the wire for d fp32 values (docs/ALGORITHMS.md section 0):
-identity 4d, fp16/bf16 2d, sign d/8 + 4 per tensor, topk 8k, randk 4k, qsgd ~ d*ceil(log2(2s+1))/8 + 4.
+Multi-round compressors (``rounds > 1``, summable only; PowerSGD) need the sum over ranks of one
+payload to build the next: the communicator allreduces the payload of ``compress``, hands the sum
+to ``next_round(summed, ctx)``, which returns this rank's next payload (and records what it needs
+in ``ctx``, a mutable state object), and so on; ``decompress`` receives the last round's sum. This
+rank's own Q(x), which error feedback subtracts, is then ``local(payload, ctx)``; for one-round
+compressors it is ``decompress(payload, ctx)`` and known at once. :func:`roundtrip` runs every round
+on one process (each "sum over ranks" is the payload itself): Q(x) without a communicator.
+
+Registered here: identity, fp16, bf16. In their own modules: sign (:mod:`.sign`), topk, topk-torch
+and randk (:mod:`.sparse`), qsgd (:mod:`.qsgd`), powersgd (:mod:`.powersgd`). Bytes on the wire for
+d fp32 values (docs/ALGORITHMS.md section 0): identity 4d, fp16/bf16 2d, sign d/8 + 4 per tensor,
+topk 8k, randk 4k (k = sum over tensors of ceil(ratio n_t)), qsgd ~ d*ceil(log2(2s+1))/8 + 4 per
+tensor, powersgd 4 r (rows + cols) per compressed tensor plus the others dense.
 """
 from __future__ import annotations
 
@@ -30,6 +40,8 @@ Payload = list[torch.Tensor]
 class Compressor(ABC):
     name: ClassVar[str]
     summable: ClassVar[bool]
+    #: collectives per aggregate; more than one only for summable compressors (see the module doc)
+    rounds: ClassVar[int] = 1
 
     @abstractmethod
     def compress(self, x: torch.Tensor, sizes: Sequence[int]) -> tuple[Payload, Any]: ...
@@ -40,6 +52,21 @@ class Compressor(ABC):
     def decompress_add(self, payload: Payload, ctx: Any, out: torch.Tensor) -> torch.Tensor:
         """``out += decompress(payload, ctx)`` in place (aggregation of gathered payloads)."""
         return out.add_(self.decompress(payload, ctx))
+
+    def next_round(self, summed: Payload, ctx: Any) -> Payload:
+        """Multi-round compressors: this rank's payload of the next round, given the elementwise sum
+        over ranks of the previous round's payloads; records what later rounds need in ``ctx``."""
+        raise NotImplementedError(f"{self.name} is a one-round compressor")
+
+    def local(self, payload: Payload, ctx: Any) -> torch.Tensor:
+        """This rank's own Q(x) for the ``(payload, ctx)`` that ``compress`` returned, what error
+        feedback subtracts. Multi-round compressors know it once every round has run."""
+        return self.decompress(payload, ctx)
+
+    def stats(self) -> dict[str, float]:
+        """Figures of the last ``compress`` call a user may want to see (e.g. top-k's kept count
+        and achieved delta); empty for most compressors."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         """State that changes from call to call (checkpointed with the algorithm; most have none)."""
@@ -109,4 +136,19 @@ class BF16(Cast):
 
 def build_compressor(cfg: CommConfig) -> Compressor:
     return COMPRESSORS.get(cfg.compressor)(cfg)
+
+
+def local_rounds(compressor: Compressor, payload: Payload, ctx: Any) -> list[Payload]:
+    """Every round's payload on one process, starting with ``payload``: each "sum over ranks" is
+    this rank's own payload (what ``Communicator.aggregate`` does on one rank)."""
+    rounds = [payload]
+    for _ in range(compressor.rounds - 1):
+        rounds.append(compressor.next_round(rounds[-1], ctx))
+    return rounds
+
+
+def roundtrip(compressor: Compressor, x: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """Q(x) on one process: compress, every further round, decompress."""
+    payload, ctx = compressor.compress(x, sizes)
+    return compressor.decompress(local_rounds(compressor, payload, ctx)[-1], ctx)
 

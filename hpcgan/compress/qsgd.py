@@ -1,65 +1,149 @@
 """QSGD with s levels (Alistarh et al. 2017), scaled to be delta-approximate.
 
-Per tensor x of length d, with u_i ~ U[0, 1) drawn per coordinate:
-    l_i = floor(s |x_i| / ||x||_2 + u_i)  in {0..s},    Q~(x)_i = ||x||_2 sign(x_i) l_i / s
+Per tensor x of length d, with u_i uniform in [0, 1):
+    l_i = min(floor(s |x_i| / ||x||_2 + u_i), s)  in {0..s},    Q~(x)_i = ||x||_2 sign(x_i) l_i / s
 Q~ is unbiased with E||Q~(x) - x||^2 <= omega ||x||^2, omega = min(d/s^2, sqrt(d)/s). Sending
 Q(x) = Q~(x) / (1 + omega) gives E||Q(x) - x||^2 <= (1 - 1/(1+omega)) ||x||^2: delta = 1/(1+omega).
 Wire format: the signed level sign(x_i) l_i + s in {0..2s} as b = ceil(log2(2s+1)) bit planes, each
 packed 8 per byte, plus one fp32 norm per tensor: b ceil(D/8) + 4 T bytes. Not summable.
-Random draws use ``generator`` (default: torch's global generator, seeded per rank).
+
+Randomness: u_i is a counter-based function of (seed, call, i) (:func:`.counter.uniform24`), so a
+run is reproducible and resumable: ``seed`` defaults to ``torch.initial_seed()`` when the
+compressor is built (hpcgan seeds torch per rank, so ranks round independently), and the call count
+``calls`` is checkpointed with it.
+
+On CPU (s <= 127) compress and decompress are the C kernels of ``qsgd.c`` (:mod:`.native`), one pass
+each way over the values after the norms; the torch fallback (device tensors, no C compiler,
+``$HPCGAN_NATIVE=0``) does the same fp32 operations in the same order and produces the same bits.
+Both take the norms from the same torch call, s / ||x||_2 from one fp32 division and the scales
+||x||_2 / (s (1 + omega)) from one fp64 division rounded to fp32.
 """
 from __future__ import annotations
 
+import ctypes
 import math
+from functools import lru_cache
 
 import torch
 
 from ..config import CommConfig
 from ..errors import UsageError
-from . import bits
+from . import bits, native
 from .base import COMPRESSORS, Compressor
+from .counter import MASK32, call_key, uniform24
+
+MAX_NATIVE_LEVELS = 127  # codes 0..2s fit a byte
+
+
+@lru_cache(maxsize=1)
+def _kernels() -> ctypes.CDLL | None:
+    lib = native.load("qsgd")
+    if lib is not None:
+        ptr, i64, i32, u32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_uint32
+        lib.hpcgan_qsgd_compress.argtypes = [ptr, ptr, i64, ptr, i32, u32, u32, i32, ptr]
+        lib.hpcgan_qsgd_decompress.argtypes = [ptr, ptr, i64, ptr, ptr, i32, i32, ptr, ctypes.c_int]
+        lib.hpcgan_qsgd_isa.restype = ctypes.c_char_p
+    return lib
+
+
+def implementation() -> str:
+    """What quantizes CPU tensors here: ``c-avx2``, ``c-portable`` or ``torch``."""
+    lib = _kernels()
+    return f"c-{lib.hpcgan_qsgd_isa().decode()}" if lib is not None else "torch"
+
+
+@lru_cache(maxsize=32)
+def _lengths(sizes: tuple[int, ...]) -> torch.Tensor:
+    return torch.tensor(sizes, dtype=torch.int64)
+
+
+@lru_cache(maxsize=32)
+def _denominators(sizes: tuple[int, ...], levels: int) -> torch.Tensor:
+    """s (1 + omega(n_t)) per tensor, fp64: the scale of tensor t is ||x_t||_2 over it."""
+    return torch.tensor([levels * (1.0 + min(n / levels**2, math.sqrt(n) / levels)) for n in sizes],
+                        dtype=torch.float64)
 
 
 @COMPRESSORS.register("qsgd")
 class QSGD(Compressor):
     name, summable = "qsgd", False
 
-    def __init__(self, cfg: CommConfig | None = None, levels: int | None = None,
-                 generator: torch.Generator | None = None):
+    def __init__(self, cfg: CommConfig | None = None, levels: int | None = None, seed: int | None = None):
         self.levels = levels if levels is not None else (cfg.levels if cfg is not None else 16)
         if self.levels < 1:
             raise UsageError(f"--levels must be >= 1, got {self.levels}")
         self.planes = math.ceil(math.log2(2 * self.levels + 1))
-        self.generator = generator
+        self.seed = torch.initial_seed() if seed is None else seed
+        self.calls = 0
 
     def omega(self, d: int) -> float:
         s = self.levels
-        return min(d / s**2, math.sqrt(d) / s)
+        return min(d / s**2, math.sqrt(d) / s)  # as in _denominators
 
     def delta(self, d: int) -> float:
         return 1.0 / (1.0 + self.omega(d))
 
+    def _native(self, *tensors: torch.Tensor) -> ctypes.CDLL | None:
+        if self.levels > MAX_NATIVE_LEVELS or any(t.device.type != "cpu" for t in tensors):
+            return None
+        return _kernels()
+
     def compress(self, x, sizes):
-        flat = x.reshape(-1).to(torch.float32)
+        flat = x.reshape(-1).to(torch.float32).contiguous()
         d, s = flat.numel(), self.levels
-        sizes = list(sizes) if sizes else [d]
-        norms = torch.stack([seg.norm() for seg in flat.split(sizes)])
-        inv = torch.where(norms > 0, s / norms, torch.zeros_like(norms))
-        scaled = flat.abs() * torch.repeat_interleave(inv, torch.tensor(sizes))
-        scaled += torch.rand(d, generator=self.generator)
-        codes = scaled.floor_().clamp_(max=s).to(torch.int16)
-        codes = torch.where(flat < 0, s - codes, s + codes)  # signed level + s, in 0..2s
-        planes = [bits.pack((codes >> j) & 1) for j in range(self.planes)]
-        return [torch.cat(planes), norms], (x.shape, x.dtype, sizes)
+        sizes = tuple(sizes) if sizes else (d,)
+        norms = flat.norm().reshape(1) if len(sizes) == 1 else torch.stack([seg.norm() for seg in flat.split(sizes)])
+        key = call_key(self.seed, 1, self.calls)
+        self.calls += 1
+        lib = self._native(flat)
+        if lib is None:
+            packed = self._compress_torch(flat, sizes, norms, key)
+        else:
+            packed = torch.empty(self.planes * bits.packed_len(d), dtype=torch.uint8)  # the kernel writes every byte
+            lib.hpcgan_qsgd_compress(flat.data_ptr(), _lengths(sizes).data_ptr(), len(sizes), norms.data_ptr(), s,
+                                     key & MASK32, key >> 32, self.planes, packed.data_ptr())
+        return [packed, norms], (x.shape, x.dtype, sizes)
+
+    def _compress_torch(self, flat, sizes, norms, key) -> torch.Tensor:
+        s = self.levels
+        inv = torch.where(norms > 0, torch.full_like(norms, s) / norms, 0.0)  # one fp32 division, as in qsgd.c
+        scaled = flat.abs() * torch.repeat_interleave(inv, torch.tensor(sizes, device=flat.device))
+        scaled += uniform24(flat.numel(), key, flat.device)
+        levels = scaled.floor_().clamp_(max=s)
+        codes = torch.where(flat < 0, s - levels, s + levels).to(torch.int32)  # signed level + s, in 0..2s
+        return torch.cat([bits.pack((codes >> j) & 1) for j in range(self.planes)])
 
     def decompress(self, payload, ctx):
         packed, norms = payload
         shape, dtype, sizes = ctx
         d, s = sum(sizes), self.levels
-        codes = torch.zeros(d, dtype=torch.int16)
+        if self._native(packed, norms) is not None:
+            out = self._decompress_native(packed, norms, sizes, torch.empty(d), False)
+            return out.view(shape).to(dtype)
+        # ||x_t||_2 / (s (1 + omega(n_t))) per tensor, in fp64 rounded to fp32 (as qsgd.c does)
+        scales = (norms.double() / _denominators(sizes, s).to(norms.device)).to(torch.float32)
+        codes = torch.zeros(d, dtype=torch.int32, device=packed.device)
         for j, plane in enumerate(packed.view(self.planes, -1)):
-            codes |= bits.unpack(plane, d).to(torch.int16) << j
-        out = (codes - s).to(torch.float32)
-        for seg, n, norm in zip(out.split(sizes), sizes, norms.tolist()):
-            seg.mul_(norm / (s * (1.0 + self.omega(n))))
+            codes |= bits.unpack(plane, d).to(torch.int32) << j
+        out = (codes - s).to(torch.float32) * torch.repeat_interleave(scales, torch.tensor(sizes, device=packed.device))
         return out.view(shape).to(dtype)
+
+    def decompress_add(self, payload, ctx, out):
+        packed, norms = payload
+        if self._native(packed, out) is None or out.dtype != torch.float32 or not out.is_contiguous():
+            return super().decompress_add(payload, ctx, out)
+        self._decompress_native(packed, norms, ctx[2], out.view(-1), True)
+        return out
+
+    def _decompress_native(self, packed, norms, sizes, out, accumulate: bool) -> torch.Tensor:
+        packed, norms, sizes = packed.contiguous(), norms.contiguous(), tuple(sizes)
+        _kernels().hpcgan_qsgd_decompress(packed.data_ptr(), _lengths(sizes).data_ptr(), len(sizes), norms.data_ptr(),
+                                          _denominators(sizes, self.levels).data_ptr(), self.levels, self.planes,
+                                          out.data_ptr(), int(accumulate))
+        return out
+
+    def state_dict(self):
+        return {"seed": self.seed, "calls": self.calls}
+
+    def load_state_dict(self, state):
+        self.seed, self.calls = int(state["seed"]), int(state["calls"])

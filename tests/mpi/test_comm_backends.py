@@ -23,7 +23,8 @@ def available():
     return comms, missing
 
 
-@pytest.mark.parametrize("name", ["identity", "fp16", "bf16", "sign", "topk", "randk", "qsgd"])
+@pytest.mark.parametrize("name", ["identity", "fp16", "bf16", "sign", "topk", "topk-torch", "randk", "qsgd",
+                                  "powersgd"])
 def test_aggregate_identical_on_every_backend(name):
     comms, _ = available()
     assert {"mpi", "torch"} <= set(comms)  # horovod joins when built (see the test below)
@@ -32,7 +33,7 @@ def test_aggregate_identical_on_every_backend(name):
     for backend, comm in comms.items():
         c = build_compressor(CommConfig(compressor=name, ratio=0.05, levels=4))
         if name == "qsgd":
-            c.generator = torch.Generator().manual_seed(COMM.rank)
+            c.seed = COMM.rank
         payload, ctx = c.compress(x, [1000, 1])
         results[backend] = comm.aggregate(payload, ctx, c)
     ref = results["mpi"]

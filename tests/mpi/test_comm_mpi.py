@@ -12,6 +12,7 @@ from mpi4py import MPI
 from helpers import assert_all
 from hpcgan.comm import build_communicator
 from hpcgan.compress import build_compressor
+from hpcgan.compress.base import local_rounds
 from hpcgan.compress.qsgd import QSGD
 from hpcgan.config import CommConfig
 from hpcgan.errors import UsageError
@@ -19,8 +20,8 @@ from hpcgan.errors import UsageError
 pytestmark = pytest.mark.mpi(min_size=2)
 COMM = MPI.COMM_WORLD
 BACKEND = os.environ.get("HPCGAN_TEST_BACKEND", "mpi")
-NAMES = ["identity", "fp16", "bf16", "sign", "topk", "randk", "qsgd"]
-SIZES = [100, 3, 230]
+NAMES = ["identity", "fp16", "bf16", "sign", "topk", "topk-torch", "randk", "qsgd", "powersgd"]
+SIZES = [100, 3, 2300]  # powersgd: two small tensors dense, one 36 x 64 matrix
 
 
 def communicator(**kw):
@@ -37,8 +38,23 @@ def rank_input(r: int) -> torch.Tensor:
 def compressor(name: str, r: int):
     c = build_compressor(CommConfig(compressor=name, ratio=0.1, levels=4))
     if isinstance(c, QSGD):
-        c.generator = torch.Generator().manual_seed(r)
+        c.seed = r  # ranks round independently
     return c
+
+
+def simulated_aggregate(name: str, size: int) -> torch.Tensor:
+    """(1/M) sum_m decompress(payload_m) computed on one process, every round of a multi-round
+    compressor included (the sum of two ranks is exact in any order)."""
+    cs = [compressor(name, r) for r in range(size)]
+    sent = [c.compress(rank_input(r), SIZES) for r, c in enumerate(cs)]
+    if not cs[0].summable:
+        return sum(c.decompress(p, ctx).double() for c, (p, ctx) in zip(cs, sent)) / size
+    payloads = [p for p, _ in sent]
+    for r in range(cs[0].rounds):
+        if r:
+            payloads = [c.next_round(summed, ctx) for c, (_, ctx) in zip(cs, sent)]
+        summed = [sum(parts[1:], parts[0].clone()) for parts in zip(*payloads)]
+    return cs[0].decompress(summed, sent[0][1]).double() / size
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -47,22 +63,21 @@ def test_aggregate_is_the_mean_of_every_ranks_decompressed_payload(name):
     c = compressor(name, comm.rank)
     payload, ctx = c.compress(rank_input(comm.rank), SIZES)
     got = comm.aggregate(payload, ctx, c)
-    want = torch.zeros(sum(SIZES), dtype=torch.float64)
-    for r in range(comm.size):
-        cr = compressor(name, r)
-        want += cr.decompress(*cr.compress(rank_input(r), SIZES)).double()
-    want /= comm.size
+    want = simulated_aggregate(name, comm.size)
     tol = 1e-2 if name in ("fp16", "bf16") else 1e-5  # 16-bit sums round once more
     assert_all(torch.allclose(got.double(), want, rtol=tol, atol=tol), f"{name}: aggregate = mean")
     digests = COMM.allgather(got.numpy().tobytes())
     assert_all(len(set(digests)) == 1, f"{name}: every rank holds the same aggregate")
-    assert_all(comm.bytes_sent == c.nbytes(payload), f"{name}: bytes_sent {comm.bytes_sent} != payload")
+    fresh = compressor(name, comm.rank)
+    wire = sum(fresh.nbytes(p) for p in local_rounds(fresh, *fresh.compress(rank_input(comm.rank), SIZES)))
+    assert_all(comm.bytes_sent == wire, f"{name}: bytes_sent {comm.bytes_sent} != payload {wire}")
 
 
-@pytest.mark.parametrize("name", ["identity", "fp16", "sign", "topk"])
+@pytest.mark.parametrize("name", ["identity", "fp16", "sign", "topk", "randk", "powersgd"])
 def test_after_the_first_call_aggregate_is_one_collective(name):
     """Sizes are checked once per payload signature; each later step makes exactly one raw
-    collective, and an allgather is told the lengths instead of exchanging them."""
+    collective (one per round: powersgd two), and an allgather is told the lengths instead of
+    exchanging them."""
     comm = communicator()
     c = compressor(name, comm.rank)
     raw = []
@@ -73,13 +88,13 @@ def test_after_the_first_call_aggregate_is_one_collective(name):
             raw.append(_prim)
             return _inner(t, *args)
         setattr(comm, prim, spy)
+    one = ["_allreduce"] * c.rounds if name in ("identity", "randk", "powersgd") else ["_allgather"]
     payload, ctx = c.compress(rank_input(comm.rank), SIZES)
     first = comm.aggregate(payload, ctx, c)
-    checks = len(raw) - 1
+    checks = len(raw) - len(one)
     for _ in range(3):
         again = comm.aggregate(payload, ctx, c)
-    steady = raw[checks + 1:]
-    one = ["_allreduce"] if name == "identity" else ["_allgather"]  # no exchange of lengths
+    steady = raw[checks + len(one):]
     assert_all(checks == 1 and steady == one * 3, f"{name}: raw collectives {raw}")
     assert_all(torch.equal(first, again), f"{name}: same aggregate every call")
 

@@ -2,7 +2,6 @@
 (OMD) and quality ((O)Adam) modes, joined payloads."""
 from __future__ import annotations
 
-import math
 import threading
 
 import pytest
@@ -14,7 +13,7 @@ from hpcgan.comm.base import Communicator
 from hpcgan.compress.base import Identity
 from hpcgan.compress.joint import JointPayload
 from hpcgan.compress.sign import ScaledSign
-from hpcgan.compress.sparse import TopK
+from hpcgan.compress.sparse import TopK, keep_counts
 from hpcgan.config import OptimConfig
 from hpcgan.gan.optim import Direction
 
@@ -144,7 +143,7 @@ def test_one_collective_per_step_and_bytes_are_the_payload():
     out = run_workers(2, lambda r, comm: (trajectory(r, comm, TopK(ratio=0.25), "A", steps=steps), comm.bytes_sent))
     (_, _, _, calls, _), sent = out[0]
     assert calls == 2 * steps  # one for the check's allreduce, one aggregate
-    k = math.ceil(0.25 * sum(N_G)) + math.ceil(0.25 * sum(N_D))  # top-k of the G and D buffers
+    k = sum(keep_counts(0.25, N_G)) + sum(keep_counts(0.25, N_D))  # top-k of each tensor of G and D
     assert sent == steps * (D_ALL * 8 + k * (4 + 4))   # check allreduce (fp64) + fp32 values and int32 indices
 
 
