@@ -74,22 +74,25 @@ class TorchCommunicator(Communicator):
                          transport=torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu"),
                          direct=frozenset({"cuda"} if nccl else {"cpu"}))
 
+    #: the torch.distributed process group the primitives run on (None: the default group)
+    group: dist.ProcessGroup | None = None
+
     def _allreduce(self, t: torch.Tensor) -> None:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self.group)
 
     def _allgather(self, t: torch.Tensor, out: torch.Tensor, counts: list[int]) -> None:
         longest = max(counts)
         if all(c == longest for c in counts):  # straight into out
-            dist.all_gather(list(out.split(counts)), t)
+            dist.all_gather(list(out.split(counts)), t, group=self.group)
             return
         padded = torch.cat([t, t.new_zeros(longest - t.numel())])  # all_gather needs equal sizes
         parts = [t.new_empty(longest) for _ in range(self.size)]
-        dist.all_gather(parts, padded)
+        dist.all_gather(parts, padded, group=self.group)
         for p, o in zip(parts, out.split(counts)):
             o.copy_(p[:o.numel()])
 
     def _broadcast(self, t: torch.Tensor, root: int) -> None:
-        dist.broadcast(t, src=root)
+        dist.broadcast(t, src=root if self.group is None else dist.get_global_rank(self.group, root), group=self.group)
 
     def barrier(self) -> None:
-        dist.barrier()
+        dist.barrier(group=self.group)

@@ -33,41 +33,25 @@ import torch
 import torch.distributed as dist
 
 from ..comm.base import Communicator
+from ..comm.torchdist import TorchCommunicator
 from ..errors import UsageError
 from .base import Compressor
 from .feedback import ErrorFeedback
 
 
-class ProcessGroupCommunicator(Communicator):
-    """A :class:`Communicator` over an initialised torch.distributed process group (``None``: the
-    default one), for code that did not start through hpcgan (no MPI, no control channel)."""
+class ProcessGroupCommunicator(TorchCommunicator):
+    """The torch backend's :class:`~hpcgan.comm.torchdist.TorchCommunicator` over an initialised
+    torch.distributed process group (``None``: the default one), for code that did not start
+    through hpcgan: no MPI bootstrap, no control channel."""
 
     name = "torch-group"
 
     def __init__(self, group: dist.ProcessGroup | None = None):
-        super().__init__(dist.get_rank(group), dist.get_world_size(group))
+        nccl = dist.get_backend(group) == "nccl"
+        Communicator.__init__(self, dist.get_rank(group), dist.get_world_size(group),
+                              transport=torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu"),
+                              direct=frozenset({"cuda"} if nccl else {"cpu"}))
         self.group = group
-
-    def _allreduce(self, t: torch.Tensor) -> None:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self.group)
-
-    def _allgather(self, t: torch.Tensor, counts: list[int] | None = None) -> list[torch.Tensor]:
-        if counts is None:
-            sizes = [torch.zeros(1, dtype=torch.int64, device=t.device) for _ in range(self.size)]
-            dist.all_gather(sizes, torch.tensor([t.numel()], device=t.device), group=self.group)
-            counts = [int(c) for c in sizes]
-        longest = max(counts)
-        x = t if t.numel() == longest else torch.cat([t, t.new_zeros(longest - t.numel())])
-        parts = [x.new_empty(longest) for _ in range(self.size)]
-        dist.all_gather(parts, x, group=self.group)
-        return [p[:n] for p, n in zip(parts, counts)]
-
-    def _broadcast(self, t: torch.Tensor, root: int) -> None:
-        src = root if self.group is None else dist.get_global_rank(self.group, root)
-        dist.broadcast(t, src=src, group=self.group)
-
-    def barrier(self) -> None:
-        dist.barrier(group=self.group)
 
 
 @dataclass
