@@ -13,8 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
+from .checkpoint import load as load_checkpoint
 from .config import RunConfig
 from .data import build_dataset
 from .errors import UsageError
@@ -77,7 +76,7 @@ def eval_command(args, world: World) -> dict:
         if not args.target:
             raise UsageError("name a run (RUN.h5, RUN.h5.ckpt or rank{r}.pt), or use --real / --train-proxy")
         path = checkpoint_files(Path(args.target), world)
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(path)  # tensors and plain values only: never runs code from the file
         cfg = RunConfig.from_json(state["config_json"])
         dataset = build_dataset(args.data or cfg.data.data, labels=cfg.data.labels)
         algo = ALGORITHMS.get(cfg.algo.algo)(TrainContext(cfg, world, build_communicator(cfg.comm, world.comm), dataset))

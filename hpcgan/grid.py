@@ -25,12 +25,13 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> Path:
 @torch.no_grad()
 def samples_from_checkpoint(ckpt: str | Path, n: int, seed: int = 0) -> torch.Tensor:
     """n samples of the (unconditional) generator stored in a GanAlgorithm checkpoint."""
+    from .checkpoint import load as load_checkpoint
     from .config import RunConfig
     from .data import build_dataset
     from .gan.flat import FlatParams
     from .gan.models import build_models
 
-    state = torch.load(ckpt, weights_only=False, map_location="cpu")
+    state = load_checkpoint(Path(ckpt))  # tensors and plain values only: never runs code from the file
     cfg = RunConfig.from_json(state["config_json"])
     G, D = build_models(build_dataset(cfg.data.data, labels=cfg.data.labels).spec, cfg.model, False)
     flat = FlatParams({"G": G, "D": D})
