@@ -47,8 +47,9 @@ from .results.recorder import COLUMNS, Recorder
 from .signals import StopSignals
 from .world import World, seed_everything
 
-#: Settings a resumed run may change (to extend it); everything else must match the checkpoint.
-RESUMABLE_CHANGES = {"steps", "budget", "resume", "force", "log_every"}
+#: Settings a resumed run may change (to extend it, or after moving the results file together
+#: with its .ckpt folder); everything else must match the checkpoint.
+RESUMABLE_CHANGES = {"steps", "budget", "resume", "force", "log_every", "out"}
 
 
 def check_same_config(cfg: RunConfig, world: World) -> None:
