@@ -77,7 +77,7 @@ def load(path: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise UsageError(f"refusing checkpoint {path}: it holds objects other than tensors and plain "
-                         "values, and loading them could run code") from None
+                         "values (a crafted file, or an older hpcgan's), and loading them could run code") from None
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(f"cannot read checkpoint {path}: damaged or not a checkpoint ({first})") from None

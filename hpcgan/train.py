@@ -221,12 +221,14 @@ class Trainer:
         """Collective, once every rank stopped: raise why the run stopped early, if it did. Ranks on
         their own clocks first close their own rows and merge them into the results file."""
         if not self.algo.lockstep:
-            rows = np.empty((0, len(COLUMNS)))
             try:
                 self.rows.close(finished=not (self.local_error or self.stop_signal))
-                rows = read_rows(rows_path(self.cfg, self.world.rank))
-            except (CollectiveError, OSError) as e:
+            except CollectiveError as e:  # a failed write: the file keeps its last complete block
                 self.local_error = self.local_error or e
+            try:
+                rows = read_rows(rows_path(self.cfg, self.world.rank))
+            except OSError as e:
+                rows, self.local_error = np.empty((0, len(COLUMNS))), self.local_error or e
             self.recorder.merge(rows)
             agree(self.world.comm, self.local_error)
             self.stop_signal = self.world.comm.allreduce(self.stop_signal, op=MPI.MAX)
@@ -235,6 +237,7 @@ class Trainer:
                      if self.cfg.run.ckpt_every else "no checkpoint (--ckpt-every 0)")
             raise Interrupted(self.stop_signal, f"stopped by {signal_name(self.stop_signal)} at step {step} "
                                                 f"after {elapsed:.0f} s; {where}")
+
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, step: int) -> dict[str, float]:
         self.last_eval_step = step

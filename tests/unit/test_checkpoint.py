@@ -14,7 +14,7 @@ from mpi4py import MPI
 
 from hpcgan import checkpoint
 from hpcgan.algorithms import ALGORITHMS, resolve_config
-from hpcgan.errors import UsageError, WriteError
+from hpcgan.errors import CollectiveError, UsageError, WriteError
 from hpcgan.evaluate import eval_command
 from hpcgan.grid import samples_from_checkpoint
 from hpcgan.results.schema import validate
@@ -200,3 +200,19 @@ def test_pcwgan_checkpoints_and_resumes_on_its_own_clock(tmp_path, world):
         assert f["steps"]["step"][:, 0].tolist() == list(range(8)) and "finished_at" in f.attrs
         assert np.array_equal(f["steps"]["d_loss"][()], g["steps"]["d_loss"][()])
         assert f["labels"]["steps"][()].sum() == 8
+
+
+def test_a_nonfinite_loss_stops_a_pcwgan_rank_and_ends_the_run_naming_it(tmp_path, world, monkeypatch):
+    pcwgan = ALGORITHMS.get("pcwgan")
+    step = pcwgan.step
+
+    def nan_at_3(self, batch, t):
+        stats = step(self, batch, t)
+        stats.g_loss = float("nan") if t == 3 else stats.g_loss
+        return stats
+    monkeypatch.setattr(pcwgan, "step", nan_at_3)
+    with pytest.raises(CollectiveError, match="non-finite g_loss at step 3 on rank 0"):
+        Trainer(tiny("pcwgan", tmp_path / "nan.h5", steps=100, ckpt_every=0), world).run()
+    assert validate(str(tmp_path / "nan.h5")) == []
+    with h5py.File(tmp_path / "nan.h5") as f:
+        assert f["steps"]["step"].shape[0] == 4 and "step 3" in f.attrs["stopped_reason"]
