@@ -1,21 +1,33 @@
 """``hpcgan <command>`` / ``python -m hpcgan <command>``.
 
 Launch multi-rank commands as ``mpiexec -n P python -m mpi4py -m hpcgan ...`` (or ``srun python -m
-mpi4py -m hpcgan ...``). Error policy: a :class:`~hpcgan.errors.CollectiveError` (bad flags, an
-existing output, a NaN loss) is raised the same way on every rank, so rank 0 prints one line and
-all ranks exit with its code. Any other exception is a fault on one rank: that rank prints the rank
-and traceback to stderr and aborts the whole job, so no rank waits forever in a collective.
+mpi4py -m hpcgan ...``). Error policy (see :mod:`hpcgan.errors`):
+
+* a :class:`~hpcgan.errors.CollectiveError` (bad flags, an existing output, a NaN loss, a signal)
+  raised on every rank: the ranks meet on a private communicator, rank 0 prints one line and all
+  exit with its code;
+* one raised on some ranks only (a file missing on one node): the others never come, so after
+  :data:`GRACE_S` seconds each such rank prints one line naming its rank and aborts the job;
+* any other exception is a fault on one rank: that rank prints the rank and traceback to stderr and
+  aborts the whole job at once;
+* a rank leaving through ``os._exit`` (which skips all of the above) first prints its rank and
+  status, and never exits 0: MPICH's launcher would otherwise end the job with status 0 and
+  nothing printed (it names no rank for an exit status; ``mpiexec -print-all-exitcodes`` lists
+  every rank's status, and for a rank killed by a signal it prints the PID and the signal).
+
+No rank is left waiting in a collective.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import time
 import traceback
 
 from mpi4py import MPI
 
-from .errors import CollectiveError, UsageError
+from .errors import CollectiveError, UsageError, collectively
 
 class _Parser(argparse.ArgumentParser):
     """Flag mistakes become a UsageError, so only rank 0 reports them."""
@@ -95,20 +107,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return int(e.code or 0)
 
 
-def check_paths(paths: list[str]) -> None:
-    from pathlib import Path
-
-    missing = [p for p in paths if not Path(p).exists()]
-    if missing:
-        raise UsageError(f"no such file or folder: {', '.join(missing)}")
-
-
 def cmd_summary(args: argparse.Namespace) -> int:
     from .analysis.summary import summarize
 
-    check_paths(args.paths)
-    if MPI.COMM_WORLD.rank == 0:
-        print(summarize(args.paths))
+    comm = MPI.COMM_WORLD
+    text = collectively(comm, lambda: summarize(args.paths) if comm.rank == 0 else "")
+    if comm.rank == 0:
+        print(text)
     return 0
 
 
@@ -153,10 +158,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .analysis.report import write_report
     from .netmodel import NetworkModel
 
-    check_paths(args.paths)
-    if MPI.COMM_WORLD.rank == 0:
-        net = NetworkModel(args.latency, args.bandwidth, "chosen for the projection")
-        print(write_report(args.paths, Path(args.out), net, args.metric))
+    comm = MPI.COMM_WORLD
+    net = NetworkModel(args.latency, args.bandwidth, "chosen for the projection")
+    path = collectively(comm, lambda: write_report(args.paths, Path(args.out), net, args.metric)
+                        if comm.rank == 0 else None)
+    if comm.rank == 0:
+        print(path)
     return 0
 
 
@@ -273,24 +280,68 @@ def add_sweep_parsers(sub) -> None:
     rep.set_defaults(fn=cmd_report)
 
 
+#: How long ranks that raised a CollectiveError wait for every other rank to raise it too before
+#: concluding that it was raised on some ranks only and aborting the job. Errors raised together
+#: arrive within milliseconds of each other (they follow a collective agreement).
+GRACE_S = 10.0
+
+_exit = os._exit  # the process exit, without the report that main() puts around it
+
+
 def main(argv: list[str] | None = None) -> int:
-    rank, size = MPI.COMM_WORLD.rank, MPI.COMM_WORLD.size
+    world = MPI.COMM_WORLD
+    rank, size = world.rank, world.size
     from .log import setup_logging
 
     setup_logging(rank)
+    exits = world.Dup()  # the exit agreement never meets a collective of the command
+    os._exit = _reporting_exit(rank, size)
     try:
         args = build_parser().parse_args(argv)
         return args.fn(args)
     except CollectiveError as e:
+        if not _all_arrive(exits, GRACE_S):
+            _print(f"hpcgan: error: rank {rank} of {size}: {e} (the other ranks went on: aborting the job)")
+            world.Abort(e.exit_code)
         if rank == 0:
-            print(f"hpcgan: error: {e}", file=sys.stderr)
+            _print(f"hpcgan: error: {e}")
         return e.exit_code
     except Exception:
-        sys.stderr.write(f"hpcgan: rank {rank} of {size} failed:\n{traceback.format_exc()}")
-        sys.stderr.flush()
+        _print(f"hpcgan: rank {rank} of {size} failed:\n{traceback.format_exc()}")
         if size > 1:
-            MPI.COMM_WORLD.Abort(1)
+            world.Abort(1)
         return 1
+    finally:
+        os._exit = _exit
+
+
+def _print(message: str) -> None:
+    sys.stderr.write(message.rstrip("\n") + "\n")
+    sys.stderr.flush()
+
+
+def _all_arrive(comm: MPI.Comm, timeout: float) -> bool:
+    """True when every rank of ``comm`` reaches this call within ``timeout`` seconds."""
+    request = comm.Ibarrier()
+    deadline = time.monotonic() + timeout
+    while not request.Test():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def _reporting_exit(rank: int, size: int):
+    """``os._exit`` for this process that first names the rank and never reports success."""
+    pid = os.getpid()
+
+    def reporting_exit(status: int) -> None:
+        if os.getpid() == pid:  # not a forked child (data workers exit this way)
+            _print(f"hpcgan: rank {rank} of {size} exited with status {status} (os._exit) before the "
+                   "command ended")
+            status = status or 1
+        _exit(status)
+    return reporting_exit
 
 
 def run() -> None:
@@ -303,9 +354,8 @@ def run() -> None:
     if code:
         sys.stdout.flush()
         sys.stderr.flush()
-        MPI.COMM_WORLD.Barrier()
         MPI.Finalize()
-        os._exit(code)
+        _exit(code)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 import torch
 
+from .checkpoint import load as load_checkpoint
 from .config import RunConfig
 from .data import build_dataset
 from .errors import UsageError
@@ -64,11 +65,6 @@ def checkpoint_files(target: Path, world: World) -> Path:
         raise UsageError(f"{folder} holds checkpoints of {len(ranks)} ranks: evaluate on {len(ranks)} ranks, "
                          "or on one rank naming one rank{r}.pt")
     return folder / f"rank{world.rank}.pt"
-
-
-def load_checkpoint(path: Path) -> dict:
-    """A training checkpoint (the one place ``hpcgan eval`` reads one)."""
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def model_from_checkpoint(target: Path, world: World, data: str | None) -> FinalModel:

@@ -2,8 +2,23 @@
 keeps the final model (``RUN.h5.model/``, :mod:`hpcgan.results.model`) for ``hpcgan eval``.
 
 Everything collective happens outside the algorithm's timed phases: the recorder's flush, the
-budget decision, evaluation and checkpoints. A checkpoint is taken right after a flush, so the
+stop decision, evaluation and checkpoints. A checkpoint is taken right after a flush, so the
 results file and the checkpoint always describe the same step, and ``--resume`` continues both.
+
+Stopping. Lockstep ranks stop at the same step, decided together where they synchronise anyway:
+every step of a ``--budget`` run (rank 0's clock) and right after each flush. A stop signal
+(:mod:`hpcgan.signals`: SIGTERM, SIGINT, SIGUSR1) received by any rank is acted on at the next such
+point (at most ``--flush-every`` steps later): the rows are flushed, a checkpoint is written if
+``--ckpt-every`` is set, ``stopped_reason`` says why, and every rank exits with 128 + the signal.
+
+Ranks of an algorithm that is not lockstep (pcwgan) never wait for each other while training:
+each records its rows into its own file, ``<out>.ckpt/rank{r}.steps.hdf5``, and checkpoints on its
+own clock; a signal or an error stops that rank alone. At the end the ranks agree on how the run
+ended and merge their rows into the results file; ``--resume`` continues every rank from its
+own checkpoint and step.
+
+A requeued Slurm job (``--requeue``: the same SLURM_JOB_ID, recorded in the results file) that finds
+its own ``--out`` and checkpoints continues from them without ``--resume``.
 """
 from __future__ import annotations
 
@@ -14,23 +29,29 @@ import time
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import torch
+from mpi4py import MPI
 
+from . import checkpoint
 from .algorithms import ALGORITHMS, Algorithm, TrainContext
 from .comm import build_communicator
 from .config import RunConfig
 from .data import build_dataset
-from .errors import CollectiveError, UsageError
+from .errors import (CollectiveError, Interrupted, NonFiniteLossError, UsageError, agree, collectively,
+                     signal_name)
 from .info import machine, ranks_attrs, versions
 from .log import PROGRESS_EVERY, get_logger
 from .metrics import build_evaluator
 from .results.model import save_final_model
-from .results.recorder import Recorder
+from .results.recorder import COLUMNS, Recorder
+from .signals import StopSignals
 from .world import World, seed_everything
 
-#: Settings a resumed run may change (to extend it); everything else must match the checkpoint.
-RESUMABLE_CHANGES = {"steps", "budget", "resume", "force", "log_every"}
+#: Settings a resumed run may change (to extend it, or after moving the results file together
+#: with its .ckpt folder); everything else must match the checkpoint.
+RESUMABLE_CHANGES = {"steps", "budget", "resume", "force", "log_every", "out"}
 
 
 def check_same_config(cfg: RunConfig, world: World) -> None:
@@ -41,8 +62,29 @@ def check_same_config(cfg: RunConfig, world: World) -> None:
                          "from rank 0); launch every rank with the same arguments")
 
 
+def check_out_is_not_an_input(cfg: RunConfig) -> None:
+    """UsageError if ``--out`` names a file the run reads (``--force`` would delete it)."""
+    out = Path(cfg.run.out)
+    inputs = {f"--data {cfg.data.data}": cfg.data.data.partition(":")[2] if cfg.data.data.startswith("h5:") else "",
+              f"--topology {cfg.algo.topology}": cfg.algo.topology}
+    for given, name in inputs.items():
+        if name and out.exists() and Path(name).exists() and os.path.samefile(name, out):
+            raise UsageError(f"--out {out} is the run's input ({given}); write the results elsewhere")
+
+
 def checkpoint_path(cfg: RunConfig, rank: int) -> Path:
-    return Path(cfg.run.out + ".ckpt") / f"rank{rank}.pt"
+    return checkpoint.checkpoint_path(cfg.run.out, rank)
+
+
+def rows_path(cfg: RunConfig, rank: int) -> Path:
+    """Where a rank that trains on its own clock records its rows."""
+    return checkpoint.folder(cfg.run.out) / f"rank{rank}.steps.hdf5"
+
+
+def read_rows(path: Path) -> np.ndarray:
+    """The (n, columns) rows of a one-rank results file."""
+    with h5py.File(path, "r") as f:
+        return np.stack([f["steps"][c.name][:, 0].astype(np.float64) for c in COLUMNS], axis=1)
 
 
 def run_attrs(cfg: RunConfig, world: World, algo: Algorithm) -> dict[str, Any]:
@@ -58,43 +100,94 @@ def run_attrs(cfg: RunConfig, world: World, algo: Algorithm) -> dict[str, Any]:
     }
 
 
+def requeued(cfg: RunConfig, comm: MPI.Comm) -> bool:
+    """Collective: is this a requeued Slurm job meeting its own run (``--out`` written by this
+    SLURM_JOB_ID, a checkpoint on every rank) that should continue without ``--resume``?"""
+    job = os.environ.get("SLURM_JOB_ID", "")
+    if cfg.run.resume or cfg.run.force or not job:
+        return False
+    mine = False
+    if comm.rank == 0 and Path(cfg.run.out).is_file():
+        try:
+            with h5py.File(cfg.run.out, "r") as f:
+                mine = f.attrs.get("slurm_job_id") == job
+        except OSError:
+            pass
+    return bool(comm.bcast(mine, root=0)) and comm.allreduce(int(checkpoint_path(cfg, comm.rank).is_file()),
+                                                             op=MPI.MIN) == 1
+
+
 class Trainer:
     def __init__(self, cfg: RunConfig, world: World):
-        self.cfg, self.world, self.log = cfg, world, get_logger()
+        self.world, self.log = world, get_logger()
         check_same_config(cfg, world)
+        check_out_is_not_an_input(cfg)
+        if requeued(cfg, world.comm):
+            self.log.info("requeued Slurm job %s: continuing %s from its checkpoints", os.environ["SLURM_JOB_ID"],
+                          cfg.run.out)
+            cfg = cfg.replace(run={"resume": True})
+        self.cfg = cfg
         seed_everything(cfg.run.seed, world.rank)
-        dataset = build_dataset(cfg.data.data, shard=cfg.data.shard, labels=cfg.data.labels)
+        dataset = collectively(world.comm, lambda: build_dataset(cfg.data.data, shard=cfg.data.shard,
+                                                                 labels=cfg.data.labels))
         self.comm = build_communicator(cfg.comm, world.comm)
         self.algo = ALGORITHMS.get(cfg.algo.algo)(TrainContext(cfg, world, self.comm, dataset))
-        if not self.algo.lockstep and (cfg.run.eval_every or cfg.run.ckpt_every or cfg.run.resume):
-            raise UsageError(f"--algo {cfg.algo.algo} trains every rank on its own clock: --eval-every, "
-                             "--ckpt-every and --resume would make ranks wait for each other during "
-                             "training; it is evaluated once, at the end")
+        lockstep = self.algo.lockstep
+        if not lockstep and cfg.run.eval_every:
+            raise UsageError(f"--algo {cfg.algo.algo} trains every rank on its own clock: --eval-every would make "
+                             "ranks wait for each other during training; it is evaluated once, at the end")
+        #: the ranks that flush and checkpoint together: all of them, or each rank alone
+        self.peers = world.comm if lockstep else MPI.COMM_SELF
         self.evaluator = build_evaluator(dataset, device=world.device, data=cfg.data.data)
         self.loader = self.algo.make_loader()
-        self.start_step, self.elapsed0 = 0, 0.0
+        self.start_step, self.elapsed0, self.last_ckpt = 0, 0.0, -1
         self.last_eval_step, self.last_eval = -1, {}
+        self.stop_signal, self.local_error = 0, None
         if cfg.run.resume:
             self._load_checkpoint()
         mode = "resume" if cfg.run.resume else ("force" if cfg.run.force else "create")
-        flush_every = cfg.run.flush_every if self.algo.lockstep else 2**62  # independent ranks: at the end
-        self.recorder = Recorder(cfg.run.out, world.comm, run_attrs(cfg, world, self.algo),
-                                 flush_every, mode, self.start_step)
+        attrs = run_attrs(cfg, world, self.algo)
+        self.recorder = Recorder(cfg.run.out, world.comm, attrs, cfg.run.flush_every, mode,
+                                 self.start_step if lockstep else 0)
+        #: where this rank's step rows go: the results file, or (own clock) this rank's own file
+        self.rows = self.recorder if lockstep else collectively(world.comm, lambda: Recorder(
+            rows_path(cfg, world.rank), MPI.COMM_SELF, {**attrs, "world_size": 1}, cfg.run.flush_every,
+            "resume" if cfg.run.resume else "force", self.start_step))
 
     # -- main loop -----------------------------------------------------------------------------
     def run(self) -> Path:
         cfg, run = self.cfg, self.cfg.run
         self.log.info("%s on %d rank(s), data=%s model=%s -> %s", cfg.algo.algo, self.world.size,
                       cfg.data.data, cfg.model.model, run.out)
+        try:
+            with StopSignals() as signals:
+                step, walls, elapsed = self._train(signals)
+                self._end_training(step, elapsed)
+                self.algo.finish(self.recorder)
+                save_final_model(run.out, self.algo.final_models(), cfg, step, self.world.comm)
+                metrics = self.last_eval if self.last_eval_step == step else self.evaluate(step)
+        except CollectiveError as e:
+            if e.agreed:  # else some ranks may be inside a collective: leave the file as last flushed
+                self.recorder.close(finished=False, reason=str(e))
+            raise
+        self.recorder.close(finished=True)
+        self._summary(step, walls, metrics)
+        return Path(run.out)
+
+    def _train(self, signals: StopSignals) -> tuple[int, list[float], float]:
+        """Train until done or stopped; returns (steps reached, step walls, elapsed seconds). An
+        error stops lockstep ranks together; on its own clock, it stops this rank only and is kept
+        in ``self.local_error`` until the ranks agree on how the run ended."""
+        run = self.cfg.run
         t0 = time.perf_counter() - self.elapsed0
         step, walls, self.logged_at = self.start_step, [], time.perf_counter()
         try:
-            while not self._should_stop(step, time.perf_counter() - t0):
+            while not self._should_stop(step, time.perf_counter() - t0, signals):
                 ts = time.perf_counter()
                 stats = self.algo.step(next(self.loader), step)
                 stats.step, stats.wall = step, time.perf_counter() - ts
                 stats.elapsed = time.perf_counter() - t0
-                self.recorder.record(stats)
+                self.rows.record(stats)
                 self.algo.after_step(self.recorder, step)
                 walls.append(stats.wall)
                 step += 1
@@ -103,25 +196,51 @@ class Trainer:
                 if run.eval_every and step % run.eval_every == 0:
                     self.evaluate(step)
                 if run.ckpt_every and step % run.ckpt_every == 0:
-                    self.recorder.flush()
                     self._save_checkpoint(step, time.perf_counter() - t0)
-            self.algo.finish(self.recorder)
-            save_final_model(run.out, self.algo.final_models(), cfg, step, self.world.comm)
-            metrics = self.last_eval if self.last_eval_step == step else self.evaluate(step)
+            if self.stop_signal:
+                self._save_checkpoint(step, time.perf_counter() - t0)
         except CollectiveError as e:
-            self.recorder.close(finished=False, reason=str(e))
-            raise
-        self.recorder.close(finished=True)
-        self._summary(step, walls, metrics)
-        return Path(run.out)
+            if self.algo.lockstep:
+                raise
+            if isinstance(e, NonFiniteLossError):  # found in this rank's own rows: name the rank
+                e = NonFiniteLossError(e.step, self.world.rank, e.which)
+            self.local_error = e
+        return step, walls, time.perf_counter() - t0
 
-    def _should_stop(self, step: int, elapsed: float) -> bool:
+    def _should_stop(self, step: int, elapsed: float, signals: StopSignals) -> bool:
         run = self.cfg.run
-        if run.budget <= 0:
-            return step >= run.steps
-        over = elapsed >= run.budget
-        # Lockstep ranks must stop at the same step: rank 0's clock decides for everyone.
-        return bool(self.world.comm.bcast(over, root=0)) if self.algo.lockstep else over
+        done = step >= run.steps if run.budget <= 0 else elapsed >= run.budget
+        if not self.algo.lockstep:
+            self.stop_signal = signals.received
+            return done or bool(self.stop_signal)
+        if run.budget <= 0 and self.rows.buffered:
+            return done  # between flushes: step counts agree without asking
+        # Rank 0's clock and any rank's signal decide for everyone.
+        flags = np.array([int(done) if self.world.rank == 0 else 0, signals.received], dtype=np.int64)
+        self.world.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
+        self.stop_signal = int(flags[1])
+        return bool(flags.any())
+
+    def _end_training(self, step: int, elapsed: float) -> None:
+        """Collective, once every rank stopped: raise why the run stopped early, if it did. Ranks on
+        their own clocks first close their own rows and merge them into the results file."""
+        if not self.algo.lockstep:
+            try:
+                self.rows.close(finished=not (self.local_error or self.stop_signal))
+            except CollectiveError as e:  # a failed write: the file keeps its last complete block
+                self.local_error = self.local_error or e
+            try:
+                rows = read_rows(rows_path(self.cfg, self.world.rank))
+            except OSError as e:
+                rows, self.local_error = np.empty((0, len(COLUMNS))), self.local_error or e
+            self.recorder.merge(rows)
+            agree(self.world.comm, self.local_error)
+            self.stop_signal = self.world.comm.allreduce(self.stop_signal, op=MPI.MAX)
+        if self.stop_signal:
+            where = (f"checkpoint in {checkpoint.folder(self.cfg.run.out)}: continue with --resume"
+                     if self.cfg.run.ckpt_every else "no checkpoint (--ckpt-every 0)")
+            raise Interrupted(self.stop_signal, f"stopped by {signal_name(self.stop_signal)} at step {step} "
+                                                f"after {elapsed:.0f} s; {where}")
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, step: int) -> dict[str, float]:
@@ -140,33 +259,34 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _save_checkpoint(self, step: int, elapsed: float) -> None:
-        path = checkpoint_path(self.cfg, self.world.rank)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state = {"step": step, "elapsed": elapsed, "config_json": self.cfg.to_json(),
-                 "algorithm": self.algo.state_dict(), "loader": self.loader.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state()}
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # a crash mid-save keeps the previous checkpoint
-        self.world.comm.Barrier()
+        """Flush this rank's rows, then checkpoint (together with ``self.peers``), unless done at this step."""
+        if not self.cfg.run.ckpt_every or self.last_ckpt == step:
+            return
+        self.rows.flush()
+        state = {"step": step, "elapsed": elapsed, "world_size": self.world.size, "algo": self.cfg.algo.algo,
+                 "config_json": self.cfg.to_json(), "algorithm": self.algo.state_dict(),
+                 "loader": self.loader.state_dict(), "torch_rng": torch.get_rng_state(),
+                 "numpy_rng": checkpoint.numpy_rng_state()}
+        checkpoint.save(checkpoint_path(self.cfg, self.world.rank), state, self.peers)
+        self.last_ckpt = step
 
     def _load_checkpoint(self) -> None:
+        """Collective: every rank's checkpoint, checked to continue this run on these ranks."""
         path = checkpoint_path(self.cfg, self.world.rank)
-        missing = self.world.comm.allreduce(0 if path.exists() else 1)
-        if missing:
-            raise UsageError(f"cannot resume: no checkpoint {path} (run with --ckpt-every N first)")
-        state = torch.load(path, weights_only=False)
-        saved = json.loads(state["config_json"])
-        now = json.loads(self.cfg.to_json())
-        diff = sorted(f"{sec}.{k}" for sec in now for k in now[sec]
-                      if k not in RESUMABLE_CHANGES and now[sec][k] != saved[sec].get(k))
-        if diff:
-            raise UsageError(f"cannot resume {path}: settings differ from the checkpoint: {', '.join(diff)}")
+
+        def load() -> dict[str, Any]:
+            state = checkpoint.load(path)
+            checkpoint.check_resumable(state, path, self.cfg.to_json(), self.world.size, RESUMABLE_CHANGES)
+            return state
+        state = collectively(self.world.comm, load)
+        if self.algo.lockstep:
+            checkpoint.check_same_step(self.world.comm.allgather(int(state["step"])), self.cfg.run.out)
         self.algo.load_state_dict(state["algorithm"])
         self.loader.load_state_dict(state["loader"])
         torch.set_rng_state(state["torch_rng"])
-        np.random.set_state(state["numpy_rng"])
+        checkpoint.set_numpy_rng_state(state["numpy_rng"])
         self.start_step, self.elapsed0 = int(state["step"]), float(state["elapsed"])
+        self.last_ckpt = self.start_step
 
     # -- reporting -----------------------------------------------------------------------------
     def _progress(self, step: int, stats, walls: list[float]) -> None:

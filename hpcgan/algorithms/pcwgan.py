@@ -17,7 +17,9 @@ clock per rank, each rank stops on its own clock) or ``--steps`` every owned uni
 floor(T/n_r) or ceil(T/n_r) steps; the steps each unit got are written to /labels.
 
 No communication during training: the training communicator is never called, so bytes_sent = 0
-and t_comm = 0 are recorded, and the algorithm is not lockstep. At the end (:meth:`finish`, on the
+and t_comm = 0 are recorded, and the algorithm is not lockstep: each rank records its rows and
+checkpoints (:meth:`state_dict`: every owned unit) on its own clock, and ``--resume`` continues each
+rank from its own step (:mod:`hpcgan.train`). At the end (:meth:`finish`, on the
 uncounted control channel): with R > 1, each label keeps the replica whose samples are closest to the
 label's real data in sliced Wasserstein distance (a local, classifier-free proxy); /labels/owner
 (label -> rank), /labels/steps and, with R > 1, /labels/replica_{steps,score} are written.

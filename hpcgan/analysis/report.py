@@ -14,15 +14,17 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import h5py
 from tqdm import tqdm
 
 from ..netmodel import NetworkModel
 from . import costmodel as cm
 from .plots import plot_phases, plot_quality, plot_scaling
+from ..errors import UsageError
+from ..log import get_logger
+from ..results.reader import RunResult, find_runs
 from .quality import QualityTable, quality_table
-from ..results.reader import RunResult, find_runs, load_run
 from .scaling import Row, scaling_rows
+from .summary import is_results_file, read_runs, skipped_lines
 
 PROJECTION_RANKS = [1, 2, 4, 8, 64, 512, 2000]
 TARGET_ERROR = 0.15
@@ -41,18 +43,13 @@ def _ms(x: float) -> str:
     return f"{1e3 * x:.3g}" if math.isfinite(x) else "-"
 
 
-def _is_run(path: Path) -> bool:
-    """A training results file (has /steps), not e.g. a ``bench comm`` file saved as .h5."""
-    try:
-        with h5py.File(path, "r") as f:
-            return "steps" in f
-    except OSError:
-        return False
-
-
-def load_runs(paths: list[str | Path]) -> list[RunResult]:
-    files = [p for p in find_runs(paths) if _is_run(p)]
-    return [load_run(p) for p in tqdm(files, desc="loading runs", unit="file", file=sys.stderr, disable=None)]
+def load_runs(paths: list[str | Path]) -> tuple[list[RunResult], list[tuple[Path, str]], list[Path]]:
+    """(runs, unreadable files with why, other HDF5 files: benchmark output) under ``paths``."""
+    files = find_runs(paths)
+    kinds = {f: is_results_file(f) for f in tqdm(files, desc="loading runs", unit="file", file=sys.stderr,
+                                                 disable=None)}
+    runs, unreadable = read_runs([f for f, kind in kinds.items() if kind is not False])
+    return runs, unreadable, [f for f, kind in kinds.items() if kind is False]
 
 
 def scaling_section(scaling: str, rows: list[Row]) -> list[str]:
@@ -186,10 +183,13 @@ def projection_section(by_algo: dict[tuple[str, str], list[Row]], net: NetworkMo
 
 def write_report(paths: list[str | Path], out: Path, net: NetworkModel, metric: str | None = None) -> Path:
     """Write ``out/report.md`` and the PNG plots (quality on ``metric``, default: each dataset's
-    headline metric); returns the markdown path."""
-    runs = load_runs(paths)
+    headline metric); returns the markdown path. Unreadable files are skipped and listed."""
+    runs, unreadable, others = load_runs(paths)
     if not runs:
-        raise FileNotFoundError(f"no results files under {', '.join(map(str, paths))}")
+        raise UsageError(f"no readable results files under {', '.join(map(str, paths))}"
+                         + "".join(f"; {line}" for line in skipped_lines(unreadable)))
+    for line in skipped_lines(unreadable):
+        get_logger().warning(line)
     quality = quality_table(runs, metric)  # checks --metric before anything is written
     out.mkdir(parents=True, exist_ok=True)
     rows = scaling_rows(runs)
@@ -201,6 +201,8 @@ def write_report(paths: list[str | Path], out: Path, net: NetworkModel, metric: 
           "(warm-up excluded) of the slowest rank; ± = 95% Student-t CI over repeats.", ""]
     if unfinished:
         md += [f"Left out (unfinished): {', '.join(unfinished)}.", ""]
+    if unreadable:
+        md += [f"Skipped (unreadable): {'; '.join(f'{p.name}: {why}' for p, why in unreadable)}.", ""]
     figures = []
     scalings = sorted({r.scaling for r in rows})
     for scaling in tqdm(scalings, desc="report", unit="section", file=sys.stderr, disable=None):
@@ -210,7 +212,7 @@ def write_report(paths: list[str | Path], out: Path, net: NetworkModel, metric: 
             figures.append(plot_scaling(mine, scaling, out / f"scaling_{scaling}.png", machine))
         figures.append(plot_phases(mine, scaling, out / f"phases_{scaling}.png", machine))
     bench_files = sorted({f for p in map(Path, paths) if p.is_dir() for pattern in BENCH_FILES
-                          for f in p.rglob(pattern)} | {f for f in find_runs(paths) if not _is_run(f) and f.exists()})
+                          for f in p.rglob(pattern)} | set(others))
     md += quality_section(quality)
     if quality.rows:
         figures.append(plot_quality(quality, out / "quality.png", machine))

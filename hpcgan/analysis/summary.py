@@ -4,14 +4,49 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..results.reader import find_runs, load_run
+import h5py
+
+from ..errors import UsageError
+from ..results.reader import RunResult, find_runs, load_run
 from .quality import quality_table
 
 
+def read_runs(paths: list[str | Path]) -> tuple[list[RunResult], list[tuple[Path, str]]]:
+    """The results files named or found under ``paths``, read, and the ones that could not be read
+    as (path, why): a damaged file, a file without /steps, a path that does not exist. Skipped ones
+    do not stop the others from being read."""
+    runs, unreadable = [], []
+    for path in find_runs(paths):
+        if not path.exists():
+            unreadable.append((path, "no such file or folder"))
+            continue
+        try:
+            runs.append(load_run(path))
+        except (OSError, KeyError, ValueError) as e:
+            why = "not a results file (no /steps)" if isinstance(e, KeyError) else str(e).splitlines()[0]
+            unreadable.append((path, why))
+    return runs, unreadable
+
+
+def is_results_file(path: Path) -> bool | None:
+    """True for a results file (has /steps), False for another HDF5 file (e.g. `bench comm`), None if
+    it cannot be opened."""
+    try:
+        with h5py.File(path, "r") as f:
+            return "steps" in f
+    except OSError:
+        return None
+
+
+def skipped_lines(unreadable: list[tuple[Path, str]]) -> list[str]:
+    return [f"skipped (unreadable): {path}: {why}" for path, why in unreadable]
+
+
 def summarize(paths: list[str | Path]) -> str:
-    runs = [load_run(p) for p in find_runs(paths)]
+    runs, unreadable = read_runs(paths)
     if not runs:
-        return "no results files found"
+        raise UsageError(f"no readable results files under {', '.join(map(str, paths))}"
+                         + "".join(f"; {line}" for line in skipped_lines(unreadable)))
     table = quality_table(runs)
     header = ["run", "algo", "ranks", "steps", "ms/step", "compute", "comm", "KB/step", "total MB", "samples/s",
               "quality"]
@@ -30,7 +65,7 @@ def summarize(paths: list[str | Path]) -> str:
     note = ("times: median over steps (after warm-up) of the slowest rank; compute/comm: mean over ranks. "
             "KB/step: all ranks together. samples/s: real samples consumed by all ranks. quality: the final "
             f"model's `hpcgan eval` where it ran, else the last evaluation during training. Machine: {machine}")
-    return "\n".join(lines + savings + over_seeds(table) + ["", note])
+    return "\n".join(lines + savings + over_seeds(table) + ["", note] + skipped_lines(unreadable))
 
 
 def _num(x: float) -> str:

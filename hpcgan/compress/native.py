@@ -8,6 +8,12 @@ compiler's version, the flags and this CPU's feature flags, so nodes of a hetero
 sharing one home directory never load each other's builds. Several ranks may build at once: each
 writes its own temporary file and renames it into place atomically.
 
+Loading a library runs its code, so only this user's own builds are loaded: the cache folder is
+created private (0700), and a folder or ``.so`` that is a symbolic link, belongs to someone else or
+that others may write is never used (a shared ``$HPCGAN_CACHE`` is one such). A ``.so`` that fails
+the check is rebuilt; a folder that fails it is replaced, for this process, by a private temporary
+folder (removed once the library is loaded).
+
 ``$HPCGAN_NATIVE=0`` disables the kernels; without a working compiler they are unavailable too.
 Either way callers fall back to their torch implementation (:func:`load` returns None and says
 why once through the logger).
@@ -19,6 +25,8 @@ import hashlib
 import os
 import platform
 import shlex
+import shutil
+import stat
 import subprocess
 import tempfile
 from functools import lru_cache
@@ -47,24 +55,48 @@ def _compiler_id(cc: list[str]) -> str:
     return out.stdout.splitlines()[0] if out.returncode == 0 and out.stdout else ""
 
 
-def _build(source: Path, cc: list[str]) -> Path:
+def private(path: Path) -> bool:
+    """``path`` is this user's own, not a symbolic link, and writable by no one else."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return not stat.S_ISLNK(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def cache_folder() -> Path | None:
+    """The private kernel cache folder, created 0700 if missing; None if it is not private."""
+    folder = cache_dir() / "native"
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, exist_ok=True)
+    except OSError:
+        return None
+    return folder if private(folder) else None
+
+
+def _key(source: Path, version: str) -> str:
+    return hashlib.sha256("\n".join([source.read_text(), version, " ".join(FLAGS), platform.machine(),
+                                      _cpu_features()]).encode()).hexdigest()[:16]
+
+
+def _build(source: Path, cc: list[str], folder: Path) -> Path:
+    """``folder``/<name>-<key>.so, compiled unless this user's build of it is already there."""
     version = _compiler_id(cc)
     if not version:
         raise OSError(f"no working C compiler ({shlex.join(cc)} --version failed)")
-    key = hashlib.sha256("\n".join([source.read_text(), version, " ".join(FLAGS), platform.machine(),
-                                    _cpu_features()]).encode()).hexdigest()[:16]
-    target = cache_dir() / "native" / f"{source.stem}-{key}.so"
-    if target.exists():
+    target = folder / f"{source.stem}-{_key(source, version)}.so"
+    if private(target):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
     os.close(fd)
     try:
         done = subprocess.run(cc + list(FLAGS) + ["-o", tmp, str(source)], capture_output=True, text=True,
                               timeout=120)
         if done.returncode != 0:
             raise OSError(f"{shlex.join(cc)} failed on {source.name}: {done.stderr.strip()[-500:]}")
-        os.replace(tmp, target)
+        os.chmod(tmp, 0o700)
+        os.replace(tmp, target)  # also replaces a .so that failed the check
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -76,9 +108,18 @@ def load(name: str) -> ctypes.CDLL | None:
     """The compiled kernels of ``<name>.c`` (next to this module), or None if unavailable."""
     if os.environ.get(NATIVE_ENV, "1") == "0":
         return None
+    source, cc = Path(__file__).with_name(f"{name}.c"), shlex.split(os.environ.get("CC", "cc"))
     try:
-        return ctypes.CDLL(str(_build(Path(__file__).with_name(f"{name}.c"),
-                                      shlex.split(os.environ.get("CC", "cc")))))
+        folder = cache_folder()
+        if folder is not None:
+            return ctypes.CDLL(str(_build(source, cc, folder)))
+        get_logger().warning("kernel cache %s is not private to this user: building %s in a temporary folder",
+                             cache_dir() / "native", name)
+        scratch = Path(tempfile.mkdtemp(prefix="hpcgan-native-"))
+        try:
+            return ctypes.CDLL(str(_build(source, cc, scratch)))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     except (OSError, subprocess.SubprocessError) as exc:
         get_logger().warning("native %s kernels unavailable, using torch: %s", name, exc)
         return None

@@ -1,0 +1,112 @@
+"""Per-rank checkpoint files, ``<out>.ckpt/rank{r}.pt``: writing them safely, reading them safely.
+
+A checkpoint is a dict of tensors and plain Python values (numbers, strings, lists, tuples, dicts)
+only, so it is read with ``torch.load(weights_only=True)``: a file someone hands you cannot run
+code. Anything else in a file, or a damaged file, is refused with a UsageError naming the file.
+numpy's global RNG state, a tuple holding an ndarray, is stored as a tensor (:func:`numpy_rng_state`).
+
+Writing is two-phase over ``comm`` (the ranks that checkpoint together; ``COMM_SELF`` for ranks
+that train on their own clocks): each rank writes ``rank{r}.pt.tmp``, the ranks agree that every
+write succeeded, and only then each renames its file into place. A failed write on any rank (disk
+full, permissions) removes every temporary file and raises a WriteError naming the file on every
+rank; the previous checkpoints stay. A job killed between two ranks' renames leaves checkpoints of
+different steps, which ``--resume`` refuses (see :func:`check_resumable`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import UsageError, WriteError, agree, write_failure
+
+#: Keys every checkpoint holds (besides the algorithm's, loader's and RNG states).
+FORMAT = 1
+REQUIRED = ("format", "step", "elapsed", "world_size", "algo", "config_json", "algorithm", "loader")
+
+
+def folder(out: str | Path) -> Path:
+    return Path(str(out) + ".ckpt")
+
+
+def checkpoint_path(out: str | Path, rank: int) -> Path:
+    return folder(out) / f"rank{rank}.pt"
+
+
+def numpy_rng_state() -> dict[str, Any]:
+    """numpy's global RNG state as a tensor and plain values (loadable with weights_only)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def set_numpy_rng_state(state: dict[str, Any]) -> None:
+    np.random.set_state((state["kind"], state["keys"].numpy().astype(np.uint32), state["pos"],
+                         state["has_gauss"], state["cached_gaussian"]))
+
+
+def save(path: Path, state: dict[str, Any], comm) -> None:
+    """Collective over ``comm``: write every rank's ``state`` to its ``path``, or none of them."""
+    tmp = path.with_name(path.name + ".tmp")
+    error = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"format": FORMAT, **state}, tmp)
+    except Exception as e:  # torch reports a full disk as "basic_ios::clear" or "unexpected pos"
+        error = WriteError(f"cannot write checkpoint {path}: {write_failure(tmp, e)}; the previous "
+                           "checkpoint is kept")
+    try:
+        agree(comm, error)
+    except Exception:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+def load(path: Path) -> dict[str, Any]:
+    """The checkpoint in ``path``; a UsageError naming the file if it is missing, damaged or holds
+    anything but tensors and plain values."""
+    if not path.is_file():
+        raise UsageError(f"no checkpoint {path} (train with --ckpt-every N to write one)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UsageError(f"refusing checkpoint {path}: it holds objects other than tensors and plain "
+                         "values (a crafted file, or an older hpcgan's), and loading them could run code") from None
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"cannot read checkpoint {path}: damaged or not a checkpoint ({first})") from None
+    missing = [k for k in REQUIRED if k not in state] if isinstance(state, dict) else list(REQUIRED)
+    if missing or state["format"] != FORMAT:
+        raise UsageError(f"cannot read checkpoint {path}: not an hpcgan checkpoint of format {FORMAT} "
+                         f"(missing {', '.join(missing) or 'format'})")
+    return state
+
+
+def check_resumable(state: dict[str, Any], path: Path, config_json: str, world_size: int,
+                    resumable: set[str]) -> None:
+    """UsageError unless ``state`` (from ``path``) can continue a run of this configuration on
+    ``world_size`` ranks: same number of ranks, same algorithm, same settings except ``resumable``."""
+    if state["world_size"] != world_size:
+        raise UsageError(f"cannot resume: {path} was written by a job of {state['world_size']} rank(s), this "
+                         f"job has {world_size}; resume on {state['world_size']} ranks")
+    saved, now = json.loads(state["config_json"]), json.loads(config_json)
+    if state["algo"] != now["algo"]["algo"]:
+        raise UsageError(f"cannot resume: {path} is a checkpoint of --algo {state['algo']}, not {now['algo']['algo']}")
+    diff = sorted(f"{sec}.{k}" for sec in now for k in now[sec]
+                  if k not in resumable and now[sec][k] != saved.get(sec, {}).get(k))
+    if diff:
+        raise UsageError(f"cannot resume {path}: settings differ from the checkpoint: {', '.join(diff)}")
+
+
+def check_same_step(steps: list[int], out: str | Path) -> None:
+    """UsageError unless the lockstep ranks' checkpoints (steps per rank) are of one step."""
+    if len(set(steps)) > 1:
+        listed = ", ".join(f"rank {r}: {s}" for r, s in enumerate(steps))
+        raise UsageError(f"cannot resume: the checkpoints in {folder(out)} are of different steps ({listed}); the "
+                         "job was killed while writing them. Start the run again with --force")
