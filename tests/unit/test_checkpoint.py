@@ -16,7 +16,7 @@ from hpcgan import checkpoint
 from hpcgan.algorithms import ALGORITHMS, resolve_config
 from hpcgan.errors import CollectiveError, UsageError, WriteError
 from hpcgan.evaluate import eval_command
-from hpcgan.grid import samples_from_checkpoint
+from hpcgan.grid import samples_of
 from hpcgan.results.schema import validate
 from hpcgan.train import Trainer, checkpoint_path, rows_path
 from hpcgan.world import init_world
@@ -90,12 +90,12 @@ def test_a_crafted_checkpoint_runs_no_code_on_resume_eval_or_grid(tmp_path, worl
     ckpt = str(checkpoint_path(cfg, 0))
     with pytest.raises(UsageError, match=f"refusing checkpoint {ckpt}.*could run code"):
         Trainer(cfg.replace(run={"steps": 6, "resume": True}), world)
-    args = argparse.Namespace(metrics="mog", real=False, data=None, target=ckpt, samples=64,
-                              inception_weights=None, proxy=None)
+    args = argparse.Namespace(metrics="mog", real=False, data=None, targets=[ckpt], samples=64, out=None,
+                              inception_weights=None, proxy=None, is_splits=10)
     with pytest.raises(UsageError, match="refusing checkpoint"):
         eval_command(args, world)
     with pytest.raises(UsageError, match="refusing checkpoint"):
-        samples_from_checkpoint(ckpt, 4)
+        samples_of(ckpt, 4)
     assert not marker.exists()
 
 
