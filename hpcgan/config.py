@@ -118,7 +118,7 @@ class OptimConfig(Section):
 class CommConfig(Section):
     backend: str = opt("mpi", "communication backend: mpi, torch, horovod")
     compressor: str = opt("identity", "compressor of the exchanged steps: identity, fp16, bf16, sign, topk, "
-                          "randk, qsgd")
+                          "topk-torch, randk, qsgd, powersgd")
     ratio: float = opt(0.01, "fraction of coordinates kept by topk / randk", gt=0, le=1)
     levels: int = opt(16, "QSGD quantization levels s", ge=1)
     error_feedback: bool = opt(True, "error feedback for compressed steps")
