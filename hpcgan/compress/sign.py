@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from ..config import CommConfig
 from . import bits, native
+from .counter import mix32
 from .base import COMPRESSORS, Compressor
 
 
@@ -66,19 +67,9 @@ def _row_owners(sizes: tuple[int, ...]) -> tuple[torch.Tensor, list[int]]:
     return 256 * (torch.searchsorted(starts, first, right=True) - 1), starts.tolist()
 
 
-def lowbias32(x: torch.Tensor) -> torch.Tensor:
-    """Chris Wellons' 32-bit integer hash on int64 tensors holding values < 2^32 (as in sign1bit.c;
-    int64 products wrap, and only their low 32 bits are kept)."""
-    x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & 0xFFFFFFFF
-    x = x ^ (x >> 15)
-    x = (x * 0x846CA68B) & 0xFFFFFFFF
-    return x ^ (x >> 16)
-
-
 def call_key(calls: int) -> int:
     """The per-call key of the zero bits: a hash of the call count, in [0, 2^32)."""
-    return int(lowbias32(torch.tensor([calls * 0x9E3779B9 % 2**32]))[0])
+    return int(mix32(torch.tensor([calls * 0x9E3779B9 % 2**32]))[0])
 
 
 @COMPRESSORS.register("sign")
@@ -104,7 +95,7 @@ class ScaledSign(Compressor):
         buf >>= 7                               # ... down to its sign bit
         zeros = (flat == 0).nonzero().view(-1)
         if len(zeros):                          # +-0: a hashed bit instead
-            buf[zeros] = (lowbias32((zeros + key) & 0xFFFFFFFF) & 1).to(torch.uint8)
+            buf[zeros] = (mix32((zeros + key) & 0xFFFFFFFF) & 1).to(torch.uint8)
         return [bits.pack_flags(buf), scales], (x.shape, x.dtype, sizes)
 
     def state_dict(self):
