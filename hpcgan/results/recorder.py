@@ -155,8 +155,8 @@ class Recorder:
             self._sync(check_losses=False)
 
     def _sync(self, check_losses: bool = True, finish: dict[str, Any] | None = None) -> None:
-        """Gather and append the buffered rows; with ``finish`` (root attributes), then mark and
-        close the file. One bcast tells every rank about a non-finite loss or a new write failure."""
+        """Gather and append the buffered rows; with ``finish`` (root attributes), then mark the
+        file. One bcast tells every rank about a non-finite loss or a new write failure."""
         block = np.asarray(self._rows, dtype=np.float64).reshape(-1, len(COLUMNS))
         self._rows = []
         blocks = self.comm.gather(block, root=0)
@@ -168,8 +168,7 @@ class Recorder:
                 if bad is not None and "finished_at" in finish:
                     finish = {"stopped_reason": str(NonFiniteLossError(*bad))}
                 self._write(self._file.attrs.update, finish)
-                self._write(self._file.close)
-                self._file = None
+                self._write(self._file.flush)
             failure = self._error if not self.failed else None
         bad, failure = self.comm.bcast((bad, failure), root=0)
         if failure:
@@ -265,7 +264,7 @@ class Recorder:
         try:
             self._sync(finish=mark)
         finally:
-            if self._file is not None:  # rank 0 after a failure: close what can be closed
+            if self._file is not None:  # rank 0; what could be written is on disk already
                 try:
                     self._file.close()
                 except Exception:

@@ -124,7 +124,7 @@ def checkpoint_steps(out: Path) -> list[int]:
 def test_a_usage_error_on_one_rank_ends_the_job_naming_rank_and_cause(launch, tmp_path):
     r, seconds = run(launch, 2, *RUN, "--steps", "100000", "--out", str(tmp_path / "u.h5"),
                      env={"TEST_FAULT": "usage:1:5"})
-    assert r.returncode == 2 and seconds < 90, r.stderr
+    assert r.returncode == 2 and seconds < 150, r.stderr
     assert error_lines(r.stderr) == ["hpcgan: error: rank 1 of 2: injected usage error (the other ranks went on: "
                                      "aborting the job)"]
 
@@ -149,9 +149,9 @@ def test_a_topology_file_missing_on_one_node_ends_the_job(launch, tmp_path):
     np.save(tmp_path / "w.npy", np.full((2, 2), 0.5))
     r, seconds = run(launch, 2, *RUN, "--algo", "dposg", "--steps", "4", "--topology", "w.npy",
                      "--out", str(tmp_path / "t.h5"), cwd=tmp_path, env={"TEST_CWD_RANK1": str(tmp_path / "elsewhere")})
-    assert r.returncode == 2 and seconds < 90, r.stderr
-    [line] = error_lines(r.stderr)
-    assert "rank 1 of 2" in line and "w.npy" in line
+    lines = error_lines(r.stderr)
+    assert r.returncode == 2 and seconds < 150 and len(lines) == 1, (r.returncode, seconds, r.stderr)
+    assert "rank 1 of 2" in lines[0] and "w.npy" in lines[0]
 
 
 def test_a_rank_leaving_through_os_exit_is_named_and_never_a_success(launch, tmp_path):
