@@ -302,17 +302,27 @@ def main(argv: list[str] | None = None) -> int:
     except CollectiveError as e:
         if not _all_arrive(exits, GRACE_S):
             _print(f"hpcgan: error: rank {rank} of {size}: {e} (the other ranks went on: aborting the job)")
-            world.Abort(e.exit_code)
+            _abort(world, e.exit_code)
         if rank == 0:
             _print(f"hpcgan: error: {e}")
         return e.exit_code
     except Exception:
         _print(f"hpcgan: rank {rank} of {size} failed:\n{traceback.format_exc()}")
         if size > 1:
-            world.Abort(1)
+            _abort(world, 1)
         return 1
     finally:
         os._exit = _exit
+
+
+#: seconds a rank waits after its last line before aborting: the launcher forwards stderr
+#: asynchronously, and an abort that comes first can lose the line that says why (seen under load)
+ABORT_GRACE_S = 1.0
+
+
+def _abort(world: MPI.Comm, code: int) -> None:
+    time.sleep(ABORT_GRACE_S)
+    world.Abort(code)
 
 
 def _print(message: str) -> None:

@@ -8,14 +8,22 @@ from hpcgan.results.timer import PhaseTimer, device_sync
 
 
 def burn(seconds: float) -> None:
-    """Spin the CPU for ``seconds`` of process time, as the CUDA runtime does while it waits."""
-    c0 = time.process_time()
-    while time.process_time() - c0 < seconds:
+    """Spin this thread for ``seconds`` of its CPU time, as the CUDA runtime does while it waits
+    (thread time: process time would also count other threads' CPU and end early)."""
+    c0 = time.thread_time()
+    while time.thread_time() - c0 < seconds:
         pass
+
+
+def settle() -> None:
+    """Let OpenMP workers of earlier tests' torch ops stop spinning: their CPU counts in the
+    process time that PhaseTimer reports as ``cpu``."""
+    time.sleep(0.5)
 
 
 def test_cpu_timer_never_synchronises():
     assert device_sync(None) is None and device_sync(torch.device("cpu")) is None
+    settle()
     timer = PhaseTimer(torch.device("cpu"))
     timer.begin()
     with timer("compute"):
@@ -35,6 +43,7 @@ def test_cuda_phase_includes_the_work_it_launched_not_earlier_work_and_cpu_exclu
         burn(waits[len(calls) - 1])
 
     monkeypatch.setattr(torch.cuda, "synchronize", fake_synchronize)
+    settle()
     device = torch.device("cuda", 0)
     timer = PhaseTimer(device)
     timer.begin()
