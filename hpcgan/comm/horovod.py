@@ -49,7 +49,7 @@ class HorovodCommunicator(Communicator):
         out.view(torch.uint8).copy_(self.hvd.allgather(t.view(torch.uint8)))  # bytes: Horovod has no bfloat16
 
     def _broadcast(self, t: torch.Tensor, root: int) -> None:
-        self.hvd.broadcast_(t, root_rank=root)
+        self.hvd.broadcast_(t.view(torch.uint8), root_rank=root)  # bytes, in place: Horovod has no bfloat16
 
     def barrier(self) -> None:
         self.hvd.barrier()
