@@ -9,7 +9,7 @@ delta = ||x||_1^2 / (d ||x||_2^2) >= 1/d (docs/ALGORITHMS.md section 0).
 Payload: the sign bits of the whole flat buffer packed 8 per byte (:mod:`.bits`), and the scales:
 ceil(D/8) + 4 T bytes for D values in T tensors. Not summable (allgather + decompress + mean).
 The sign bit is read straight from the IEEE-754 encoding; for +-0.0 it is bit 0 of
-lowbias32((i + key) mod 2^32), i the index in the flat buffer and key a hash of the call count
+lowbias32((i + key) mod 2^32), i the index in the flat buffer and key = splitmix64(call count)
 (checkpointed state, so a resumed run sends the same bits).
 
 On CPU the work is done by the C kernels of ``sign1bit.c`` (:mod:`.native`): compress is one pass
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ..config import CommConfig
 from . import bits, native
-from .counter import mix32
+from .counter import MASK32, mix32, splitmix64
 from .base import COMPRESSORS, Compressor
 
 
@@ -68,8 +68,9 @@ def _row_owners(sizes: tuple[int, ...]) -> tuple[torch.Tensor, list[int]]:
 
 
 def call_key(calls: int) -> int:
-    """The per-call key of the zero bits: a hash of the call count, in [0, 2^32)."""
-    return int(mix32(torch.tensor([calls * 0x9E3779B9 % 2**32]))[0])
+    """The per-call key of the zero bits: a hash of the call count, in [0, 2^32) (plain Python
+    integers: a tensor op here cost tens of microseconds per call on small tensors)."""
+    return splitmix64(calls) & MASK32
 
 
 @COMPRESSORS.register("sign")
