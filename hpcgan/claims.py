@@ -33,7 +33,7 @@ import numpy as np
 from .analysis.scaling import Estimate
 from .errors import UsageError
 from .log import get_logger
-from .results.reader import RunResult, load_run
+from .results.reader import RunResult, load_run, slowest_median
 from .sweep import DEFAULT_LAUNCHER, is_done, launch_argv, run_logged
 
 #: mog8 settings under which quality is a reliable signal (README, "The papers' claims")
@@ -102,23 +102,13 @@ def final(metric: str) -> Callable[[RunResult], float]:
     return lambda run: float(run.quality().values.get(metric, math.nan))
 
 
-def step_time(run: RunResult) -> float:
-    return run.step_time()
-
-
 def emulated_step_time(run: RunResult) -> float:
     """Step time on the emulated network: wall - measured t_comm + t_net_emulated (slowest rank's median)."""
-    from .results.reader import slowest_median
-
     return slowest_median(run.timed("wall") - run.timed("t_comm") + run.timed("t_net_emulated"))
 
 
 def consensus(run: RunResult) -> float:
     return float(run.series.get("consensus", {}).get("distance", [math.nan])[-1])
-
-
-def bytes_per_step(run: RunResult) -> float:
-    return run.bytes_per_step()
 
 
 def difference(treat: str, base: str, of: Callable[[RunResult], float], higher_is_better: bool = True) -> Effect:
@@ -138,7 +128,7 @@ def learned(arm: str, metric: str, level: float) -> tuple[str, Callable[[Results
 
 def bytes_at_most(arm: str, base: str, fraction: float) -> tuple[str, Callable[[Results, int], bool]]:
     return (f"{arm} sends <= 1/{1 / fraction:.0f} of {base}'s bytes",
-            lambda res, s: bytes_per_step(res[arm][s]) <= fraction * bytes_per_step(res[base][s]))
+            lambda res, s: res[arm][s].bytes_per_step() <= fraction * res[base][s].bytes_per_step())
 
 
 # -- the claims ------------------------------------------------------------------------------------
@@ -214,7 +204,7 @@ def claims(quick: bool) -> list[Claim]:
     one, two = Arm("pcwgan 1r, 2 labels", 1, (*pc, "--labels", "2")), Arm("pcwgan 2r, 4 labels", 2, (*pc, "--labels", "4"))
     out.append(Claim("Parallel W-CGAN", "weak-scaling efficiency at 2 ranks (labels per rank constant) is at "
                      "least 0.95", "T(1 rank) / T(2 ranks) per seed; threshold 0.95", (one, two),
-                     ratio(one.name, two.name, step_time), 0.95, quick=True))
+                     ratio(one.name, two.name, RunResult.step_time), 0.95, quick=True))
     if not quick:
         budget = ("--algo", "pcwgan", *DIGITS, "--budget", "40", "--n-critic", "5", "--lr", "1e-4")
         gp, bce = Arm("pcwgan wgan-gp", 2, (*budget, "--loss", "wgan-gp")), Arm("pcwgan bce", 2, (*budget, "--loss", "ns"))
