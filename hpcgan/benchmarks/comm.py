@@ -49,7 +49,7 @@ import torch
 from mpi4py import MPI
 
 from ..comm import BACKENDS, build_communicator
-from ..compress import COMPRESSORS, build_compressor, powersgd, qsgd, sign, sparse
+from ..compress import COMPRESSORS, build_compressor, cast, powersgd, qsgd, sign, sparse
 from ..compress.base import local_rounds
 from ..config import CommConfig
 from ..errors import UsageError
@@ -178,8 +178,8 @@ def bench_comm(argv: list[str]) -> int:
 
 def kernels() -> dict[str, str]:
     """Which code compresses CPU tensors here, per compressor with C kernels."""
-    return {"sign": sign.implementation(), "topk": sparse.implementation(), "qsgd": qsgd.implementation(),
-            "powersgd": powersgd.implementation()}
+    return {"fp16/bf16": cast.implementation(), "sign": sign.implementation(), "topk": sparse.implementation(),
+            "qsgd": qsgd.implementation(), "powersgd": powersgd.implementation()}
 
 
 def collective_row(backend, op, size, comm, fn, iters, args) -> dict:

@@ -18,7 +18,7 @@ rank's own Q(x), which error feedback subtracts, is then ``local(payload, ctx)``
 compressors it is ``decompress(payload, ctx)`` and known at once. :func:`roundtrip` runs every round
 on one process (each "sum over ranks" is the payload itself): Q(x) without a communicator.
 
-Registered here: identity, fp16, bf16. In their own modules: sign (:mod:`.sign`), topk, topk-torch
+Registered here: identity. In their own modules: fp16 and bf16 (:mod:`.cast`), sign (:mod:`.sign`), topk, topk-torch
 and randk (:mod:`.sparse`), qsgd (:mod:`.qsgd`), powersgd (:mod:`.powersgd`). Bytes on the wire for
 d fp32 values (docs/ALGORITHMS.md section 0): identity 4d, fp16/bf16 2d, sign d/8 + 4 per tensor,
 topk 8k, randk 4k (k = sum over tensors of ceil(ratio n_t)), qsgd ~ d*ceil(log2(2s+1))/8 + 4 per
@@ -101,37 +101,6 @@ class Identity(Compressor):
 
     def decompress(self, payload, ctx):
         return payload[0].view(ctx)
-
-
-class Cast(Compressor):
-    """Q(x) = float(lowp(x)): round to a 16-bit float; delta = 1 - u^2 with u the unit roundoff
-    (|Q(x)_i - x_i| <= u |x_i| away from overflow/underflow). Summable: the sum travels in 16 bits."""
-
-    summable: ClassVar[bool] = True
-    dtype: ClassVar[torch.dtype]
-    roundoff: ClassVar[float]
-
-    def __init__(self, cfg: CommConfig | None = None):
-        pass
-
-    def compress(self, x, sizes):
-        return [x.to(self.dtype)], x.dtype
-
-    def decompress(self, payload, ctx):
-        return payload[0].to(ctx)
-
-    def delta(self, d: int) -> float:
-        return 1.0 - self.roundoff**2
-
-
-@COMPRESSORS.register("fp16")
-class FP16(Cast):
-    name, dtype, roundoff = "fp16", torch.float16, 2.0**-11
-
-
-@COMPRESSORS.register("bf16")
-class BF16(Cast):
-    name, dtype, roundoff = "bf16", torch.bfloat16, 2.0**-8
 
 
 def build_compressor(cfg: CommConfig) -> Compressor:
