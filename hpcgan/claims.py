@@ -14,8 +14,9 @@ Nothing is decided by hand: :func:`verdict` is the only place a verdict comes fr
 margins are stated in each claim's sentence. The driver is a plain single process that launches
 each arm with ``mpiexec`` (``--launcher``), like ``hpcgan sweep``; finished runs are reused, so an
 interrupted ``hpcgan claims`` resumes. Output: ``<out>/claims.md`` (one row per claim: the claim,
-the measured effect with its CI, the verdict; then seeds, commands and the machine) and
-``<out>/claims.png`` (every seed's effect and the CI per claim).
+the measured effect with its CI, the verdict; then each arm's own figures over its seeds, the
+workload check -- dense sync on WORKLOAD_SEEDS seeds --, and per claim its seeds, commands and the
+machine), ``<out>/claims.json`` and ``<out>/claims.png`` (every seed's effect and the CI per claim).
 """
 from __future__ import annotations
 
@@ -43,6 +44,11 @@ DIGITS = ("--data", "digits", "--model", "dcgan32", "--width", "16", "--z-dim", 
           "--eval-samples", "1000")
 #: a baseline below this hq_fraction has not learned the workload: "within a margin of it" is moot
 LEARNED = 0.3
+#: the workload is a reliable quality signal if dense sync covers >= RELIABLE_MODES of 8 modes on at
+#: least RELIABLE_SEEDS of WORKLOAD_SEEDS seeds (checked by every full run, section "Workload")
+WORKLOAD_SEEDS, RELIABLE_SEEDS, RELIABLE_MODES = 5, 4, 7
+#: per-arm figures of the "Arms" section, when the runs have them
+ARM_METRICS = ("modes_covered", "hq_fraction", "proxy_fid")
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,7 @@ class Outcome:
     verdict: str
     seconds: float
     commands: list[str] = field(default_factory=list)
+    runs: Results = field(default_factory=dict)
 
 
 def verdict(estimate: Estimate, threshold: float, conditions_met: bool = True) -> str:
@@ -132,13 +139,24 @@ def bytes_at_most(arm: str, base: str, fraction: float) -> tuple[str, Callable[[
 
 
 # -- the claims ------------------------------------------------------------------------------------
+OADAM = ("--optimizer", "oadam", "--lr", "5e-4")
+
+
+def mog_steps(quick: bool) -> tuple[str, ...]:
+    return (*MOG, "--steps", "400" if quick else "3000")
+
+
+def dense_sync(quick: bool) -> Arm:
+    """Dense synchronous optimistic Adam on mog8 at 2 ranks: the quality reference of DQGAN's claims
+    and of the workload check."""
+    return Arm("sync oadam", 2, ("--algo", "sync", *mog_steps(quick), *OADAM))
+
+
 def claims(quick: bool) -> list[Claim]:
     """Every claim; ``quick`` keeps one per paper with fewer steps (the seeds are given separately)."""
-    steps = "400" if quick else "3000"
-    mog = (*MOG, "--steps", steps)
-    oadam = ("--optimizer", "oadam", "--lr", "5e-4")
+    mog, oadam = mog_steps(quick), OADAM
     omd = ("--optimizer", "omd", "--lr", "0.01")
-    dense_q = Arm("sync oadam", 2, ("--algo", "sync", *mog, *oadam))
+    dense_q = dense_sync(quick)
     sign_q = Arm("dqgan oadam sign+EF", 2, ("--algo", "dqgan", "--compressor", "sign", *mog, *oadam))
     hq = final("hq_fraction")
     out = [Claim("DQGAN", "quality mode: 1-bit + EF is within 0.10 hq_fraction of dense sync (optimistic Adam, "
@@ -226,32 +244,87 @@ def run_claims(selected: list[Claim], seeds: list[int], out: Path, launcher: str
         results: Results = {}
         commands = []
         for arm in claim.arms:
-            runs = []
-            for seed in seeds:
-                path = out / "runs" / f"{slug(arm.name)}_s{seed}.h5"
-                argv = launch_argv(launcher, arm.ranks, ["train", *arm.flags, "--seed", str(seed), "--out", str(path),
-                                                         "--force"])
-                if seed == seeds[0]:
-                    commands.append(f"{arm.name}: " + shlex.join(argv).replace(f"--seed {seed}", "--seed S")
-                                    .replace(f"_s{seed}.h5", "_sS.h5"))
-                if not is_done(path):
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    code = run_logged(argv, path.with_suffix(".log"), timeout, threads=1)
-                    if code != 0:
-                        raise UsageError(f"claims: {arm.name} seed {seed} failed (exit {code}); see "
-                                         f"{path.with_suffix('.log')}")
-                runs.append(load_run(path))
-            results[arm.name] = runs
+            results[arm.name], command = run_arm(arm, seeds, out, launcher, timeout)
+            commands.append(f"{arm.name}: {command}")
         effects = [claim.effect(results, i) for i in range(len(seeds))]
         conditions = {name: all(check(results, i) for i in range(len(seeds))) for name, check in claim.conditions}
         estimate = Estimate.of(effects)
         outcome = Outcome(claim, effects, estimate, conditions,
                           verdict(estimate, claim.threshold, all(conditions.values())),
-                          time.perf_counter() - t0, commands)
+                          time.perf_counter() - t0, commands, results)
         log.info("claim %s -> %s (effect %s, threshold %g, %.0f s)", claim.key, outcome.verdict,
                  estimate.fmt(digits=3), claim.threshold, outcome.seconds)
         outcomes.append(outcome)
     return outcomes
+
+
+def run_arm(arm: Arm, seeds: list[int], out: Path, launcher: str = DEFAULT_LAUNCHER,
+            timeout: float = 900) -> tuple[list[RunResult], str]:
+    """One run of ``arm`` per seed (reusing finished ones) and its command line, with S for the seed."""
+    runs, command = [], ""
+    for seed in seeds:
+        path = out / "runs" / f"{slug(arm.name)}_s{seed}.h5"
+        argv = launch_argv(launcher, arm.ranks, ["train", *arm.flags, "--seed", str(seed), "--out", str(path),
+                                                 "--force"])
+        command = command or shlex.join(argv).replace(f"--seed {seed}", "--seed S").replace(f"_s{seed}.h5", "_sS.h5")
+        if not is_done(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            code = run_logged(argv, path.with_suffix(".log"), timeout, threads=1)
+            if code != 0:
+                raise UsageError(f"claims: {arm.name} seed {seed} failed (exit {code}); see {path.with_suffix('.log')}")
+        runs.append(load_run(path))
+    return runs, command
+
+
+@dataclass
+class WorkloadCheck:
+    """Dense sync's modes covered on WORKLOAD_SEEDS seeds: is mog8 a reliable quality signal?"""
+
+    arm: Arm
+    modes: list[float]
+    command: str
+
+    @property
+    def reliable(self) -> bool:
+        return sum(m >= RELIABLE_MODES for m in self.modes) >= RELIABLE_SEEDS
+
+    def lines(self) -> list[str]:
+        good = sum(m >= RELIABLE_MODES for m in self.modes)
+        return ["## Workload", "",
+                f"Is quality a reliable signal on this workload? Criterion: {self.arm.name} covers >= {RELIABLE_MODES} "
+                f"of 8 modes on at least {RELIABLE_SEEDS} of {len(self.modes)} seeds. Modes covered per seed: "
+                + ", ".join(f"s{s}: {m:g}" for s, m in enumerate(self.modes))
+                + f" -> {good} of {len(self.modes)}: **{'reliable' if self.reliable else 'NOT reliable'}**.",
+                "", "```", self.command, "```", ""]
+
+
+def check_workload(out: Path, launcher: str = DEFAULT_LAUNCHER) -> WorkloadCheck:
+    arm = dense_sync(quick=False)
+    runs, command = run_arm(arm, list(range(WORKLOAD_SEEDS)), out, launcher)
+    return WorkloadCheck(arm, [final("modes_covered")(r) for r in runs], command)
+
+
+def arm_lines(outcomes: list[Outcome]) -> list[str]:
+    """Each arm's own figures over its seeds (mean ± sample standard deviation): what the effects
+    are differences of."""
+    arms: Results = {}
+    for o in outcomes:
+        arms.update(o.runs)
+    metrics = [m for m in ARM_METRICS if any(math.isfinite(final(m)(r)) for runs in arms.values() for r in runs)]
+    out = ["## Arms", "", "Final quality per arm over its seeds: mean ± standard deviation (per seed in brackets); "
+           "bytes per step (all ranks) and step time (slowest rank's median).", "",
+           "| arm | " + " | ".join(metrics) + " | bytes/step | step time [ms] |",
+           "|---|" + "---|" * (len(metrics) + 2)]
+    for name, runs in arms.items():
+        cells = []
+        for m in metrics:
+            v = np.array([final(m)(r) for r in runs])
+            cells.append("-" if not np.isfinite(v).any() else
+                         f"{np.nanmean(v):.3g} ± {np.nanstd(v, ddof=1) if len(v) > 1 else math.nan:.2g} "
+                         f"[{', '.join(f'{x:.3g}' for x in v)}]")
+        out.append(f"| {name} | " + " | ".join(cells) + f" | {np.mean([r.bytes_per_step() for r in runs]):.4g} | "
+                   f"{1e3 * np.median([r.step_time() for r in runs]):.3g} |")
+    return out + [""]
 
 
 def slug(name: str) -> str:
@@ -260,7 +333,7 @@ def slug(name: str) -> str:
 
 # -- writing --------------------------------------------------------------------------------------
 def write_claims(outcomes: list[Outcome], seeds: list[int], out: Path, machine: str, quick: bool,
-                 wall: float) -> Path:
+                 wall: float, workload: WorkloadCheck | None = None) -> Path:
     """claims.md and claims.png under ``out``; returns the markdown path."""
     out.mkdir(parents=True, exist_ok=True)
     md = ["# hpcgan claims" + (" (--quick: one claim per paper, fewer steps)" if quick else ""), "",
@@ -274,7 +347,7 @@ def write_claims(outcomes: list[Outcome], seeds: list[int], out: Path, machine: 
         cond = "; ".join(f"{name}: {'yes' if ok else 'NO'}" for name, ok in o.conditions.items()) or "-"
         md.append(f"| {o.claim.paper} | {o.claim.sentence} | {o.estimate.fmt(digits=3)} | {o.claim.threshold:g} | "
                   f"{cond} | **{o.verdict}** |")
-    md += ["", "## Per claim", ""]
+    md += ["", *arm_lines(outcomes), *(workload.lines() if workload else []), "## Per claim", ""]
     for o in outcomes:
         md += [f"### {o.claim.key}", "", f"Effect e_s: {o.claim.effect_doc}.",
                "Per seed: " + ", ".join(f"s{s}: {e:.4g}" for s, e in zip(seeds, o.effects)) + f" ({o.seconds:.0f} s).",
@@ -284,7 +357,9 @@ def write_claims(outcomes: list[Outcome], seeds: list[int], out: Path, machine: 
     (out / "claims.json").write_text(json.dumps({"machine": machine, "seeds": seeds, "claims": [
         {"paper": o.claim.paper, "claim": o.claim.sentence, "effects": o.effects, "mean": o.estimate.mean,
          "half_width": o.estimate.half_width, "threshold": o.claim.threshold, "conditions": o.conditions,
-         "verdict": o.verdict} for o in outcomes]}, indent=1))
+         "verdict": o.verdict} for o in outcomes],
+        "workload": None if workload is None else {"arm": workload.arm.name, "modes_covered": workload.modes,
+                                                   "reliable": workload.reliable}}, indent=1))
     path = out / "claims.md"
     path.write_text("\n".join(md))
     return path
@@ -321,8 +396,9 @@ def main(quick: bool, seeds: int, out: Path, launcher: str) -> int:
     t0 = time.perf_counter()
     ensure_proxy("digits", quick)
     outcomes = run_claims(claims(quick), list(range(seeds)), out, launcher)
+    workload = None if quick else check_workload(out, launcher)
     path = write_claims(outcomes, list(range(seeds)), out, machine(torch.device("cpu")), quick,
-                        time.perf_counter() - t0)
+                        time.perf_counter() - t0, workload)
     print(path.read_text())
     print(f"hpcgan claims: wrote {path}", file=sys.stderr)
     return 0

@@ -13,8 +13,12 @@ def test_quick_claims_write_a_table_whose_verdicts_follow_from_the_intervals(tmp
     text = (tmp_path / "claims.md").read_text()
     assert (tmp_path / "claims.png").stat().st_size > 1000
     assert "Machine: " in text and "Seeds: 0, 1 (2 per arm)" in text
-    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| paper")]
+    lines = text.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("| paper"))) + 2
+    rows = lines[start:lines.index("", start)]
     quick = claims(quick=True)
+    arms = {a.name for c in quick for a in c.arms}
+    assert "## Arms" in text and sum(line.startswith(tuple(f"| {a} |" for a in arms)) for line in lines) == len(arms)
     assert len(rows) == len(quick) == 3
     numbers = json.loads((tmp_path / "claims.json").read_text())["claims"]
     for row, claim, got in zip(rows, quick, numbers):

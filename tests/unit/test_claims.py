@@ -4,7 +4,7 @@ import math
 import pytest
 
 from hpcgan.analysis.scaling import Estimate
-from hpcgan.claims import claims, verdict
+from hpcgan.claims import WorkloadCheck, claims, dense_sync, verdict
 
 
 @pytest.mark.parametrize("effects, threshold, want", [
@@ -31,3 +31,14 @@ def test_every_paper_has_claims_and_quick_keeps_one_each():
     assert sorted(c.paper for c in quick) == sorted(papers)
     for c in full:
         assert len({a.name for a in c.arms}) == len(c.arms) >= 2 and math.isfinite(c.threshold)
+
+
+@pytest.mark.parametrize("modes, reliable", [
+    ([8, 8, 7, 8, 5], True),     # 4 of 5 seeds at >= 7 modes
+    ([8, 6, 7, 8, 5], False),    # 3 of 5
+    ([8, 8, 8, 8, 8], True),
+])
+def test_the_workload_is_reliable_when_dense_sync_covers_7_modes_on_4_of_5_seeds(modes, reliable):
+    check = WorkloadCheck(dense_sync(quick=False), [float(m) for m in modes], "cmd")
+    assert check.reliable is reliable
+    assert ("**reliable**" in "\n".join(check.lines())) is reliable
