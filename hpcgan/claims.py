@@ -172,6 +172,8 @@ def claims(quick: bool) -> list[Claim]:
                                                   *mog, *oadam))
         topk = Arm("dqgan oadam topk1%+EF", 2, ("--algo", "dqgan", "--compressor", "topk", "--ratio", "0.01",
                                                 *mog, *oadam))
+        per_net = Arm("dqgan oadam sign+EF per network", 2, ("--algo", "dqgan", "--compressor", "sign",
+                                                              "--granularity", "network", *mog, *oadam))
         dig = (*DIGITS, "--steps", "400", "--optimizer", "oadam", "--lr", "2e-4", "--beta1", "0.5", "--beta2", "0.9")
         dense_d = Arm("sync digits", 2, ("--algo", "sync", *dig))
         sign_d = Arm("dqgan digits sign+EF", 2, ("--algo", "dqgan", "--compressor", "sign", *dig))
@@ -188,6 +190,10 @@ def claims(quick: bool) -> list[Claim]:
                   "of the bytes", "hq_fraction(top-k + EF) - hq_fraction(dense); threshold -0.10", (dense_q, topk),
                   difference(topk.name, dense_q.name, hq), -0.10,
                   (bytes_at_most(topk.name, dense_q.name, 1 / 30), learned(dense_q.name, "hq_fraction", LEARNED))),
+            Claim("hpcgan", "the default granularity, one 1-bit scale per parameter tensor, is within 0.10 "
+                  "hq_fraction of one scale per network (quality mode + EF, mog8)",
+                  "hq_fraction(per tensor) - hq_fraction(per network); threshold -0.10", (sign_q, per_net),
+                  difference(sign_q.name, per_net.name, hq), -0.10),
             Claim("DQGAN", "on digits (dcgan32), 1-bit + EF is within 10% of dense sync's proxy FID",
                   "(proxy_fid(dense) - proxy_fid(1-bit + EF)) / proxy_fid(dense); threshold -0.10",
                   (dense_d, sign_d),
