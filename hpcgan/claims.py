@@ -282,7 +282,7 @@ def run_arm(arm: Arm, seeds: list[int], out: Path, launcher: str = DEFAULT_LAUNC
     return runs, command
 
 
-@dataclass
+@dataclass(frozen=True)
 class WorkloadCheck:
     """Dense sync's modes covered on WORKLOAD_SEEDS seeds: is mog8 a reliable quality signal?"""
 
