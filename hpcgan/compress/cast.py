@@ -41,8 +41,10 @@ def implementation() -> str:
     return f"c-{lib.hpcgan_cast_isa().decode()}" if lib is not None else "torch"
 
 
+#: (from, to) -> the kernel of cast.c that casts
 _KERNELS = {(torch.float32, torch.float16): "hpcgan_f32_to_f16", (torch.float16, torch.float32): "hpcgan_f16_to_f32",
-            (torch.float32, torch.bfloat16): "hpcgan_f32_to_bf16", (torch.bfloat16, torch.float32): "hpcgan_bf16_to_f32"}
+            (torch.float32, torch.bfloat16): "hpcgan_f32_to_bf16",
+            (torch.bfloat16, torch.float32): "hpcgan_bf16_to_f32"}
 
 
 def cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
