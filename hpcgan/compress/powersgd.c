@@ -74,6 +74,21 @@ void hpcgan_psgd_backproject(const float *restrict m, int64_t n, int64_t cols, c
     const int64_t rows = (n + cols - 1) / cols, full = n / cols;
     memset(qt, 0, sizeof(float) * (size_t)r * (size_t)cols);
     int64_t i = 0;
+    if (r == GROUP) {  /* the default rank: each value of M loaded once, each of Qt once per BLOCK rows */
+        float *q0 = qt, *q1 = q0 + cols, *q2 = q1 + cols, *q3 = q2 + cols;
+        for (; i + BLOCK <= full; i += BLOCK) {
+            const float *m0 = m + i * cols, *m1 = m0 + cols, *m2 = m1 + cols, *m3 = m2 + cols;
+            const float *w = p + i * r;   /* w[k * r + c] = P[i + k][c] */
+#pragma omp simd
+            for (int64_t j = 0; j < cols; ++j) {
+                const float a = m0[j], b = m1[j], c = m2[j], d = m3[j];
+                q0[j] = fmaf(w[12], d, fmaf(w[8], c, fmaf(w[4], b, fmaf(w[0], a, q0[j]))));
+                q1[j] = fmaf(w[13], d, fmaf(w[9], c, fmaf(w[5], b, fmaf(w[1], a, q1[j]))));
+                q2[j] = fmaf(w[14], d, fmaf(w[10], c, fmaf(w[6], b, fmaf(w[2], a, q2[j]))));
+                q3[j] = fmaf(w[15], d, fmaf(w[11], c, fmaf(w[7], b, fmaf(w[3], a, q3[j]))));
+            }
+        }
+    }
     for (; i + BLOCK <= full; i += BLOCK) {
         const float *m0 = m + i * cols, *m1 = m0 + cols, *m2 = m1 + cols, *m3 = m2 + cols;
         for (int32_t c = 0; c < r; ++c) {
