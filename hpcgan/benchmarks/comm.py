@@ -60,7 +60,7 @@ from .peers import peers_for
 from .targets import Target, write_targets
 
 SIGN_TARGET_ELEMENTS = 6_300_000  # the size of the speed targets: compress + decompress vs clone
-LOCAL_ITERS = 30  # at least this many timed compress / decompress / clone rounds per size: their medians are the targets
+LOCAL_ITERS = 30  # timed compress / decompress / clone rounds per size at least (medians: the targets)
 SPEED_GOALS = {"sign": 1.5, "fp16": 1.5, "bf16": 1.5, "topk": 3.0, "randk": 3.0, "qsgd": 3.0, "powersgd": 3.0}
 SMALL_BYTES, SMALL_GOAL = 4096, 50e-6  # each call at 4 KiB: <= 50 us
 REFERENCES = {"topk-torch"}            # measured for comparison, no goal of their own

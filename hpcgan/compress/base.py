@@ -18,9 +18,9 @@ rank's own Q(x), which error feedback subtracts, is then ``local(payload, ctx)``
 compressors it is ``decompress(payload, ctx)`` and known at once. :func:`roundtrip` runs every round
 on one process (each "sum over ranks" is the payload itself): Q(x) without a communicator.
 
-Registered here: identity. In their own modules: fp16 and bf16 (:mod:`.cast`), sign (:mod:`.sign`), topk, topk-torch
-and randk (:mod:`.sparse`), qsgd (:mod:`.qsgd`), powersgd (:mod:`.powersgd`). Bytes on the wire for
-d fp32 values (docs/ALGORITHMS.md section 0): identity 4d, fp16/bf16 2d, sign d/8 + 4 per tensor,
+Registered here: identity. In their own modules: fp16 and bf16 (:mod:`.cast`), sign (:mod:`.sign`),
+topk, topk-torch and randk (:mod:`.sparse`), qsgd (:mod:`.qsgd`), powersgd (:mod:`.powersgd`).
+Bytes on the wire for d fp32 values (docs/ALGORITHMS.md section 0): identity 4d, fp16/bf16 2d, sign d/8 + 4 per tensor,
 topk 8k, randk 4k (k = sum over tensors of ceil(ratio n_t)), qsgd ~ d*ceil(log2(2s+1))/8 + 4 per
 tensor, powersgd 4 r (rows + cols) per compressed tensor plus the others dense.
 """

@@ -22,6 +22,12 @@ from . import native
 from .base import COMPRESSORS, Compressor
 
 
+#: (from, to) -> the kernel of cast.c that casts
+_KERNELS = {(torch.float32, torch.float16): "hpcgan_f32_to_f16", (torch.float16, torch.float32): "hpcgan_f16_to_f32",
+            (torch.float32, torch.bfloat16): "hpcgan_f32_to_bf16",
+            (torch.bfloat16, torch.float32): "hpcgan_bf16_to_f32"}
+
+
 @lru_cache(maxsize=1)
 def _kernels() -> ctypes.CDLL | None:
     lib = native.load("cast")
@@ -30,7 +36,7 @@ def _kernels() -> ctypes.CDLL | None:
     lib.hpcgan_cast_isa.restype = ctypes.c_char_p
     if lib.hpcgan_cast_isa() == b"none":
         return None
-    for fn in ("hpcgan_f32_to_f16", "hpcgan_f16_to_f32", "hpcgan_f32_to_bf16", "hpcgan_bf16_to_f32"):
+    for fn in _KERNELS.values():
         getattr(lib, fn).argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
     return lib
 
@@ -39,12 +45,6 @@ def implementation() -> str:
     """What casts CPU tensors here: ``c-avx512``, ``c-avx2`` or ``torch``."""
     lib = _kernels()
     return f"c-{lib.hpcgan_cast_isa().decode()}" if lib is not None else "torch"
-
-
-#: (from, to) -> the kernel of cast.c that casts
-_KERNELS = {(torch.float32, torch.float16): "hpcgan_f32_to_f16", (torch.float16, torch.float32): "hpcgan_f16_to_f32",
-            (torch.float32, torch.bfloat16): "hpcgan_f32_to_bf16",
-            (torch.bfloat16, torch.float32): "hpcgan_bf16_to_f32"}
 
 
 def cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
