@@ -4,7 +4,7 @@ with the peers a user would pick instead.
 For each available backend, op and message size (bytes of the dense fp32 tensor, d = size/4):
 warm-up calls, a barrier, then timed iterations; each iteration's time is the slowest rank's, and
 the median over iterations is reported. Ops: ``dense`` = in-place ``allreduce_`` (sum) of the
-fp32 tensor; a compressor name = compress + ``aggregate`` (its collectives + decompress of every
+fp32 tensor; a compressor name = compress + :func:`~hpcgan.exchange.collect` (its collectives + decompress of every
 rank's payload + mean), the whole cost a training step pays; a peer (:mod:`.peers`: torch's
 ``fp16_compress_hook`` and ``powerSGD_hook`` on backend torch, Horovod's ``Compression.fp16`` on
 backend horovod) = the same job done by the peer's own code. Local costs (compress -- every round's
@@ -53,6 +53,7 @@ from ..compress import COMPRESSORS, build_compressor, cast, powersgd, qsgd, sign
 from ..compress.base import local_rounds
 from ..config import CommConfig
 from ..errors import UsageError
+from ..exchange import collect
 from ..info import machine, versions
 from ..results.recorder import utc_now
 from .base import BENCHMARKS
@@ -162,7 +163,7 @@ def bench_comm(argv: list[str]) -> int:
                                        lambda: comm.allreduce_(zeros, average=False), n, args))
             for op in ops:
                 c = build_compressor(replace(cfg, compressor=op))
-                fn = lambda: comm.aggregate(*c.compress(x, [x.numel()]), c)  # noqa: E731
+                fn = lambda: collect(comm, c, *c.compress(x, [x.numel()]))  # noqa: E731
                 rows.append(collective_row(backend, op, size, comm, fn, n, args))
             for peer in peers_for(backend):
                 if peer.versus in ops:

@@ -61,7 +61,7 @@ def test_ddp_hook_trains_with_error_feedback(gloo, name):
     assert_all(last < 0.75 * first, f"{name}: loss {first:.4f} -> {last:.4f}")
     assert_all(same_on_every_rank(net), f"{name}: ranks hold the same weights")
     if name not in ("fp16",):
-        assert_all(any(float(e.abs().max()) > 0 for e in state.ef.residuals.values()), f"{name}: residuals kept")
+        assert_all(any(float(e.abs().max()) > 0 for e in state.memory.residuals.values()), f"{name}: residuals kept")
 
 
 def test_ddp_hook_with_identity_is_ddps_own_averaging(gloo):
