@@ -105,13 +105,16 @@ class HorovodCompression:
         self.compressor = compressor
         self.params = list(named_parameters or [])
         self.memory = ErrorFeedback(error_feedback and bool(self.params))
-        self._names: dict[int, str] = {}
+        self._names: dict[int, tuple[str, torch.nn.Parameter]] = {}
 
     def _name(self, tensor: torch.Tensor) -> Optional[str]:
-        """The parameter whose gradient ``tensor`` is (gradients may be new tensors every step)."""
-        if id(tensor) not in self._names:
-            self._names = {id(p.grad): name for name, p in self.params if p.grad is not None}
-        return self._names.get(id(tensor))
+        """The parameter whose gradient ``tensor`` is, by identity (gradients may be new tensors
+        every step, and a new one may reuse a freed one's id: a hit is confirmed, else rebuilt)."""
+        hit = self._names.get(id(tensor))
+        if hit is None or hit[1].grad is not tensor:
+            self._names = {id(p.grad): (name, p) for name, p in self.params if p.grad is not None}
+            hit = self._names.get(id(tensor))
+        return hit[0] if hit is not None and hit[1].grad is tensor else None
 
     def compress(self, tensor: torch.Tensor) -> tuple[torch.Tensor, Any]:
         name = self._name(tensor) if self.memory.enabled else None
