@@ -5,7 +5,7 @@ only, so it is read with ``torch.load(weights_only=True)``: a file someone hands
 code. Anything else in a file, or a damaged file, is refused with a UsageError naming the file.
 numpy's global RNG state, a tuple holding an ndarray, is stored as a tensor (:func:`numpy_rng_state`).
 
-Writing is two-phase over ``comm`` (the ranks that checkpoint together; ``COMM_SELF`` for ranks
+Writing is two-phase over ``comm`` (the control channel of the ranks that checkpoint together; one rank alone for ranks
 that train on their own clocks): each rank writes ``rank{r}.pt.tmp``, the ranks agree that every
 write succeeded, and only then each renames its file into place. A failed write on any rank (disk
 full, permissions) removes every temporary file and raises a WriteError naming the file on every

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from mpi4py import MPI
 
 from . import __version__
-from .comm.control import ControlChannel
+from .comm.control import mpi_library, mpi_standard
 from .comm.mpi import cuda_support, uses_device_memory
 from .world import World, gpu_uuid, usable_cores
 
@@ -30,7 +29,7 @@ def versions() -> dict[str, str]:
         except ImportError:
             continue
     out["mpi_library"] = mpi_library()
-    out["mpi_standard"] = "%d.%d" % MPI.Get_version()
+    out["mpi_standard"] = mpi_standard()
     out["cuda"] = torch.version.cuda or "none"
     return out
 
@@ -53,11 +52,6 @@ def device_name(device: torch.device) -> str:
 def machine(device: torch.device) -> str:
     """E.g. 'AMD EPYC 7B13 (2 cores), cpu' or '... , NVIDIA H100 80GB HBM3'."""
     return f"{cpu_model()} ({os.cpu_count()} cores), {device_name(device)}"
-
-
-def mpi_library() -> str:
-    """The first line of the MPI library's version string, e.g. 'MPICH Version: 5.0.2'."""
-    return " ".join(MPI.Get_library_version().strip().splitlines()[0].split())
 
 
 def cpu_list(cpus) -> str:
@@ -83,7 +77,7 @@ def rank_info(world: World) -> dict[str, Any]:
 
 def every_rank_info(world: World) -> list[dict[str, Any]]:
     """Every rank's :func:`rank_info`, in rank order (collective)."""
-    return ControlChannel(world.comm).allgather(rank_info(world))
+    return world.comm.allgather(rank_info(world))
 
 
 def ranks_attrs(world: World) -> dict[str, str]:

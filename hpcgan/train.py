@@ -34,11 +34,11 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
-from mpi4py import MPI
 
 from . import checkpoint
 from .algorithms import ALGORITHMS, Algorithm, TrainContext
 from .comm import build_communicator
+from .comm.control import ControlChannel
 from .config import RunConfig
 from .data import build_dataset
 from .errors import (CollectiveError, Interrupted, NonFiniteLossError, UsageError, agree, collectively,
@@ -102,7 +102,7 @@ def run_attrs(cfg: RunConfig, world: World, algo: Algorithm) -> dict[str, Any]:
     }
 
 
-def requeued(cfg: RunConfig, comm: MPI.Comm) -> bool:
+def requeued(cfg: RunConfig, comm: ControlChannel) -> bool:
     """Collective: is this a requeued Slurm job meeting its own run (``--out`` written by this
     SLURM_JOB_ID, a checkpoint on every rank) that should continue without ``--resume``?"""
     job = os.environ.get("SLURM_JOB_ID", "")
@@ -116,7 +116,7 @@ def requeued(cfg: RunConfig, comm: MPI.Comm) -> bool:
         except OSError:
             pass
     return bool(comm.bcast(mine, root=0)) and comm.allreduce(int(checkpoint_path(cfg, comm.rank).is_file()),
-                                                             op=MPI.MIN) == 1
+                                                             op="min") == 1
 
 
 class Trainer:
@@ -159,7 +159,7 @@ class Trainer:
 
     # -- what a driver decides -------------------------------------------------------------------
     #: the ranks that flush and checkpoint together
-    peers: MPI.Comm
+    peers: ControlChannel
 
     def check(self, cfg: RunConfig) -> None:
         """UsageError if ``cfg`` cannot run under this driver."""
@@ -307,7 +307,7 @@ class LockstepTrainer(Trainer):
     clock) and right after each flush -- and an error stops them together."""
 
     @property
-    def peers(self) -> MPI.Comm:
+    def peers(self) -> ControlChannel:
         return self.world.comm
 
     def should_stop(self, step: int, elapsed: float, signals: StopSignals) -> bool:
@@ -317,7 +317,7 @@ class LockstepTrainer(Trainer):
             return done  # between flushes: step counts agree without asking
         # Rank 0's clock and any rank's signal decide for everyone.
         flags = np.array([int(done) if self.world.rank == 0 else 0, signals.received], dtype=np.int64)
-        self.world.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
+        self.world.comm.allreduce_(flags, op="max")
         self.stop_signal = int(flags[1])
         return bool(flags.any())
 
@@ -332,8 +332,8 @@ class OwnClockTrainer(Trainer):
     ended and merge their rows into the results file."""
 
     @property
-    def peers(self) -> MPI.Comm:
-        return MPI.COMM_SELF
+    def peers(self) -> ControlChannel:
+        return ControlChannel.alone()
 
     def check(self, cfg: RunConfig) -> None:
         if cfg.run.eval_every:
@@ -347,7 +347,7 @@ class OwnClockTrainer(Trainer):
         cfg, world = self.cfg, self.world
         self.local_error: CollectiveError | None = None
         return collectively(world.comm, lambda: Recorder(
-            rows_path(cfg, world.rank), MPI.COMM_SELF, {**attrs, "world_size": 1}, cfg.run.flush_every,
+            rows_path(cfg, world.rank), ControlChannel.alone(), {**attrs, "world_size": 1}, cfg.run.flush_every,
             "resume" if cfg.run.resume else "force", self.start_step))
 
     def should_stop(self, step: int, elapsed: float, signals: StopSignals) -> bool:
@@ -373,7 +373,7 @@ class OwnClockTrainer(Trainer):
             rows, self.local_error = np.empty((0, len(COLUMNS))), self.local_error or e
         self.recorder.merge(rows)
         agree(self.world.comm, self.local_error)
-        self.stop_signal = self.world.comm.allreduce(self.stop_signal, op=MPI.MAX)
+        self.stop_signal = self.world.comm.allreduce(self.stop_signal, op="max")
         super().end_training(step, elapsed)
 
 

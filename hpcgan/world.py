@@ -13,14 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from mpi4py import MPI
 
+from .comm.control import ControlChannel, control_of
 from .errors import UsageError
 
 
 @dataclass(frozen=True)
 class World:
-    comm: MPI.Comm
+    comm: ControlChannel  # the control channel over the job's ranks (hpcgan.comm builds the rest on it)
     rank: int
     size: int
     local_rank: int
@@ -82,18 +82,17 @@ def check_launch(world_size: int, env=os.environ) -> None:
             "(`srun --mpi=list` shows the choices)")
 
 
-def init_world(comm: MPI.Comm | None = None, set_threads: bool = True) -> World:
-    """Bootstrap from ``comm`` (default COMM_WORLD): local rank, device pinning, thread count.
+def init_world(comm=None, set_threads: bool = True) -> World:
+    """Bootstrap from ``comm`` (a control channel or an mpi4py communicator; default: every rank of
+    the job): local rank, device pinning, thread count.
 
     Threads = cores this process may use / ranks on this node (at least 1), so oversubscribed runs
     do not fight over cores; the environment variable ``HPCGAN_THREADS`` overrides it (``hpcgan
     sweep --threads``: the same thread count at every rank count).
     """
-    comm = MPI.COMM_WORLD if comm is None else comm
+    comm = control_of(comm)
     check_launch(comm.size)
-    node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.rank)
-    local_rank, local_size = node.rank, node.size
-    node.Free()
+    local_rank, local_size = comm.node()
     device = pick_device(local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from mpi4py import MPI
+from ..comm.control import ControlChannel
 
 from ..config import ModelConfig
 from ..data.h5 import H5Dataset
@@ -42,11 +42,11 @@ def synthetic_file(path: Path, n: int) -> Path:
                         {"source": "synthetic", "split": "bench", "checksum": ""})
 
 
-def loader_rate(ds: H5Dataset, batch: int, batches: int, comm: MPI.Comm) -> float:
+def loader_rate(ds: H5Dataset, batch: int, batches: int, comm: ControlChannel) -> float:
     """Images/s of this rank's loader (first batch, which may fill the cache, excluded)."""
     loader = ds.loader(batch, comm.rank, comm.size, seed=0)
     next(loader)
-    comm.Barrier()
+    comm.barrier()
     t0 = time.perf_counter()
     for _ in range(batches):
         next(loader)
@@ -57,7 +57,7 @@ def model_name(ds: H5Dataset, args) -> str:
     return args.model or f"dcgan{ds.spec.shape[-1]}"
 
 
-def consumption_rate(ds: H5Dataset, args, comm: MPI.Comm, device: torch.device) -> float:
+def consumption_rate(ds: H5Dataset, args, comm: ControlChannel, device: torch.device) -> float:
     """Images/s one rank's sync-step compute phase consumes on this rank's device."""
     G, D = build_models(ds.spec, ModelConfig(model=model_name(ds, args), z_dim=args.z_dim, width=args.width))
     G, D = G.to(device), D.to(device)
@@ -65,7 +65,7 @@ def consumption_rate(ds: H5Dataset, args, comm: MPI.Comm, device: torch.device) 
     loss, gen = LOSSES.get("ns"), torch.Generator(device=device).manual_seed(comm.rank)
     walls = []
     for i in range(args.steps + 1):
-        comm.Barrier()
+        comm.barrier()
         t0 = time.perf_counter()
         z = torch.randn(len(x), args.z_dim, generator=gen, device=device)
         simultaneous_gradients(G, D, loss, x, z, None, 10.0, gen)
@@ -97,7 +97,7 @@ def bench_data(argv: list[str]) -> int:
         path = Path(tmpdir) / "synthetic.h5"
         if comm.rank == 0:
             synthetic_file(path, args.synthetic)
-        comm.Barrier()
+        comm.barrier()
     rates = {mode: loader_rate(H5Dataset(path, cache=(mode == "cache")), args.batch_size, args.batches, comm)
              for mode in ("cache", "read")}
     ds = H5Dataset(path)

@@ -70,7 +70,7 @@ class PlainStep:
 
     def allreduce(self, flat: torch.Tensor) -> None:
         if self.backend == "mpi":
-            self.world.comm.Allreduce(MPI.IN_PLACE, flat.numpy(), op=MPI.SUM)
+            self.world.comm.mpi.Allreduce(MPI.IN_PLACE, flat.numpy(), op=MPI.SUM)
         else:
             dist.all_reduce(flat)
 
@@ -116,7 +116,7 @@ def run_case(case: str, args, world: World, folder: Path) -> dict:
             times[t, j] = time.perf_counter() - t0
     recorder.close(finished=True)
     times = times[args.warmup:]
-    world.comm.Allreduce(MPI.IN_PLACE, times, op=MPI.MAX)
+    world.comm.allreduce_(times, op="max")
     same = torch.equal(algo.flat.params, torch.cat([p.detach().reshape(-1) for p in plain.params]))
     same = all(world.comm.allgather(same))
     t_hpcgan, t_plain = (float(np.median(times[:, j])) for j in (0, 1))
@@ -145,7 +145,7 @@ def bench_overhead(argv: list[str]) -> int:
     try:
         rows = [run_case(c, args, world, folder) for c in cases]
     finally:
-        world.comm.Barrier()
+        world.comm.barrier()
         if world.rank == 0:
             shutil.rmtree(folder, ignore_errors=True)
     if world.rank == 0:

@@ -30,7 +30,6 @@ import time
 import h5py
 import numpy as np
 import torch
-from mpi4py import MPI
 
 from ..algorithms import ALGORITHMS, TrainContext
 from ..algorithms.base import resolve_config
@@ -59,10 +58,9 @@ def build(case: str, world, bucket_mb: float, latency: float = 0.0, bandwidth: f
     return algo, algo.make_loader()
 
 
-def slowest(values: list[float], comm: MPI.Comm) -> np.ndarray:
-    out = np.array(values, dtype=np.float64)
-    comm.Allreduce(MPI.IN_PLACE, out, op=MPI.MAX)
-    return out
+def slowest(values: list[float], comm) -> np.ndarray:
+    """Each value's largest over the ranks (the control channel ``comm``)."""
+    return comm.allreduce_(np.array(values, dtype=np.float64), op="max")
 
 
 @BENCHMARKS.register("overlap")
@@ -85,7 +83,7 @@ def bench_overlap(argv: list[str]) -> int:
             or args.comm_ratio <= 0 or args.latency < 0:
         raise UsageError("--case DATA:MODEL, --bucket-mb sizes > 0, --steps >= 1, --warmup >= 0, "
                          "--comm-ratio > 0 and --latency >= 0")
-    world = init_world(MPI.COMM_WORLD)
+    world = init_world()
     if world.size < 2:
         raise UsageError("bench overlap needs at least 2 ranks (a 1-rank job communicates nothing)")
     log = get_logger()

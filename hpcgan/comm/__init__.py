@@ -16,13 +16,16 @@ from .base import BACKENDS, Communicator
 if TYPE_CHECKING:
     from mpi4py import MPI
 
+    from .control import ControlChannel
+
 BACKENDS.lazy("mpi", "hpcgan.comm.mpi:MPICommunicator")
 BACKENDS.lazy("torch", "hpcgan.comm.torchdist:TorchCommunicator")
 BACKENDS.lazy("horovod", "hpcgan.comm.horovod:HorovodCommunicator")
 
 
-def build_communicator(cfg: CommConfig, comm: "MPI.Comm | None" = None) -> Communicator:
-    """The communicator that ``--backend`` names, over ``comm`` (default COMM_WORLD), with the
+def build_communicator(cfg: CommConfig, comm: "ControlChannel | MPI.Comm | None" = None) -> Communicator:
+    """The communicator that ``--backend`` names, over ``comm`` (a control channel or an mpi4py
+    communicator; default COMM_WORLD), with the
     network model of ``--net-latency`` / ``--net-bandwidth`` applied as ``--net-emulate`` says and,
     for mpi, device memory handed to MPI or staged as ``--cuda-aware-mpi`` says."""
-    return BACKENDS.get(cfg.backend).from_config(cfg, comm)
+    return BACKENDS.get(cfg.backend).from_config(cfg, getattr(comm, "mpi", comm))

@@ -23,6 +23,7 @@ them for the next round.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
+from functools import lru_cache
 from typing import Any, Callable
 
 import torch
@@ -41,8 +42,8 @@ def collect(comm: Communicator, compressor: Compressor, payload: Payload, ctx: A
             phase: Phase = untimed) -> torch.Tensor:
     """Delta = (1/M) sum_m decompress(payload_m) for this rank's ``(payload, ctx)``; ``phase`` times
     the collectives as "comm" and the local work between and after them as "compress"."""
-    nbytes = sum(t.numel() * t.element_size() for t in payload)
-    signature = (compressor.name, tuple((tuple(t.shape), t.dtype) for t in payload))
+    signature = (compressor.name, tuple((t.shape, t.dtype) for t in payload))
+    nbytes = _layout(signature[1])[2]
     with phase("comm"):
         comm.check_same_size_once(signature, nbytes, "compressed payload")
     if compressor.summable:
@@ -61,29 +62,42 @@ def collect(comm: Communicator, compressor: Compressor, payload: Payload, ctx: A
     with phase("comm"):
         gathered = comm.allgather(to_bytes(payload), counts=[nbytes] * comm.size)
     with phase("compress"):
-        total = compressor.decompress(from_bytes(gathered[0], payload), ctx)
+        shapes = signature[1]
+        total = compressor.decompress(from_bytes(gathered[0], shapes), ctx)
         for g in gathered[1:]:
-            compressor.decompress_add(from_bytes(g, payload), ctx, total)
+            compressor.decompress_add(from_bytes(g, shapes), ctx, total)
         return total.div_(comm.size)
 
 
+Shapes = tuple[tuple[torch.Size, torch.dtype], ...]
+
+
+@lru_cache(maxsize=256)
+def _layout(shapes: Shapes) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+    """The wire layout of payloads of these (shape, dtype)s: the order the tensors travel in
+    (widest dtypes first, so every part stays aligned), each one's byte offset, the total bytes."""
+    order = tuple(sorted(range(len(shapes)), key=lambda i: -shapes[i][1].itemsize))
+    offsets, offset = [0] * len(shapes), 0
+    for i in order:
+        offsets[i] = offset
+        offset += shapes[i][0].numel() * shapes[i][1].itemsize
+    return order, tuple(offsets), offset
+
+
 def to_bytes(payload: Payload) -> torch.Tensor:
-    """The payload tensors' bytes, concatenated (widest dtypes first, so every part stays aligned)."""
+    """The payload tensors' bytes, concatenated in wire order."""
     if len(payload) == 1:
         return payload[0].reshape(-1).contiguous().view(torch.uint8)
-    order = sorted(range(len(payload)), key=lambda i: -payload[i].element_size())
+    order = _layout(tuple((t.shape, t.dtype) for t in payload))[0]
     return torch.cat([payload[i].reshape(-1).contiguous().view(torch.uint8) for i in order])
 
 
-def from_bytes(wire: torch.Tensor, like: Payload) -> Payload:
-    """Inverse of :func:`to_bytes`: tensors shaped and typed like ``like``, viewing ``wire``."""
+def from_bytes(wire: torch.Tensor, like: Payload | Shapes) -> Payload:
+    """Inverse of :func:`to_bytes`: tensors shaped and typed like ``like`` (tensors, or their
+    (shape, dtype)), viewing ``wire``."""
+    shapes = tuple(x if isinstance(x, tuple) else (x.shape, x.dtype) for x in like)
     if wire.storage_offset() % 8:
         wire = wire.clone()  # another rank's slice of a gather buffer may start unaligned
-    order = sorted(range(len(like)), key=lambda i: -like[i].element_size())
-    out: list[torch.Tensor | None] = [None] * len(like)
-    offset = 0
-    for i in order:
-        n = like[i].numel() * like[i].element_size()
-        out[i] = wire[offset:offset + n].view(like[i].dtype).view(like[i].shape)
-        offset += n
-    return out
+    _, offsets, _ = _layout(shapes)
+    return [wire[o:o + shape.numel() * dtype.itemsize].view(dtype).view(shape)
+            for (shape, dtype), o in zip(shapes, offsets)]

@@ -13,9 +13,8 @@ from abc import ABC, abstractmethod
 from typing import Callable
 
 import torch
-from mpi4py import MPI
 
-from ..comm.control import ControlChannel
+from ..comm.control import ControlChannel, control_of
 from ..data import Dataset, GaussianMixture
 from . import mog
 from .stats import IS_SPLITS
@@ -42,7 +41,7 @@ class Evaluator(ABC):
         return {}
 
     @abstractmethod
-    def evaluate(self, sample: SampleFn, n_total: int, comm: MPI.Comm) -> dict[str, float]:
+    def evaluate(self, sample: SampleFn, n_total: int, comm: ControlChannel) -> dict[str, float]:
         """Global metrics of ``n_total`` samples; collective over ``comm``."""
 
 
@@ -51,10 +50,11 @@ class MixtureEvaluator(Evaluator):
         self.mixture = mixture
 
     @torch.no_grad()
-    def evaluate(self, sample: SampleFn, n_total: int, comm: MPI.Comm) -> dict[str, float]:
+    def evaluate(self, sample: SampleFn, n_total: int, comm: ControlChannel) -> dict[str, float]:
+        comm = control_of(comm)
         x, _ = sample(share(n_total, comm.rank, comm.size))
         counts = mog.mode_counts(x, self.mixture.centers, self.mixture.sigma)
-        ControlChannel(comm).allreduce_(torch.from_numpy(counts))  # sums counts in place
+        comm.allreduce_(counts)  # sums counts in place
         return mog.mixture_metrics(counts)
 
 

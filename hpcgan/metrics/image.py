@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from mpi4py import MPI
 
-from ..comm.control import ControlChannel
+from ..comm.control import ControlChannel, control_of
 from ..log import Progress
 from . import Evaluator, SampleFn, offset, share
 from .features import Extractor
@@ -37,13 +36,14 @@ class ImageEvaluator(Evaluator):
     def describe(self) -> dict[str, str]:
         return {"is_splits": str(self.is_splits), **{e.prefix + "weights_sha256": e.digest for e in self.extractors}}
 
-    def reference(self, extractor: Extractor, comm: MPI.Comm) -> FeatureStats:
+    def reference(self, extractor: Extractor, comm: ControlChannel) -> FeatureStats:
         if extractor.digest not in self._reference:
             self._reference[extractor.digest] = reference_stats(self.dataset, extractor, comm)
         return self._reference[extractor.digest]
 
     @torch.no_grad()
-    def evaluate(self, sample: SampleFn, n_total: int, comm: MPI.Comm) -> dict[str, float]:
+    def evaluate(self, sample: SampleFn, n_total: int, comm: ControlChannel) -> dict[str, float]:
+        comm = control_of(comm)
         splits = min(self.is_splits, n_total)
         refs = [self.reference(e, comm) for e in self.extractors]
         feats = [FeatureStats.empty(e.dim) for e in self.extractors]
@@ -71,7 +71,7 @@ class ImageEvaluator(Evaluator):
             if y is not None:
                 hits[-1] += x.shape[0]
         progress.close()
-        ControlChannel(comm).allreduce_(torch.from_numpy(hits))  # in place
+        comm.allreduce_(hits)  # in place
         out: dict[str, float] = {}
         for e, ref, fs, cs, h in zip(self.extractors, refs, feats, classes, hits):
             out[e.prefix + FID] = fid(fs.allreduce(comm), ref)

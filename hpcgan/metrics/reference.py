@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from mpi4py import MPI
 
-from ..comm.control import ControlChannel
+from ..comm.control import ControlChannel, control_of
 from ..errors import UsageError
 from ..log import Progress, get_logger
 from .features import Extractor
@@ -71,9 +70,9 @@ def reference_file(dataset, extractor: Extractor) -> Path:
     return dataset_home(dataset) / f"refstats-{extractor.digest[:16]}-{dataset_digest(dataset)[:16]}{suffix}.npz"
 
 
-def reference_stats(dataset, extractor: Extractor, comm: MPI.Comm, batch_size: int = 256) -> FeatureStats:
+def reference_stats(dataset, extractor: Extractor, comm: ControlChannel, batch_size: int = 256) -> FeatureStats:
     """Feature statistics of the images ``dataset`` draws from: from the cache, else computed and cached."""
-    control = ControlChannel(comm)
+    control = comm = control_of(comm)
     path = control.bcast(reference_file(dataset, extractor) if comm.rank == 0 else None, root=0)
     if path.is_file():
         with np.load(path) as f:

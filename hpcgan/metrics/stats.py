@@ -26,9 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from mpi4py import MPI
 
-from ..comm.control import ControlChannel
+from ..comm.control import ControlChannel, control_of
 
 #: Inception-score splits: the standard 10 (Salimans et al. 2016; torch-fidelity's default)
 IS_SPLITS = 10
@@ -40,10 +39,10 @@ def _as64(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _allreduce(arrays: list[np.ndarray], comm: MPI.Comm) -> list[np.ndarray]:
+def _allreduce(arrays: list[np.ndarray], comm: ControlChannel) -> list[np.ndarray]:
     """Sum a list of float64 arrays over ``comm`` with one allreduce of their concatenation."""
     flat = np.concatenate([a.ravel() for a in arrays])
-    ControlChannel(comm).allreduce_(torch.from_numpy(flat))  # in place: flat holds the sums
+    control_of(comm).allreduce_(flat)  # in place: flat holds the sums
     out, at = [], 0
     for a in arrays:
         out.append(flat[at:at + a.size].reshape(a.shape))
@@ -74,7 +73,7 @@ class FeatureStats:
         self.s += f.sum(axis=0)
         self.q += f.T @ f
 
-    def allreduce(self, comm: MPI.Comm) -> "FeatureStats":
+    def allreduce(self, comm: ControlChannel) -> "FeatureStats":
         n, s, q = _allreduce([np.array([self.n], dtype=np.float64), self.s, self.q], comm)
         return FeatureStats(int(round(n[0])), s, q)
 
@@ -136,7 +135,7 @@ class ClassStats:
         self.p += p.sum(axis=0)
         self.h += float((p * logp).sum())
 
-    def allreduce(self, comm: MPI.Comm) -> "ClassStats":
+    def allreduce(self, comm: ControlChannel) -> "ClassStats":
         n, p, h = _allreduce([np.array([self.n], np.float64), self.p, np.array([self.h])], comm)
         return ClassStats(int(round(n[0])), p, float(h[0]))
 

@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..comm.control import control_of
 from ..config import RunConfig
 from ..errors import UsageError
 
@@ -145,21 +146,22 @@ def results_of(target: str | Path) -> Path:
 def save_final_model(results: str | Path, parts: dict[str, Generators], cfg: RunConfig, step: int, comm) -> Path:
     """Collective: every rank with a part writes it; the folder replaces an older one whole. ``step``
     is the steps taken (ranks that stop on their own clocks: the most any rank took)."""
+    comm = control_of(comm)
     step = max(comm.allgather(step))
     final = model_dir(results)
     tmp = final.with_name(final.name + ".tmp")
     if comm.rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-    comm.Barrier()
+    comm.barrier()
     if parts:
         torch.save({"format": FORMAT, "config_json": cfg.to_json(), "step": step, "world_size": comm.size,
                     "rank": comm.rank, "models": {s: g.to_plain() for s, g in parts.items()}}, tmp / f"rank{comm.rank}.pt")
-    comm.Barrier()
+    comm.barrier()
     if comm.rank == 0:
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
-    comm.Barrier()
+    comm.barrier()
     return final
 
 

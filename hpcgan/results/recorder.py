@@ -23,10 +23,10 @@ from typing import Any
 
 import h5py
 import numpy as np
-from mpi4py import MPI
 
-from .schema import SCHEMA, StepStats
+from ..comm.control import ControlChannel, control_of
 from ..errors import NonFiniteLossError, UsageError, WriteError, write_failure
+from .schema import SCHEMA, StepStats
 
 COLUMNS = SCHEMA.step_columns
 _COL = {c.name: i for i, c in enumerate(COLUMNS)}
@@ -51,8 +51,9 @@ class Recorder:
     steps before ``resume_step`` and continue appending).
     """
 
-    def __init__(self, path: str | Path, comm: MPI.Comm, attrs: dict[str, Any], flush_every: int = 50,
+    def __init__(self, path: str | Path, comm: ControlChannel, attrs: dict[str, Any], flush_every: int = 50,
                  mode: str = "create", resume_step: int = 0):
+        comm = control_of(comm)
         self.path, self.comm, self.flush_every = Path(path), comm, flush_every
         self._rows: list[tuple] = []
         self._file: h5py.File | None = None
@@ -149,7 +150,7 @@ class Recorder:
         read back from its own file), ``flush_every`` rows per round; failed writes are raised as
         in :meth:`flush`, non-finite losses are not (each rank checked its own)."""
         rows = rows.reshape(-1, len(COLUMNS))
-        rounds = self.comm.allreduce(-(-len(rows) // self.flush_every), op=MPI.MAX)
+        rounds = self.comm.allreduce(-(-len(rows) // self.flush_every), op="max")
         for i in range(rounds):
             self._rows = list(rows[i * self.flush_every:(i + 1) * self.flush_every])
             self._sync(check_losses=False)

@@ -25,11 +25,28 @@ def test_phase_timer_accumulates_and_resets():
     with timer("comm"):
         sum(i * i for i in range(200_000))  # not counted as CPU work
     times = timer.take()
-    assert set(times) == {"t_compute", "t_compress", "t_comm", "t_update", "cpu"}
+    assert set(times) == {"t_compute", "t_compress", "t_comm", "t_update", "t_comm_hidden", "cpu"}
     assert 0.02 <= times["t_compute"] < 0.5
     assert times["cpu"] < times["t_compute"] + times["t_update"], "sleeping is not CPU work"
     assert 0.5 * times["t_update"] < times["cpu"] < times["t_update"] + 0.5 * times["t_comm"], times
     assert timer.take()["t_compute"] == 0.0
+
+
+def test_a_phase_inside_another_pauses_it():
+    """Compression run by a gradient hook inside "compute" is compression, not compute: nested
+    phases never overlap, so the phases add up to at most the step's wall time."""
+    timer = PhaseTimer()
+    t0 = time.perf_counter()
+    with timer("compute"):
+        time.sleep(0.05)
+        with timer("compress"):
+            time.sleep(0.1)
+        time.sleep(0.05)
+    wall = time.perf_counter() - t0
+    timer.hidden(0.3)
+    times = timer.take()
+    assert 0.1 <= times["t_compute"] < 0.1 + 0.05 and 0.1 <= times["t_compress"] < 0.15
+    assert times["t_compute"] + times["t_compress"] <= wall + 1e-6 and times["t_comm_hidden"] == 0.3
 
 
 def test_step_stats_and_schema_columns_agree():
