@@ -17,8 +17,9 @@ decompress) / clone at 6.3M values (<= 1.5 for sign, fp16, bf16; <= 3 for topk, 
 powersgd) and its slower call at 4 KiB (<= 50 us), topk-torch being the reference without goals;
 wire-byte ratios of sign and top-k; top-k's kept count (0.9k..1.1k) and delta (>= 0.9 x
 topk-torch's) on real dcgan32 digits gradients (:func:`~.gradients.real_gradient`,
-``--real-grads``); dense mpi vs horovod; and per peer and size, hpcgan's time / the peer's time
-(no goal).
+``--real-grads``); dense mpi vs horovod; fp16 and bf16 vs the dense fp32 allreduce on mpi
+(<= 1.2) and vs Horovod's own fp16 on horovod (<= 1.1); and per peer and size, hpcgan's time /
+the peer's time (no goal).
 
 HDF5 layout (``--out FILE.h5``, written by rank 0; attrs world_size, versions_json, machine,
 created_at, threads, kernels_json)::
@@ -64,6 +65,8 @@ LOCAL_ITERS = 30  # timed compress / decompress / clone rounds per size at least
 SPEED_GOALS = {"sign": 1.5, "fp16": 1.5, "bf16": 1.5, "topk": 3.0, "randk": 3.0, "qsgd": 3.0, "powersgd": 3.0}
 SMALL_BYTES, SMALL_GOAL = 4096, 50e-6  # each call at 4 KiB: <= 50 us
 REFERENCES = {"topk-torch"}            # measured for comparison, no goal of their own
+HALF_VS_DENSE = 1.2    # mpi: an fp16 / bf16 sum of the target size <= 1.2x the dense fp32 allreduce
+HALF_VS_HOROVOD = 1.1  # horovod: an fp16 / bf16 sum <= 1.1x Horovod's own fp16
 UNITS = {"": 1, "k": 2**10, "kib": 2**10, "m": 2**20, "mib": 2**20, "g": 2**30, "gib": 2**30, "b": 1}
 
 
@@ -254,14 +257,20 @@ def real_gradient_figures(args) -> list[Target]:
 
 
 def transport_targets(rows) -> list[Target]:
-    """Dense mpi vs horovod at the target size; each peer vs the hpcgan op it stands in for."""
+    """At the target size: dense mpi vs horovod; on mpi, each 16-bit sum (cast, allreduce of the
+    16-bit values, cast back) vs the dense fp32 allreduce; on horovod, each 16-bit sum vs Horovod's
+    own fp16 (``hvd-fp16``). Each peer vs the hpcgan op it stands in for, at every size (no goal)."""
     out = []
     size = 4 * SIGN_TARGET_ELEMENTS
-    dense = {r["backend"]: r["t_median"] for r in rows if r["op"] == "dense" and r["size"] == size}
-    if "mpi" in dense and "horovod" in dense:
-        out.append(Target(f"dense allreduce of {fmt_size(size)} mpi / horovod time", dense["mpi"] / dense["horovod"],
-                          hi=1.0))
     at = {(r["backend"], r["op"], r["size"]): r["t_median"] for r in rows}
+    if ("mpi", "dense", size) in at and ("horovod", "dense", size) in at:
+        out.append(Target(f"dense allreduce of {fmt_size(size)} mpi / horovod time",
+                          at[("mpi", "dense", size)] / at[("horovod", "dense", size)], hi=1.0))
+    for backend, versus, goal in (("mpi", "dense", HALF_VS_DENSE), ("horovod", "hvd-fp16", HALF_VS_HOROVOD)):
+        for op in ("fp16", "bf16"):
+            if (backend, op, size) in at and (backend, versus, size) in at:
+                out.append(Target(f"{backend}: {op} / {versus} allreduce time at {fmt_size(size)}",
+                                  at[(backend, op, size)] / at[(backend, versus, size)], hi=goal))
     for backend, op, size in at:
         for peer in peers_for(backend):
             if peer.name == op and (backend, peer.versus, size) in at:
