@@ -4,7 +4,8 @@ with the peers a user would pick instead.
 For each available backend, op and message size (bytes of the dense fp32 tensor, d = size/4):
 warm-up calls, a barrier, then timed iterations; each iteration's time is the slowest rank's, and
 the median over iterations is reported. Ops: ``dense`` = in-place ``allreduce_`` (sum) of the
-fp32 tensor; a compressor name = compress + ``aggregate`` (its collectives + decompress of every
+fp32 tensor; ``dense-fp16`` / ``dense-bf16`` (with compressor fp16 / bf16) = the same of d 16-bit
+values; a compressor name = compress + ``aggregate`` (its collectives + decompress of every
 rank's payload + mean), the whole cost a training step pays; a peer (:mod:`.peers`: torch's
 ``fp16_compress_hook`` and ``powerSGD_hook`` on backend torch, Horovod's ``Compression.fp16`` on
 backend horovod) = the same job done by the peer's own code. Local costs (compress -- every round's
@@ -17,9 +18,10 @@ decompress) / clone at 6.3M values (<= 1.5 for sign, fp16, bf16; <= 3 for topk, 
 powersgd) and its slower call at 4 KiB (<= 50 us), topk-torch being the reference without goals;
 wire-byte ratios of sign and top-k; top-k's kept count (0.9k..1.1k) and delta (>= 0.9 x
 topk-torch's) on real dcgan32 digits gradients (:func:`~.gradients.real_gradient`,
-``--real-grads``); dense mpi vs horovod; fp16 and bf16 vs the dense fp32 allreduce on mpi
-(<= 1.2) and vs Horovod's own fp16 on horovod (<= 1.1); and per peer and size, hpcgan's time /
-the peer's time (no goal).
+``--real-grads``); dense mpi vs horovod; on mpi, the allreduce of d fp16 / bf16 values
+(``dense-fp16``, ``dense-bf16``: ``allreduce_`` of the 16-bit tensor, no casts) vs the dense fp32 one
+(<= 1.2); on horovod, hpcgan's fp16 and bf16 vs Horovod's own fp16 (<= 1.1); and per peer and size,
+hpcgan's time / the peer's time (no goal).
 
 HDF5 layout (``--out FILE.h5``, written by rank 0; attrs world_size, versions_json, machine,
 created_at, threads, kernels_json)::
@@ -65,8 +67,9 @@ LOCAL_ITERS = 30  # timed compress / decompress / clone rounds per size at least
 SPEED_GOALS = {"sign": 1.5, "fp16": 1.5, "bf16": 1.5, "topk": 3.0, "randk": 3.0, "qsgd": 3.0, "powersgd": 3.0}
 SMALL_BYTES, SMALL_GOAL = 4096, 50e-6  # each call at 4 KiB: <= 50 us
 REFERENCES = {"topk-torch"}            # measured for comparison, no goal of their own
-HALF_VS_DENSE = 1.2    # mpi: an fp16 / bf16 sum of the target size <= 1.2x the dense fp32 allreduce
-HALF_VS_HOROVOD = 1.1  # horovod: an fp16 / bf16 sum <= 1.1x Horovod's own fp16
+HALF_SUMS = {"dense-fp16": torch.float16, "dense-bf16": torch.bfloat16}  # allreduce_ of d 16-bit values
+HALF_VS_DENSE = 1.2    # mpi: the 16-bit allreduce of d values <= 1.2x the dense fp32 one, at the target size
+HALF_VS_HOROVOD = 1.1  # horovod: hpcgan's fp16 / bf16 (cast, sum, cast back) <= 1.1x Horovod's own fp16
 UNITS = {"": 1, "k": 2**10, "kib": 2**10, "m": 2**20, "mib": 2**20, "g": 2**30, "gib": 2**30, "b": 1}
 
 
@@ -163,6 +166,11 @@ def bench_comm(argv: list[str]) -> int:
             zeros = torch.zeros_like(x)  # summed in place, stays zero: no copy inside the timing
             rows.append(collective_row(backend, "dense", size, comm,
                                        lambda: comm.allreduce_(zeros, average=False), n, args))
+            for op, dtype in HALF_SUMS.items():
+                if op.removeprefix("dense-") in ops:  # the 16-bit sum alone, without the casts
+                    half = torch.zeros(size // 4, dtype=dtype)
+                    rows.append(collective_row(backend, op, size, comm,
+                                               lambda h=half: comm.allreduce_(h, average=False), n, args))
             for op in ops:
                 c = build_compressor(replace(cfg, compressor=op))
                 fn = lambda: comm.aggregate(*c.compress(x, [x.numel()]), c)  # noqa: E731
@@ -266,8 +274,9 @@ def transport_targets(rows) -> list[Target]:
     if ("mpi", "dense", size) in at and ("horovod", "dense", size) in at:
         out.append(Target(f"dense allreduce of {fmt_size(size)} mpi / horovod time",
                           at[("mpi", "dense", size)] / at[("horovod", "dense", size)], hi=1.0))
-    for backend, versus, goal in (("mpi", "dense", HALF_VS_DENSE), ("horovod", "hvd-fp16", HALF_VS_HOROVOD)):
-        for op in ("fp16", "bf16"):
+    for backend, versus, goal, half in (("mpi", "dense", HALF_VS_DENSE, HALF_SUMS),
+                                        ("horovod", "hvd-fp16", HALF_VS_HOROVOD, ("fp16", "bf16"))):
+        for op in half:
             if (backend, op, size) in at and (backend, versus, size) in at:
                 out.append(Target(f"{backend}: {op} / {versus} allreduce time at {fmt_size(size)}",
                                   at[(backend, op, size)] / at[(backend, versus, size)], hi=goal))
