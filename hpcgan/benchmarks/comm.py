@@ -53,8 +53,8 @@ from mpi4py import MPI
 
 from ..comm import BACKENDS, build_communicator
 from ..compress import COMPRESSORS, build_compressor, cast, powersgd, qsgd, sign, sparse
-from ..compress.base import local_rounds
-from ..config import CommConfig
+from ..compress.base import declared_options, local_rounds
+from ..config import CommConfig, add_flag
 from ..errors import UsageError
 from ..info import machine, versions
 from ..results.recorder import utc_now
@@ -135,8 +135,9 @@ def bench_comm(argv: list[str]) -> int:
                    help="explicit comma list of sizes (overrides --min-size/--max-size)")
     p.add_argument("--iters", type=int, default=50, help="timed iterations up to 1 MiB (a tenth above)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--ratio", type=float, default=0.01, help="topk / randk ratio")
-    p.add_argument("--levels", type=int, default=16, help="QSGD levels")
+    options = declared_options()
+    for name, (kind, f, users) in sorted(options.items()):  # each compressor's own options
+        add_flag(p, name, kind, f, f"{f.metadata['help']} ({', '.join(users)})", None)
     p.add_argument("--real-grads", default="dcgan32:digits",
                    help="MODEL:DATA whose gradients measure top-k's kept count and delta; 'none' skips it")
     p.add_argument("--out", default="", help="HDF5 file for the results (rank 0 writes)")
@@ -149,7 +150,7 @@ def bench_comm(argv: list[str]) -> int:
         COMPRESSORS.get(n)  # unknown names fail before any collective
     if args.real_grads != "none" and not re.fullmatch(r"[\w-]+:[\w:./-]+", args.real_grads):
         raise UsageError(f"--real-grads takes MODEL:DATA (e.g. dcgan32:digits) or none; got '{args.real_grads}'")
-    cfg = CommConfig(ratio=args.ratio, levels=args.levels)
+    cfg = CommConfig(compressor_options={k: v for k, v in vars(args).items() if k in options})  # checked
     comms, skipped = {}, {}
     for name in args.backends.split(","):
         BACKENDS.get(name)
@@ -180,7 +181,7 @@ def bench_comm(argv: list[str]) -> int:
                     row = collective_row(backend, peer.name, size, comm, peer.build(x, comm), n, args)
                     rows.append({**row, "wire_bytes": peer.wire(x.numel())})  # outside hpcgan's accounting
     if world.rank == 0:
-        real = real_gradient_figures(args) if args.real_grads != "none" and "topk" in ops else []
+        real = real_gradient_figures(args, cfg) if args.real_grads != "none" and "topk" in ops else []
         targets = speed_targets(local) + wire_targets(local) + real + transport_targets(rows)
         print_report(rows, local, skipped, world.size, targets)
         if args.out:
@@ -249,16 +250,16 @@ def wire_targets(local) -> list[Target]:
     return out
 
 
-def real_gradient_figures(args) -> list[Target]:
+def real_gradient_figures(args, cfg: CommConfig) -> list[Target]:
     """top-k's kept count and delta against torch.topk's on one real gradient (rank 0, no comm)."""
     from .gradients import real_gradient
     model, data = args.real_grads.split(":", 1)
     x, tensor_sizes = real_gradient(model, data)
-    cfg = CommConfig(ratio=args.ratio)
-    fast, exact = (build_compressor(replace(cfg, compressor=n)) for n in ("topk", "topk-torch"))
+    ratio = cfg.compressor_options["ratio"]
+    fast, exact = (build_compressor(n, ratio=ratio) for n in ("topk", "topk-torch"))
     fast.compress(x, tensor_sizes)
     exact.compress(x, tensor_sizes)
-    k = sum(sparse.keep_counts(args.ratio, tensor_sizes))
+    k = sum(sparse.keep_counts(ratio, tensor_sizes))
     where = f"on {model}/{data} gradients ({x.numel()} values, {len(tensor_sizes)} tensors)"
     return [Target(f"topk kept / k {where}", fast.stats()["kept"] / k, lo=0.9, hi=1.1),
             Target(f"topk delta / topk-torch delta {where}", fast.stats()["delta"] / exact.stats()["delta"], lo=0.9)]

@@ -17,7 +17,6 @@ from typing import ClassVar
 
 import torch
 
-from ..config import CommConfig
 from . import native
 from .base import COMPRESSORS, Compressor
 
@@ -85,9 +84,6 @@ class Cast(Compressor):
     summable: ClassVar[bool] = True
     dtype: ClassVar[torch.dtype]
     roundoff: ClassVar[float]
-
-    def __init__(self, cfg: CommConfig | None = None):
-        pass
 
     def compress(self, x, sizes):
         return [cast(x, self.dtype)], x.dtype

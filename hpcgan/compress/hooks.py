@@ -2,7 +2,7 @@
 
 **DDP** (any compressor, with error feedback)::
 
-    model.register_comm_hook(CompressionHook(build_compressor(CommConfig(compressor="topk"))), compression_hook)
+    model.register_comm_hook(CompressionHook(build_compressor("topk", ratio=0.01)), compression_hook)
 
 For each gradient bucket b of rank m (DDP's flat buffer g of the bucket's gradients; the
 parameters' lengths are the compressor's per-tensor sizes):
@@ -17,7 +17,7 @@ buckets after the first iteration, which starts their residuals afresh once.
 **Horovod** (one-round summable compressors whose payload is one tensor: fp16, bf16, randk)::
 
     hvd.DistributedOptimizer(opt, named_parameters=model.named_parameters(),
-                             compression=HorovodCompression(build_compressor(CommConfig(compressor="randk"))))
+                             compression=HorovodCompression(build_compressor("randk", ratio=0.25)))
 
 implements ``hvd.Compression``'s interface: ``compress(tensor) -> (payload, ctx)``, Horovod sums or
 averages the payloads of all ranks, ``decompress(payload, ctx)``. A summable payload's mean is the

@@ -12,7 +12,7 @@ from mpi4py import MPI
 from helpers import assert_all
 from hpcgan.comm import build_communicator
 from hpcgan.comm.base import Communicator
-from hpcgan.compress import build_compressor
+from hpcgan.compress import COMPRESSORS, build_compressor
 from hpcgan.compress.base import local_rounds
 from hpcgan.compress.qsgd import QSGD
 from hpcgan.config import CommConfig
@@ -21,7 +21,7 @@ from hpcgan.errors import UsageError
 pytestmark = pytest.mark.mpi(min_size=2)
 COMM = MPI.COMM_WORLD
 BACKEND = os.environ.get("HPCGAN_TEST_BACKEND", "mpi")
-NAMES = ["identity", "fp16", "bf16", "sign", "topk", "topk-torch", "randk", "qsgd", "powersgd"]
+NAMES = COMPRESSORS.names()
 SIZES = [100, 3, 2300]  # powersgd: two small tensors dense, one 36 x 64 matrix
 
 
@@ -37,7 +37,7 @@ def rank_input(r: int) -> torch.Tensor:
 
 
 def compressor(name: str, r: int):
-    c = build_compressor(CommConfig(compressor=name, ratio=0.1, levels=4))
+    c = build_compressor(CommConfig(compressor=name, compressor_options={"ratio": 0.1, "levels": 4}))
     if isinstance(c, QSGD):
         c.seed = r  # ranks round independently
     return c
