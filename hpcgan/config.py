@@ -164,8 +164,15 @@ class CommConfig(Section):
     granularity: str = opt("tensor", "what one compressor scale (or top-k budget) covers: each parameter tensor, "
                            "each network (G, D), or blocks of --block-size values", ("tensor", "network", "block"))
     block_size: int = opt(65536, "values per block with --granularity block", ge=1)
+    bucket_mb: float = opt(25.0, "gradient bucket size [MiB] (as DDP's bucket_cap_mb): each bucket's exchange "
+                           "starts from a gradient hook while backward goes on; 0 = one exchange after the "
+                           "whole backward", ge=0, le=1024)
     net_latency: float = opt(0.0, "emulated latency alpha per message [s]", ge=0)
     net_bandwidth: float = opt(0.0, "emulated bandwidth B [bytes/s]; 0 = not emulated", ge=0)
+    net_emulate: str = opt("account", "what the emulated network does: account = add each collective's modelled "
+                           "time to t_net_emulated (nothing waits); delay = each collective also waits its "
+                           "modelled time on the communication path, so overlap can be measured on one machine",
+                           ("account", "delay"))
     cuda_aware_mpi: str = opt("auto", "backend mpi with CUDA tensors: yes = hand device memory to MPI, no = "
                               "stage through pinned host buffers, auto = yes when the MPI library reports "
                               "CUDA support", ("auto", "yes", "no"))

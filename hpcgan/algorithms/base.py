@@ -14,26 +14,32 @@ What an algorithm class declares, so that nothing else in hpcgan names algorithm
   the plain names), other keys are suffixes (e.g. ``rank0``).
 * :meth:`Algorithm.final_models`: the same models as generator weights, each rank its part, written
   at the end of every run for ``hpcgan eval`` and grids (:mod:`hpcgan.results.model`).
+* ``lockstep``: whether its ranks take every step together (the lockstep driver) or each on its
+  own clock (:mod:`hpcgan.train`).
 
 :class:`GanAlgorithm` holds what the centralized and decentralized algorithms share: a (G, D)
 pair initialised identically on every rank, both flattened into one :class:`FlatParams`, a per-rank
 noise stream, and :meth:`GanAlgorithm.compute_gradients`, which writes the simultaneous gradient
-F(x_t; xi_t) = [grad_theta L_G ; grad_phi L_D] of the local batch into ``flat.grads``.
+F(x_t; xi_t) = [grad_theta L_G ; grad_phi L_D] of the local batch into ``flat.grads``, and
+:meth:`GanAlgorithm.gradient_exchange`, the bucketed exchange of that buffer (``--bucket-mb``) that
+sync and DQGAN start from gradient hooks during backward (:mod:`hpcgan.exchange`).
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 
 from ..comm import Communicator
+from ..compress import Compressor
 from ..config import SECTION_OF, RunConfig, flag, flag_fields
 from ..data import Dataset, Loader
 from ..errors import UsageError
+from ..exchange import MIB, Bucket, BucketedExchange, Exchange, plan_buckets
 from ..gan.flat import FlatParams
-from ..gan.losses import LOSSES, simultaneous_gradients
+from ..gan.losses import LOSSES, SIMULTANEOUS_ORDER, simultaneous_gradients
 from ..gan.models import build_models, latent
 from ..metrics import SampleFn
 from ..netmodel import NetworkModel, Workload
@@ -172,20 +178,37 @@ class GanAlgorithm(Algorithm):
         self.loss = LOSSES.get(cfg.model.loss)
         self.noise = torch.Generator(device=dev).manual_seed(rank_seed(cfg.run.seed, self.world.rank, "noise"))
         self.eval_noise = torch.Generator(device=dev).manual_seed(rank_seed(cfg.run.seed, self.world.rank, "eval"))
+        self.exchange: BucketedExchange | None = None
+
+    def gradient_exchange(self, compressor: Compressor, error_feedback: bool,
+                          message: Callable[[Bucket, torch.Tensor], torch.Tensor], out: torch.Tensor,
+                          groups: Callable[[list[int]], list[int]] | None = None) -> BucketedExchange:
+        """The exchange of ``flat.grads`` in ``--bucket-mb`` buckets, started from gradient hooks
+        as :meth:`compute_gradients` produces them; each bucket's ``message`` is averaged into its
+        slice of ``out`` (see :class:`~hpcgan.exchange.BucketedExchange`)."""
+        buckets = plan_buckets(self.flat, SIMULTANEOUS_ORDER, int(self.cfg.comm.bucket_mb * MIB), groups)
+        exchange = Exchange(self.comm, compressor, error_feedback, self.timer)
+        self.exchange = BucketedExchange(self.flat, exchange, buckets, message, out, self.timer)
+        return self.exchange
 
     def latent(self, n: int, generator: torch.Generator) -> torch.Tensor:
         return latent(n, self.cfg.model.z_dim, generator, self.world.device)
 
     def compute_gradients(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """flat.grads <- F(x; xi) on the local batch; returns (L_D, L_G)."""
+        """flat.grads <- F(x; xi) on the local batch; returns (L_D, L_G). With a bucketed exchange,
+        its hooks write the gradients and start the buckets' exchanges as backward produces them."""
         x, y = (t.to(self.world.device, non_blocking=True) for t in batch)
         labels = y if self.conditional else None
         self.consumed(x.shape[0], x.shape[0])  # one fake per real: D sees both, G's loss reuses the fakes
+        hooked = self.exchange is not None and self.exchange.hooked
+        if self.exchange is not None:
+            self.exchange.arm()
         g_G, g_D, d_loss, g_loss = simultaneous_gradients(
             self.G, self.D, self.loss, x, self.latent(x.shape[0], self.noise), labels,
             self.cfg.model.gp_weight, self.noise)
-        self.flat.set_grads("G", g_G)
-        self.flat.set_grads("D", g_D)
+        if not hooked:
+            self.flat.set_grads("G", g_G)
+            self.flat.set_grads("D", g_D)
         return d_loss, g_loss
 
     @torch.no_grad()

@@ -5,7 +5,7 @@ For each available backend, op and message size (bytes of the dense fp32 tensor,
 warm-up calls, a barrier, then timed iterations; each iteration's time is the slowest rank's, and
 the median over iterations is reported. Ops: ``dense`` = in-place ``allreduce_`` (sum) of the
 fp32 tensor; ``dense-fp16`` / ``dense-bf16`` (with compressor fp16 / bf16) = the same of d 16-bit
-values; a compressor name = compress + ``aggregate`` (its collectives + decompress of every
+values; a compressor name = compress + :func:`~hpcgan.exchange.collect` (its collectives + decompress of every
 rank's payload + mean), the whole cost a training step pays; a peer (:mod:`.peers`: torch's
 ``fp16_compress_hook`` and ``powerSGD_hook`` on backend torch, Horovod's ``Compression.fp16`` on
 backend horovod) = the same job done by the peer's own code. Local costs (compress -- every round's
@@ -56,6 +56,7 @@ from ..compress import COMPRESSORS, build_compressor, cast, powersgd, qsgd, sign
 from ..compress.base import declared_options, local_rounds
 from ..config import CommConfig, add_flag
 from ..errors import UsageError
+from ..exchange import collect
 from ..info import machine, versions
 from ..results.recorder import utc_now
 from .base import BENCHMARKS
@@ -174,7 +175,7 @@ def bench_comm(argv: list[str]) -> int:
                                                lambda h=half: comm.allreduce_(h, average=False), n, args))
             for op in ops:
                 c = build_compressor(replace(cfg, compressor=op))
-                fn = lambda: comm.aggregate(*c.compress(x, [x.numel()]), c)  # noqa: E731
+                fn = lambda: collect(comm, c, *c.compress(x, [x.numel()]))  # noqa: E731
                 rows.append(collective_row(backend, op, size, comm, fn, n, args))
             for peer in peers_for(backend):
                 if peer.versus in ops:

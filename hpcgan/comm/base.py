@@ -1,15 +1,26 @@
 """Communicator: moves tensors between ranks and counts what it hands to the transport.
 
-Communicators never compress and never own model state. A backend implements four raw
-primitives (``_allreduce``, ``_allgather``, ``_broadcast``, ``barrier``); this class adds, in one
-place for every backend, the size checks and the accounting:
+Communicators never compress and never own model state (compressed exchanges are
+:mod:`hpcgan.exchange`). A backend implements four raw primitives (``_allreduce``, ``_allgather``,
+``_broadcast``, ``barrier``); this class adds, in one place for every backend, the size checks, the
+accounting and the non-blocking path:
 
+* Primitives: ``allreduce_``, ``allgather``, ``broadcast_``, ``neighbor_mix`` (gossip), blocking.
+  ``submit(program)`` is the non-blocking form: the program (a function calling those primitives)
+  runs on the communicator's :class:`~.transport.Transport` worker, in submission order, and a
+  ``torch.futures.Future`` is the handle; ``iallreduce_`` / ``iallgather`` are the one-primitive
+  programs. A blocking call on the compute thread first waits for everything submitted before it,
+  so collectives keep one order on every rank.
 * ``bytes_sent`` counts the bytes of the payload this rank hands to the transport per call (an
   allreduce of d fp32 values counts 4d; an allgather counts this rank's payload once), which is
   what compression changes; the transport's own algorithm (ring, tree) multiplies it by a factor
   that does not depend on the compressor. Control messages (size checks) are not counted.
 * ``calls`` counts collective calls, so a test can prove an algorithm communicated nothing.
-* ``t_net_emulated`` adds the modelled time of each collective under ``net`` (:mod:`hpcgan.netmodel`).
+* The network model ``net`` (:mod:`hpcgan.netmodel`), by ``emulate``: ``account`` adds each
+  collective's modelled time to ``t_net_emulated``, recorded next to (never inside) the measured
+  times; ``delay`` makes the collective also wait its modelled time, on the thread that runs it
+  (the transport worker for submitted programs): on one machine, communication then takes time that
+  compute can hide, and the measured times include it (``t_net_emulated`` stays 0).
 * ``control`` is the uncounted :class:`~.control.ControlChannel` over the same ranks, for
   everything that is not training data (flags, sizes, consensus, evaluation).
 * Device placement, also in one place: a backend declares the device types its transport takes
@@ -18,7 +29,7 @@ place for every backend, the size checks and the accounting:
   reused :class:`~.staging.Staging` buffer (pinned host memory when CUDA is available), the
   primitive runs on the buffer and the result is copied back, so every public collective works
   for CPU and CUDA tensors on every backend. Primitives therefore only ever see contiguous 1-D
-  tensors on a device the transport takes.
+  tensors on a device the transport takes. The worker thread has staging buffers of its own.
 
 16-bit floats (fp16, bf16) are summed by the backend's ``_allreduce_half`` (mpi: an MPI op running
 a C kernel; horovod: Horovod's own fp16 sum, that C op for bf16; torch: gloo's and NCCL's own). Every
@@ -36,8 +47,10 @@ Special values follow IEEE: a NaN anywhere gives NaN; +inf and -inf give NaN; a 
 """
 from __future__ import annotations
 
+import threading
+import time
 from abc import ABC, abstractmethod
-from contextlib import nullcontext
+from typing import Any, Callable
 
 import torch
 
@@ -46,6 +59,10 @@ from ..errors import UsageError
 from ..registry import Registry
 from ..netmodel import NetworkModel
 from .staging import Staging
+from .transport import Transport
+
+#: ``--net-emulate``: what the communicator does with the network model's time of a collective
+EMULATIONS = ("account", "delay")
 
 BACKENDS: Registry[type["Communicator"]] = Registry("backend")
 _HALF = (torch.float16, torch.bfloat16)
@@ -56,15 +73,21 @@ class Communicator(ABC):
 
     def __init__(self, rank: int, size: int, net: NetworkModel | None = None,
                  control: ControlChannel | None = None, transport: torch.device = torch.device("cpu"),
-                 direct: frozenset[str] = frozenset({"cpu"})):
+                 direct: frozenset[str] = frozenset({"cpu"}), emulate: str = "account"):
+        if emulate not in EMULATIONS:
+            raise UsageError(f"network emulation must be one of {', '.join(EMULATIONS)}; got '{emulate}'")
         self.rank, self.size = rank, size
         self.control = control
         self.direct = direct  # device types the transport takes as they are; others are staged
-        self.staging = Staging(transport)
-        self.net = net or NetworkModel()
+        self._staging_device = transport
+        self._staging = {}  # per thread: the compute thread's and the worker's buffers never mix
+        self.net, self.emulate = net or NetworkModel(), emulate
+        self.transport = Transport(f"hpcgan-{self.name}-transport")
         self.bytes_sent = 0
         self.calls = 0
         self.t_net_emulated = 0.0
+        self.worker_comm_cpu = 0.0  # CPU seconds the worker spent inside collectives (spinning, not work)
+        self._lock = threading.Lock()
         self._checked: set[tuple] = set()  # payload signatures whose sizes every rank agreed on
 
     @classmethod
@@ -72,14 +95,60 @@ class Communicator(ABC):
         """This backend over ``comm`` (an mpi4py communicator; default COMM_WORLD) for ``cfg``."""
         if cfg.cuda_aware_mpi == "yes":
             raise UsageError(f"--cuda-aware-mpi yes applies to --backend mpi, not '{cls.name}'")
-        return cls(comm, NetworkModel(cfg.net_latency, cfg.net_bandwidth))
+        return cls(comm, NetworkModel(cfg.net_latency, cfg.net_bandwidth), emulate=cfg.net_emulate)
+
+    @property
+    def staging(self) -> Staging:
+        """This thread's reused staging buffers."""
+        key = threading.get_ident()
+        if key not in self._staging:
+            self._staging[key] = Staging(self._staging_device)
+        return self._staging[key]
 
     def _count(self, nbytes: int, emulated: float = 0.0) -> None:
-        """Record one call handing ``nbytes`` to the transport (nothing leaves a 1-rank job)."""
+        """Record one call handing ``nbytes`` to the transport (nothing leaves a 1-rank job); under
+        ``delay``, wait the modelled time here, on the thread that runs the collective."""
         if self.size > 1:
-            self.bytes_sent += int(nbytes)
-            self.t_net_emulated += emulated
-        self.calls += 1
+            with self._lock:
+                self.bytes_sent += int(nbytes)
+                if self.emulate == "account":
+                    self.t_net_emulated += emulated
+            if self.emulate == "delay" and emulated > 0:
+                time.sleep(emulated)
+        with self._lock:
+            self.calls += 1
+
+    def _enter(self) -> Callable[[], None]:
+        """Start of a public collective: on the compute thread, wait for every submitted program
+        first (collectives never overtake each other); returns what to call at its end (on the
+        worker: add the CPU time the collective took to ``worker_comm_cpu``)."""
+        if not self.transport.on_worker():
+            self.transport.drain()
+            return _nothing
+        c0 = time.thread_time()
+
+        def leave() -> None:
+            with self._lock:
+                self.worker_comm_cpu += time.thread_time() - c0
+        return leave
+
+    # -- non-blocking -----------------------------------------------------------------------------
+    def submit(self, program: Callable[[], Any]) -> torch.futures.Future:
+        """Run ``program`` (which calls this communicator's primitives) on the transport worker,
+        after every program submitted before it; returns its future (the non-blocking handle)."""
+        return self.transport.submit(program)
+
+    def drain(self) -> None:
+        """Wait for every submitted program."""
+        self.transport.drain()
+
+    def iallreduce_(self, t: torch.Tensor, average: bool = True) -> torch.futures.Future:
+        """Non-blocking :meth:`allreduce_`; ``t`` must not be touched until the future completes."""
+        return self.submit(lambda: self.allreduce_(t, average))
+
+    def iallgather(self, t: torch.Tensor, counts: list[int] | None = None) -> torch.futures.Future:
+        """Non-blocking :meth:`allgather`."""
+        return self.submit(lambda: self.allgather(t, counts))
 
     # -- backend primitives (no accounting, no staging) -----------------------------------------
     @abstractmethod
@@ -152,9 +221,11 @@ class Communicator(ABC):
     # -- public collectives ---------------------------------------------------------------------
     def allreduce_(self, t: torch.Tensor, average: bool = True) -> torch.Tensor:
         """In-place sum (or mean) of ``t`` over all ranks; returns ``t``."""
+        leave = self._enter()
         nbytes = t.numel() * t.element_size()
         self._count(nbytes, self.net.allreduce(nbytes, self.size))
         self._in_place(self._allreduce_half if t.dtype in _HALF else self._allreduce, t)
+        leave()
         if average and self.size > 1:
             t.div_(self.size)
         return t
@@ -162,28 +233,45 @@ class Communicator(ABC):
     def allgather(self, t: torch.Tensor, counts: list[int] | None = None) -> list[torch.Tensor]:
         """Every rank's 1-D tensor, in rank order (lengths may differ between ranks; pass them as
         ``counts`` if known, to skip the exchange of lengths)."""
+        leave = self._enter()
         flat = t.reshape(-1)
         nbytes = flat.numel() * flat.element_size()
         self._count(nbytes, self.net.allgather(nbytes, self.size))
-        return self._gather(flat, counts)
+        out = self._gather(flat, counts)
+        leave()
+        return out
 
     def broadcast_(self, t: torch.Tensor, root: int = 0) -> torch.Tensor:
         """In-place copy of ``t`` from ``root`` to every rank; returns ``t``."""
+        leave = self._enter()
         nbytes = t.numel() * t.element_size()
         self._count(nbytes if self.rank == root else 0, self.net.broadcast(nbytes, self.size))
-        return self._in_place(self._broadcast, t, root)
+        self._in_place(self._broadcast, t, root)
+        leave()
+        return t
 
     def check_same_size(self, n: int, what: str = "payload") -> None:
         """Raise UsageError on every rank unless every rank passes the same ``n`` (control message)."""
+        self._enter()
         sizes = [int(s) for s in self._gather(torch.tensor([n], dtype=torch.int64), [1] * self.size)]
         if len(set(sizes)) > 1:
             raise UsageError(f"ranks disagree on the {what} size: {sizes} (rank order); "
                              "every rank must communicate tensors of the same shapes")
 
+    def check_same_size_once(self, signature: tuple, n: int, what: str = "payload") -> None:
+        """:meth:`check_same_size` the first time ``signature`` is seen on this communicator; later
+        calls with it cost nothing (a payload's size depends only on its signature). Whether it
+        was seen is asked after every submitted program has run, so all ranks agree on it."""
+        self._enter()
+        if signature not in self._checked:
+            self.check_same_size(n, what)
+            self._checked.add(signature)
+
     def neighbor_mix(self, x: torch.Tensor, plan) -> torch.Tensor:
         """One gossip round (DPOSG): self_weight x + sum_k weights[k] x^{sources[k]} for a
         :class:`~hpcgan.comm.topology.GossipPlan`, sending x to every rank in ``plan.destinations``;
         counts the bytes of x times the out-degree. Collective over all ranks of the communicator."""
+        leave = self._enter()
         x = x.reshape(-1)
         shape = (len(plan.sources), x.numel())
         if self._takes(x):
@@ -195,74 +283,12 @@ class Communicator(ABC):
             recv = recv.to(x.device)  # used right here, never returned: no copy needed on the host
         nbytes, degree = x.numel() * x.element_size(), len(plan.destinations)
         self._count(nbytes * degree, self.net.neighbor(nbytes, degree))
+        leave()
         out = x * plan.self_weight
         for w, r in zip(plan.weights, recv):
             out.add_(r, alpha=w)
         return out
 
-    # -- compressed aggregation -----------------------------------------------------------------
-    def aggregate(self, payload: list[torch.Tensor], ctx, compressor, timer=None) -> torch.Tensor:
-        """Delta = (1/M) sum_m decompress(payload_m), identical on every rank, one collective (per round).
 
-        Summable payloads are concatenated and allreduced, then decompressed once (a multi-round
-        compressor's later payloads are built from the previous round's sum, each one allreduce:
-        see :mod:`hpcgan.compress.base`). Others are
-        concatenated into one byte buffer per rank and allgathered; every rank decompresses every
-        rank's payload into one buffer, adding them in rank order.
-
-        The first time a payload signature (compressor, shapes, dtypes) is seen, the ranks check
-        collectively that their payloads have the same size, and raise UsageError together instead
-        of hanging if not. Later calls with that signature are one collective and nothing else, as
-        sync's plain allreduce is, so their latency compares fairly. This relies on a payload's
-        size depending only on the size of the compressed buffer (true of every registered
-        compressor, every round included, and tested): a rank's signature changes only if its
-        model does.
-
-        ``timer`` (a :class:`~hpcgan.results.timer.PhaseTimer`) times the collective as "comm" and the
-        decompression as "compress", the phase that local (de)compression work belongs to.
-        """
-        phase = timer or (lambda name: nullcontext())
-        nbytes = sum(t.numel() * t.element_size() for t in payload)
-        signature = (compressor.name, tuple((tuple(t.shape), t.dtype) for t in payload))
-        if signature not in self._checked:
-            with phase("comm"):
-                self.check_same_size(nbytes, "compressed payload")
-            self._checked.add(signature)
-        if compressor.summable:
-            for r in range(compressor.rounds):  # one allreduce per round (PowerSGD: two)
-                if r:
-                    with phase("compress"):
-                        payload = compressor.next_round(summed, ctx)
-                buf = payload[0].reshape(-1) if len(payload) == 1 else torch.cat([t.reshape(-1) for t in payload])
-                with phase("comm"):
-                    buf = self.allreduce_(buf.clone(), average=False)
-                summed = [p.view_as(t) for p, t in zip(buf.split([t.numel() for t in payload]), payload)]
-            with phase("compress"):
-                return compressor.decompress(summed, ctx).div_(self.size)
-        with phase("comm"):
-            gathered = self.allgather(to_bytes(payload), counts=[nbytes] * self.size)
-        with phase("compress"):
-            total = compressor.decompress(from_bytes(gathered[0], payload), ctx)
-            for g in gathered[1:]:
-                compressor.decompress_add(from_bytes(g, payload), ctx, total)
-            return total.div_(self.size)
-
-
-def to_bytes(payload: list[torch.Tensor]) -> torch.Tensor:
-    """The payload tensors' bytes, concatenated (widest dtypes first, so every part stays aligned)."""
-    order = sorted(range(len(payload)), key=lambda i: -payload[i].element_size())
-    return torch.cat([payload[i].reshape(-1).contiguous().view(torch.uint8) for i in order])
-
-
-def from_bytes(wire: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Inverse of :func:`to_bytes`: tensors shaped and typed like ``like``, viewing ``wire``."""
-    if wire.storage_offset() % 8:
-        wire = wire.clone()  # another rank's slice of a gather buffer may start unaligned
-    order = sorted(range(len(like)), key=lambda i: -like[i].element_size())
-    out: list[torch.Tensor | None] = [None] * len(like)
-    offset = 0
-    for i in order:
-        n = like[i].numel() * like[i].element_size()
-        out[i] = wire[offset:offset + n].view(like[i].dtype).view(like[i].shape)
-        offset += n
-    return out
+def _nothing() -> None:
+    pass

@@ -35,7 +35,7 @@ def import_horovod():
 class HorovodCommunicator(Communicator):
     name = "horovod"
 
-    def __init__(self, comm: MPI.Comm | None = None, net: NetworkModel | None = None):
+    def __init__(self, comm: MPI.Comm | None = None, net: NetworkModel | None = None, emulate: str = "account"):
         self.hvd = hvd = import_horovod()
         self.comm = MPI.COMM_WORLD if comm is None else comm
         if not hvd.is_initialized():
@@ -43,7 +43,7 @@ class HorovodCommunicator(Communicator):
         if hvd.size() != self.comm.size or hvd.rank() != self.comm.rank:
             raise UsageError("Horovod is already initialised over a different set of ranks")
         super().__init__(self.comm.rank, self.comm.size, net, ControlChannel(self.comm),
-                         direct=frozenset({"cpu", "cuda"} if hvd.nccl_built() else {"cpu"}))
+                         direct=frozenset({"cpu", "cuda"} if hvd.nccl_built() else {"cpu"}), emulate=emulate)
 
     def _allreduce(self, t: torch.Tensor) -> None:
         self.hvd.allreduce_(t, op=self.hvd.Sum)

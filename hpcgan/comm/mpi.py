@@ -99,23 +99,27 @@ def allreduce_half(comm: MPI.Comm, t: torch.Tensor) -> None:
 class MPICommunicator(Communicator):
     name = "mpi"
 
-    def __init__(self, comm: MPI.Comm | None = None, net: NetworkModel | None = None, cuda_aware: str = "auto"):
+    def __init__(self, comm: MPI.Comm | None = None, net: NetworkModel | None = None, cuda_aware: str = "auto",
+                 emulate: str = "account"):
         self.comm = MPI.COMM_WORLD if comm is None else comm
+        # Training data moves on a duplicate: its collectives (some on the transport worker) can
+        # never match a control message sent on the job's communicator by another thread.
+        self.data = self.comm.Dup()
         supported = cuda_support()
         self.cuda_aware = uses_device_memory(cuda_aware, supported)
         if self.cuda_aware and not supported and self.comm.rank == 0:
             get_logger().warning("--cuda-aware-mpi yes: the MPI library does not report CUDA support; "
                                  "handing it device memory anyway")
         super().__init__(self.comm.rank, self.comm.size, net, ControlChannel(self.comm),
-                         direct=frozenset({"cpu", "cuda"} if self.cuda_aware else {"cpu"}))
+                         direct=frozenset({"cpu", "cuda"} if self.cuda_aware else {"cpu"}), emulate=emulate)
         self._graphs: dict[tuple, MPI.Distgraphcomm] = {}
 
     @classmethod
     def from_config(cls, cfg: CommConfig, comm=None) -> "MPICommunicator":
-        return cls(comm, NetworkModel(cfg.net_latency, cfg.net_bandwidth), cfg.cuda_aware_mpi)
+        return cls(comm, NetworkModel(cfg.net_latency, cfg.net_bandwidth), cfg.cuda_aware_mpi, cfg.net_emulate)
 
     def _allreduce(self, t: torch.Tensor) -> None:
-        self.comm.Allreduce(MPI.IN_PLACE, _buf(t), op=MPI.SUM)
+        self.data.Allreduce(MPI.IN_PLACE, _buf(t), op=MPI.SUM)
 
     def _allreduce_half(self, t: torch.Tensor) -> None:
         """The sum runs on the host (:func:`half_sum_op`): device tensors (CUDA-aware MPI) go
@@ -129,19 +133,19 @@ class MPICommunicator(Communicator):
 
     def _allgather(self, t: torch.Tensor, out: torch.Tensor, counts: list[int]) -> None:
         width = t.element_size()
-        self.comm.Allgatherv(_buf(t.view(torch.uint8)), [_buf(out.view(torch.uint8)), [c * width for c in counts]])
+        self.data.Allgatherv(_buf(t.view(torch.uint8)), [_buf(out.view(torch.uint8)), [c * width for c in counts]])
 
     def _broadcast(self, t: torch.Tensor, root: int) -> None:
-        self.comm.Bcast(_buf(t.view(torch.uint8)), root=root)
+        self.data.Bcast(_buf(t.view(torch.uint8)), root=root)
 
     def _neighbor_allgather(self, x: torch.Tensor, out: torch.Tensor, plan) -> None:
         """Neighbor_allgather over a distributed-graph communicator, one per plan, created on first
         use (collectively)."""
         key = (plan.sources, plan.destinations)
         if key not in self._graphs:
-            self._graphs[key] = self.comm.Create_dist_graph_adjacent(list(plan.sources), list(plan.destinations),
+            self._graphs[key] = self.data.Create_dist_graph_adjacent(list(plan.sources), list(plan.destinations),
                                                                      reorder=False)
         self._graphs[key].Neighbor_allgather(_buf(x.view(torch.uint8)), _buf(out.view(torch.uint8)))
 
     def barrier(self) -> None:
-        self.comm.Barrier()
+        self.data.Barrier()

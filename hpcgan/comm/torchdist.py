@@ -16,16 +16,18 @@ from __future__ import annotations
 import socket
 from datetime import timedelta
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.distributed as dist
-from mpi4py import MPI
 
 from ..errors import UsageError
 from ..log import get_logger
 from ..netmodel import NetworkModel
-from ..world import gpu_uuid
 from .base import BACKENDS, Communicator
-from .control import ControlChannel
+
+if TYPE_CHECKING:  # imported where used: a process group built by other code needs no MPI
+    from mpi4py import MPI
 
 
 def _free_port() -> int:
@@ -41,8 +43,9 @@ def choose_backend(gpus: list[tuple[str, str | None]], nccl_available: bool) -> 
     return "nccl" if nccl_available and every_rank_own_gpu else "gloo"
 
 
-def init_process_group(comm: MPI.Comm) -> str:
+def init_process_group(comm: "MPI.Comm") -> str:
     """Initialise the default process group over ``comm``'s ranks; returns the backend name."""
+    from ..world import gpu_uuid
     if dist.is_initialized():
         if dist.get_world_size() != comm.size or dist.get_rank() != comm.rank:
             raise UsageError("torch.distributed is already initialised over a different set of ranks")
@@ -64,7 +67,10 @@ def init_process_group(comm: MPI.Comm) -> str:
 class TorchCommunicator(Communicator):
     name = "torch"
 
-    def __init__(self, comm: MPI.Comm | None = None, net: NetworkModel | None = None):
+    def __init__(self, comm: "MPI.Comm | None" = None, net: NetworkModel | None = None, emulate: str = "account"):
+        from mpi4py import MPI
+
+        from .control import ControlChannel
         if not dist.is_available():
             raise UsageError("backend 'torch' needs torch.distributed, which this torch build lacks")
         self.comm = MPI.COMM_WORLD if comm is None else comm
@@ -72,7 +78,7 @@ class TorchCommunicator(Communicator):
         nccl = self.backend == "nccl"
         super().__init__(self.comm.rank, self.comm.size, net, ControlChannel(self.comm),
                          transport=torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu"),
-                         direct=frozenset({"cuda"} if nccl else {"cpu"}))
+                         direct=frozenset({"cuda"} if nccl else {"cpu"}), emulate=emulate)
 
     #: the torch.distributed process group the primitives run on (None: the default group)
     group: dist.ProcessGroup | None = None

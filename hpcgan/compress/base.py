@@ -11,7 +11,8 @@ compressor's settings, so a buffer's payload has the same size on every rank at 
 communicator may allreduce them; the others are allgathered and decompressed one by one.
 
 Multi-round compressors (``rounds > 1``, summable only; PowerSGD) need the sum over ranks of one
-payload to build the next: the communicator allreduces the payload of ``compress``, hands the sum
+payload to build the next: the exchange (:func:`hpcgan.exchange.collect`) allreduces the payload of
+``compress``, hands the sum
 to ``next_round(summed, ctx)``, which returns this rank's next payload (and records what it needs
 in ``ctx``, a mutable state object), and so on; ``decompress`` receives the last round's sum. This
 rank's own Q(x), which error feedback subtracts, is then ``local(payload, ctx)``; for one-round
@@ -167,7 +168,7 @@ def build_compressor(spec: str | CommConfig, **options: Any) -> Compressor:
 
 def local_rounds(compressor: Compressor, payload: Payload, ctx: Any) -> list[Payload]:
     """Every round's payload on one process, starting with ``payload``: each "sum over ranks" is
-    this rank's own payload (what ``Communicator.aggregate`` does on one rank)."""
+    this rank's own payload (what :func:`hpcgan.exchange.collect` does on one rank)."""
     rounds = [payload]
     for _ in range(compressor.rounds - 1):
         rounds.append(compressor.next_round(rounds[-1], ctx))

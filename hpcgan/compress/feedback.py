@@ -1,56 +1,39 @@
-"""Error feedback (memory): the residual of each named buffer is added back before compressing.
+"""Error feedback: the memory of what compression left out, added back before the next compression.
 
-For buffer ``name`` (e.g. "G", "D") with residual e (zero at start):
-    p = x + e;  (payload, ctx) = Q.compress(p);  e <- p - Q.local(payload, ctx)
-so that sum_t Q_t(p_t) + e_T = sum_t x_t (nothing is ever lost, only delayed), where Q_t(p_t) is
-this rank's own compressed step. A one-round compressor knows Q(p) at once; a multi-round one
-(PowerSGD: its projection needs the sum of every rank's first payload) only after the
-communicator has run every round, so its residual is settled lazily, the next time the buffer's
-residual is needed (its next ``compress``, ``residuals``, ``state_dict``).
+For a buffer named ``name`` (a bucket, a DDP bucket, a network) with residual e (zero at start)
+and this rank's own compressed value Q_m(p) (``Compressor.local``):
+
+    p = compensate(name, x) = x + e          (before compressing)
+    update(name, p, Q_m(p)):   e <- p - Q_m(p)
+
+so that sum_t Q_m(p_t) + e_T = sum_t x_t: nothing is ever lost, only delayed (tested). A one-round
+compressor knows Q_m(p) right after compressing; a multi-round one (PowerSGD, whose projection
+needs every rank's first payload summed) once its last round has run, so the caller updates the
+memory then. With error feedback off, ``compensate`` returns x and ``update`` keeps nothing.
+Residuals of different names are independent, so buckets can be exchanged concurrently.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
-
 import torch
-
-from .base import Compressor, Payload
 
 
 class ErrorFeedback:
-    def __init__(self, compressor: Compressor, enabled: bool = True):
-        self.compressor, self.enabled = compressor, enabled
-        self._residuals: dict[str, torch.Tensor] = {}
-        self._pending: dict[str, tuple[torch.Tensor, Payload, Any]] = {}  # multi-round: (p, payload, ctx)
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.residuals: dict[str, torch.Tensor] = {}
 
-    def compress(self, name: str, x: torch.Tensor, sizes: Sequence[int]) -> tuple[Payload, Any]:
-        if not self.enabled:
-            return self.compressor.compress(x, sizes)
-        e = self.residual(name)
-        p = x if e is None else x + e
-        payload, ctx = self.compressor.compress(p, sizes)
-        if self.compressor.rounds == 1:
-            self._residuals[name] = p - self.compressor.local(payload, ctx)
-        else:
-            self._pending[name] = (p, payload, ctx)
-        return payload, ctx
+    def compensate(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """p = x + e of buffer ``name`` (x itself before its first update, or without feedback)."""
+        e = self.residuals.get(name) if self.enabled else None
+        return x if e is None else x + e
 
-    def residual(self, name: str) -> torch.Tensor | None:
-        """e of buffer ``name`` (None before its first step)."""
-        if name in self._pending:
-            p, payload, ctx = self._pending.pop(name)
-            self._residuals[name] = p - self.compressor.local(payload, ctx)
-        return self._residuals.get(name)
-
-    @property
-    def residuals(self) -> dict[str, torch.Tensor]:
-        for name in list(self._pending):
-            self.residual(name)
-        return self._residuals
+    def update(self, name: str, p: torch.Tensor, q: torch.Tensor) -> None:
+        """e <- p - q, where q is this rank's own compressed value of p."""
+        if self.enabled:
+            self.residuals[name] = p - q
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.clone() for k, v in self.residuals.items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self._residuals = {k: v.clone() for k, v in state.items()}
-        self._pending = {}
+        self.residuals = {k: v.clone() for k, v in state.items()}

@@ -18,8 +18,8 @@ Rank m's own Q(M_m) = P^ Q_m^T = P^ P^^T M_m, the projection of M_m onto span(P^
 feedback subtracts (:class:`~.feedback.ErrorFeedback`, as in Algorithm 2 of the paper): the
 residuals then average to the dense mean minus the applied step, which is what the DQGAN invariant
 needs. (torch's hook subtracts the aggregate P^ Q^T / M on every rank instead; the mean residual
-is the same.) It is known only after round 2, so ErrorFeedback settles it lazily, and the context
-(:class:`PowerContext`) keeps M, P^ and Q_m until then. The round structure is
+is the same.) It is known only after round 2, so the exchange updates the memory then, and the
+context (:class:`PowerContext`) keeps M, P^ and Q_m until then. The round structure is
 :attr:`Compressor.rounds` / :meth:`next_round` of :mod:`.base`.
 
 delta: ||Q(M) - M||^2 = ||M||^2 - ||P^^T M||^2 (a projection, never worse than sending nothing).

@@ -20,7 +20,7 @@ counter-based hash of (seed, call, t) (:mod:`.counter`): no permutation of n is 
 coordinate is kept with probability exactly k/n, so E||Q(x_t) - x_t||^2 = (1 - k_t/n_t) ||x_t||^2:
 delta = min_t k_t/n_t >= ratio, in expectation. Every rank seeds identically and counts calls
 (``calls``, checkpointed), so all ranks keep the same coordinates and the payloads (values only,
-4K bytes) can be summed. Ranks must call it in the same order (ErrorFeedback does, per buffer per step).
+4K bytes) can be summed. Ranks must call it in the same order (each exchange has its own copy, called once per step).
 """
 from __future__ import annotations
 

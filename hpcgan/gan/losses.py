@@ -73,6 +73,10 @@ def gradient_penalty(D: nn.Module, real: torch.Tensor, fake: torch.Tensor, cond:
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
+#: the order in which :func:`simultaneous_gradients` produces the networks' gradients (D's first)
+SIMULTANEOUS_ORDER = ("D", "G")
+
+
 def simultaneous_gradients(G: nn.Module, D: nn.Module, loss: GanLoss, real: torch.Tensor, z: torch.Tensor,
                            labels: torch.Tensor | None = None, gp_weight: float = 10.0,
                            generator: torch.Generator | None = None):

@@ -100,11 +100,21 @@ class Direction:
         self.t = 0
 
     def __call__(self, g: torch.Tensor) -> torch.Tensor:
+        """d_t of the whole vector (one step)."""
+        self.begin()
+        return self.of(g, slice(None))
+
+    def begin(self) -> None:
+        """A new step: the next :meth:`of` calls are step t + 1."""
+        self.t += 1
+
+    def of(self, g: torch.Tensor, part: slice) -> torch.Tensor:
+        """d_t of the values ``part`` of the vector, whose gradient is ``g`` (the step's parts may
+        come one by one, as backward produces them: the arithmetic is elementwise)."""
         if not self.adam:
             return g.clone()
         c = self.cfg
-        self.t += 1
-        return adam_direction(g, self.m, self.v, self.t, c.beta1, c.beta2, c.eps)
+        return adam_direction(g, self.m[part], self.v[part], self.t, c.beta1, c.beta2, c.eps)
 
     def state_dict(self) -> dict:
         return {"t": self.t, **({"m": self.m.clone(), "v": self.v.clone()} if self.adam else {})}

@@ -34,6 +34,7 @@ class StepStats:
     t_compress: float = 0.0
     t_comm: float = 0.0
     t_update: float = 0.0
+    t_comm_hidden: float = 0.0
     t_net_emulated: float = 0.0
     cpu: float = 0.0
     bytes_sent: int = 0
@@ -73,7 +74,7 @@ class Schema:
 
 
 SCHEMA = Schema(
-    version=3,  # 2: /steps/cpu; 3: /steps/{real,fake}_samples, ranks_json, /final_eval
+    version=4,  # 2: /steps/cpu; 3: /steps/{real,fake}_samples, ranks_json, /final_eval; 4: /steps/t_comm_hidden
     root_attrs={
         "schema_version": int, "algorithm": str, "backend": str, "compressor": str, "topology": str,
         "spectral_gap": float, "world_size": int, "scaling": str, "local_batch": int,
@@ -87,9 +88,11 @@ SCHEMA = Schema(
         Column("elapsed", "s", "f8", "seconds since training started, at the end of the step"),
         Column("t_compute", "s", "f8", "forward/backward: the stochastic gradient F(x; xi)"),
         Column("t_compress", "s", "f8", "compression, decompression and error feedback"),
-        Column("t_comm", "s", "f8", "measured time in collectives / neighbour exchange"),
+        Column("t_comm", "s", "f8", "communication the step waited for (exposed): collectives, neighbour exchange"),
         Column("t_update", "s", "f8", "optimizer arithmetic and parameter writes"),
-        Column("t_net_emulated", "s", "f8", "emulated network delay (never inside t_comm)"),
+        Column("t_comm_hidden", "s", "f8", "communication that ran behind the step's compute (bucketed "
+               "exchanges on the transport worker); not part of the step's wall time"),
+        Column("t_net_emulated", "s", "f8", "--net-emulate account: modelled network time (never inside t_comm)"),
         Column("cpu", "s", "f8", "process CPU time of the step outside collectives (work, not waiting)"),
         Column("bytes_sent", "B", "i8", "bytes this rank handed to the transport"),
         Column("real_samples", "samples", "i8", "real data samples this rank's step consumed (all critic "

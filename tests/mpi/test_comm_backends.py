@@ -8,6 +8,7 @@ from hpcgan.comm import BACKENDS, build_communicator
 from hpcgan.compress import COMPRESSORS, build_compressor
 from hpcgan.config import CommConfig
 from hpcgan.errors import UsageError
+from hpcgan.exchange import collect
 
 pytestmark = pytest.mark.mpi(min_size=2)
 COMM = MPI.COMM_WORLD
@@ -34,7 +35,7 @@ def test_aggregate_identical_on_every_backend(name):
         if name == "qsgd":
             c.seed = COMM.rank
         payload, ctx = c.compress(x, [1000, 1])
-        results[backend] = comm.aggregate(payload, ctx, c)
+        results[backend] = collect(comm, c, payload, ctx)
     ref = results["mpi"]
     for backend, y in results.items():
         assert_all(torch.equal(y, ref), f"{name}: {backend} differs from mpi")

@@ -17,6 +17,7 @@ from hpcgan.compress.base import local_rounds
 from hpcgan.compress.qsgd import QSGD
 from hpcgan.config import CommConfig
 from hpcgan.errors import UsageError
+from hpcgan.exchange import collect
 
 pytestmark = pytest.mark.mpi(min_size=2)
 COMM = MPI.COMM_WORLD
@@ -63,7 +64,7 @@ def test_aggregate_is_the_mean_of_every_ranks_decompressed_payload(name):
     comm = communicator()
     c = compressor(name, comm.rank)
     payload, ctx = c.compress(rank_input(comm.rank), SIZES)
-    got = comm.aggregate(payload, ctx, c)
+    got = collect(comm, c, payload, ctx)
     want = simulated_aggregate(name, comm.size)
     tol = 1e-2 if name in ("fp16", "bf16") else 1e-5  # 16-bit sums round once more
     assert_all(torch.allclose(got.double(), want, rtol=tol, atol=tol), f"{name}: aggregate = mean")
@@ -91,11 +92,11 @@ def test_after_the_first_call_aggregate_is_one_collective(name):
         setattr(comm, prim, spy)
     one = {"identity": ["_allreduce"], "randk": ["_allreduce"], "powersgd": ["_allreduce"] * 2,
            "fp16": ["_allreduce_half"]}.get(name, ["_allgather"])
-    payload, ctx = c.compress(rank_input(comm.rank), SIZES)
-    first = comm.aggregate(payload, ctx, c)
+    first = collect(comm, c, *c.compress(rank_input(comm.rank), SIZES))
     checks = len(raw) - len(one)
-    for _ in range(3):
-        again = comm.aggregate(payload, ctx, c)
+    for _ in range(3):  # a summable payload is summed in place: compress afresh, with a fresh compressor
+        c = compressor(name, comm.rank)
+        again = collect(comm, c, *c.compress(rank_input(comm.rank), SIZES))
     steady = raw[checks + len(one):]
     assert_all(checks == 1 and steady == one * 3, f"{name}: raw collectives {raw}")
     assert_all(torch.equal(first, again), f"{name}: same aggregate every call")
@@ -178,7 +179,7 @@ def test_mismatched_sizes_raise_on_every_rank(name):
     x = torch.randn(8 + 8 * comm.rank)
     payload, ctx = c.compress(x, [x.numel()])
     with pytest.raises(UsageError, match="ranks disagree"):
-        comm.aggregate(payload, ctx, c)
+        collect(comm, c, payload, ctx)
     comm.barrier()
 
 

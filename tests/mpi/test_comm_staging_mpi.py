@@ -21,6 +21,7 @@ from hpcgan.comm.topology import build_topology
 from hpcgan.compress import build_compressor
 from hpcgan.config import CommConfig
 from hpcgan.errors import UsageError
+from hpcgan.exchange import collect
 
 pytestmark = pytest.mark.mpi(min_size=2)
 COMM = MPI.COMM_WORLD
@@ -62,7 +63,7 @@ def one_step(comm, r: int, device: torch.device = torch.device("cpu"),
     for name in compressors:
         c = build_compressor(CommConfig(compressor=name, compressor_options={"ratio": 0.1}))
         payload, ctx = c.compress(torch.randn(sum(SIZES), generator=g), SIZES)
-        out.append(comm.aggregate([t.to(device) for t in payload], ctx, c))
+        out.append(collect(comm, c, [t.to(device) for t in payload], ctx))
     if BACKEND == "mpi":
         out.append(comm.neighbor_mix(rand(11), build_topology("ring", comm.size).plan(r)))
     return [t.cpu() for t in out]

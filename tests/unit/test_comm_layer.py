@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from hpcgan.comm import build_communicator
-from hpcgan.comm.base import from_bytes, to_bytes
 from hpcgan.compress import build_compressor
+from hpcgan.exchange import collect, from_bytes, to_bytes
 from hpcgan.netmodel import NetworkModel
 from hpcgan.config import CommConfig
 from hpcgan.errors import UsageError
@@ -27,7 +27,7 @@ def test_single_rank_aggregate_sends_nothing_and_applies_no_emulated_delay():
     comm = build_communicator(CommConfig(net_latency=1.0, net_bandwidth=1.0))
     x = torch.randn(100)
     c = build_compressor(CommConfig(compressor="sign"))
-    y = comm.aggregate(*c.compress(x, [100]), c)
+    y = collect(comm, c, *c.compress(x, [100]))
     torch.testing.assert_close(y, c.decompress(*c.compress(x, [100])))
     assert comm.bytes_sent == 0 and comm.t_net_emulated == 0.0 and comm.calls == 1
 

@@ -32,6 +32,7 @@ def test_resumed_run_with_a_stateful_compressor_ends_bit_identical(tmp_path, wor
     Trainer(part.replace(run={"steps": 12, "resume": True}), world).run()
     a, b = (torch.load(checkpoint_path(c, 0), weights_only=False)["algorithm"] for c in (straight, part))
     assert torch.equal(a["params"], b["params"])
-    assert a["dqgan"]["compressor"].keys() == b["dqgan"]["compressor"].keys() != set()
-    for k in ("G", "D"):
-        assert torch.equal(a["dqgan"]["residuals"][k], b["dqgan"]["residuals"][k])
+    ca, cb = a["exchange"]["compressors"], b["exchange"]["compressors"]
+    assert ca.keys() == cb.keys() != set() and all(ca[k].keys() == cb[k].keys() != set() for k in ca)
+    ra, rb = a["exchange"]["memory"], b["exchange"]["memory"]
+    assert ra.keys() == rb.keys() != set() and all(torch.equal(ra[k], rb[k]) for k in ra)

@@ -1,5 +1,5 @@
 """DQGAN arithmetic in process: 4 workers as threads, the virtual-iterate invariants of theory
-(OMD) and quality ((O)Adam) modes, joined payloads."""
+(OMD) and quality ((O)Adam) modes, a step sent in parts (as buckets send it)."""
 from __future__ import annotations
 
 import threading
@@ -11,10 +11,10 @@ from hpcgan.algorithms.dqgan import (DQGANUpdate, ExtrapolateAfterAverage, Extra
                                      NoExtrapolation)
 from hpcgan.comm.base import Communicator
 from hpcgan.compress.base import Identity
-from hpcgan.compress.joint import JointPayload
 from hpcgan.compress.sign import ScaledSign
 from hpcgan.compress.sparse import TopK, keep_counts
 from hpcgan.config import OptimConfig
+from hpcgan.exchange import Exchange
 from hpcgan.gan.optim import Direction
 
 
@@ -74,7 +74,7 @@ def run_workers(M: int, fn):
 
 N_G, N_D = (6, 4), (5, 3)                      # per-tensor sizes of "G" and "D"
 D_ALL = sum(N_G) + sum(N_D)
-PARTS = {"G": (slice(0, sum(N_G)), list(N_G)), "D": (slice(sum(N_G), D_ALL), list(N_D))}
+SIZES = list(N_G) + list(N_D)
 
 
 def game(rank: int):
@@ -88,27 +88,41 @@ def game(rank: int):
 EXTRAPOLATION = {"A": ExtrapolateInMessage, "B": ExtrapolateAfterAverage, "none": NoExtrapolation}
 
 
+class RecordingDirection(Direction):
+    """A Direction that keeps the last d_t it gave, for the checks."""
+
+    def of(self, g, part):
+        self.last = super().of(g, part)
+        return self.last
+
+
 def update(compressor, rule, lr, comm, ef=True, optimizer="omd"):
     like = torch.zeros(D_ALL, dtype=torch.float64)
-    return DQGANUpdate(PARTS, compressor, ef, lr, Direction(OptimConfig(optimizer=optimizer, beta1=0.5, beta2=0.9),
-                                                                like), EXTRAPOLATION[rule](), comm)
+    q = DQGANUpdate(lr, RecordingDirection(OptimConfig(optimizer=optimizer, beta1=0.5, beta2=0.9), like),
+                    EXTRAPOLATION[rule](), like)
+    return q, Exchange(comm, compressor, ef)
+
+
+def residual(exchange: Exchange, like: torch.Tensor) -> torch.Tensor:
+    e = exchange.memory.residuals.get("x")
+    return torch.zeros_like(like) if e is None else e.clone()
 
 
 def trajectory(rank, comm, compressor, rule, steps=30, lr=0.05, ef=True, optimizer="omd"):
     """x_t, the averaged gradient, the residual e_t and the local directions d_t of one worker."""
     A, c = game(rank)
-    q = update(compressor, rule, lr, comm, ef, optimizer)
+    q, exchange = update(compressor, rule, lr, comm, ef, optimizer)
     x = torch.linspace(-1, 1, D_ALL, dtype=torch.float64)
-    xs, gbar, res, ds = [x.clone()], [], [q.residual(x)], []
+    xs, gbar, res, ds = [x.clone()], [], [residual(exchange, x)], []
     for _ in range(steps):
         g = A @ x + c
         gbar.append(comm.allreduce_(g.clone(), average=True))  # for the check only
-        d = q.direction(g)
-        ds.append(d.clone())
-        payload, ctx = q.message(d)
-        q.apply(x, q.average(payload, ctx))
+        q.begin()
+        p = q.message(slice(None), g)
+        ds.append(q.direction.last.clone())
+        q.apply(x, exchange.run("x", p, SIZES))
         xs.append(x.clone())
-        res.append(q.residual(x))
+        res.append(residual(exchange, x))
     return xs, gbar, res, comm.calls, ds
 
 
@@ -142,8 +156,8 @@ def test_one_collective_per_step_and_bytes_are_the_payload():
     steps = 7
     out = run_workers(2, lambda r, comm: (trajectory(r, comm, TopK(ratio=0.25), "A", steps=steps), comm.bytes_sent))
     (_, _, _, calls, _), sent = out[0]
-    assert calls == 2 * steps  # one for the check's allreduce, one aggregate
-    k = sum(keep_counts(0.25, N_G)) + sum(keep_counts(0.25, N_D))  # top-k of each tensor of G and D
+    assert calls == 2 * steps  # one for the check's allreduce, one exchange
+    k = sum(keep_counts(0.25, SIZES))  # top-k of each tensor of G and D
     assert sent == steps * (D_ALL * 8 + k * (4 + 4))   # check allreduce (fp64) + fp32 values and int32 indices
 
 
@@ -152,16 +166,23 @@ def test_without_error_feedback_there_is_no_residual():
     assert all(float(e.abs().max()) == 0 for o in out for e in o[2])
 
 
-def test_joint_payload_round_trip_keeps_buffers_apart():
-    x = torch.arange(1.0, 1.0 + D_ALL)
-    for comp in (Identity(), TopK(ratio=0.5)):
-        joint = JointPayload(comp)
-        parts = [comp.compress(x[sl], sizes) for sl, sizes in PARTS.values()]
-        payload, ctx = joint.join(parts, [sum(sizes) for _, sizes in PARTS.values()])
-        want = torch.cat([comp.decompress(p, c) for p, c in parts])
-        assert torch.equal(joint.decompress(payload, ctx), want)
-        assert torch.equal(joint.decompress_add(payload, ctx, x.clone()), x + want)
-        assert sum(t.numel() * t.element_size() for t in payload) == sum(comp.nbytes(p) for p, _ in parts)
+@pytest.mark.parametrize("optimizer, rule", [("oadam", "A"), ("omd", "B"), ("adam", "none")])
+def test_a_step_sent_in_parts_is_the_step_sent_whole(optimizer, rule):
+    """Steps 1b-2 are elementwise: messages of the parts (in backward's order, as buckets send
+    them) put together are the message of the whole vector, step after step."""
+    whole, _ = update(Identity(), rule, 0.1, None, optimizer=optimizer)
+    parts, _ = update(Identity(), rule, 0.1, None, optimizer=optimizer)
+    cuts = [slice(10, D_ALL), slice(4, 10), slice(0, 4)]
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(4):
+        g = torch.randn(D_ALL, generator=gen, dtype=torch.float64)
+        whole.begin()
+        parts.begin()
+        want = whole.message(slice(None), g)
+        got = torch.empty_like(want)
+        for part in cuts:
+            got[part] = parts.message(part, g[part])
+        assert torch.equal(got, want)
 
 
 @pytest.mark.parametrize("optimizer, rule", [("oadam", "A"), ("adam", "none")])
@@ -201,15 +222,17 @@ def test_identity_quality_mode_is_dense_local_oadam_averaged():
 
 def test_state_dict_holds_residuals_direction_and_previous_step():
     comm = run_workers(1, lambda r, c: c)[0]
-    q = update(TopK(ratio=0.25), "A", 0.1, comm, optimizer="oadam")
+    q, exchange = update(TopK(ratio=0.25), "A", 0.1, comm, optimizer="oadam")
     g = torch.arange(float(D_ALL), dtype=torch.float64)
-    q.message(q.direction(g))
-    state = q.state_dict()
-    assert set(state["residuals"]) == {"G", "D"} and state["direction"]["t"] == 1
-    assert torch.equal(state["extrapolation"]["prev"], q.direction.__class__(q.direction.cfg, g)(g))
-    q2 = update(TopK(ratio=0.25), "A", 0.1, None, optimizer="oadam")
+    q.begin()
+    exchange.run("x", q.message(slice(None), g), SIZES)
+    state, sent = q.state_dict(), exchange.state_dict()
+    assert set(sent["memory"]) == {"x"} and state["direction"]["t"] == 1
+    assert torch.equal(state["extrapolation"]["prev"], Direction(q.direction.cfg, g)(g))
+    q2, exchange2 = update(TopK(ratio=0.25), "A", 0.1, None, optimizer="oadam")
     q2.load_state_dict(state)
-    assert torch.equal(q2.residual(torch.zeros(D_ALL)), q.residual(torch.zeros(D_ALL)))
+    exchange2.load_state_dict(sent)
+    assert torch.equal(residual(exchange2, g), residual(exchange, g))
     assert torch.equal(q2.direction.m, q.direction.m) and q2.direction.t == 1
 
 

@@ -1,4 +1,4 @@
-"""PowerSGD: the two-round protocol through Communicator.aggregate (M workers as threads), its
+"""PowerSGD: the two-round protocol through hpcgan.exchange.collect (M workers as threads), its
 error feedback, warm start, checkpointed state; exact on low-rank matrices."""
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from hpcgan.compress.base import roundtrip
-from hpcgan.compress.feedback import ErrorFeedback
-from hpcgan.compress.joint import JointPayload
+from hpcgan.exchange import Exchange, collect
 from hpcgan.compress.powersgd import PowerSGD, layout
 from test_dqgan import run_workers
 
@@ -64,7 +63,7 @@ def test_aggregate_is_the_projection_of_the_mean_onto_the_summed_p():
     def work(rank, comm):
         c = PowerSGD()
         x = worker_inputs(rank, 1)[0]
-        return comm.aggregate(*c.compress(x, SIZES), c), comm.calls, c.warm[tuple(SIZES)]
+        return collect(comm, c, *c.compress(x, SIZES)), comm.calls, c.warm[tuple(SIZES)]
 
     out = run_workers(M, work)
     xs = [worker_inputs(r, 1)[0] for r in range(M)]
@@ -84,25 +83,23 @@ def test_aggregate_is_the_projection_of_the_mean_onto_the_summed_p():
 
 def test_error_feedback_residuals_average_to_the_dense_mean_minus_the_applied_step():
     """What the DQGAN virtual-iterate invariant needs: mean_m e_{t+1}^m = mean_m p_t^m - Delta_t,
-    with rank m's own projection P^ P^^T p_t^m subtracted (known only after both rounds); through a
-    JointPayload of two buffers, as DQGAN sends G and D."""
+    with rank m's own projection P^ P^^T p_t^m subtracted (known only after both rounds); two
+    buffers, each its own exchange, as two buckets are."""
     M, steps, parts = 3, 4, {"G": SIZES, "D": [2048, 7]}
 
     def work(rank, comm):
-        c = PowerSGD()
-        ef, joint = ErrorFeedback(c), JointPayload(c)
+        ex = Exchange(comm, PowerSGD())
         g = torch.Generator().manual_seed(rank)
         history = []
         for _ in range(steps):
             xs = {k: torch.randn(sum(s), generator=g) for k, s in parts.items()}
-            p = {k: xs[k] + (ef.residual(k) if ef.residual(k) is not None else 0) for k in parts}
-            sent = [ef.compress(k, xs[k], s) for k, s in parts.items()]
+            p = {k: ex.memory.compensate(k, xs[k]) for k in parts}
             if rank == 0 and not history:
+                c = PowerSGD()
                 with pytest.raises(RuntimeError, match="both rounds"):
-                    c.local(*sent[0])
-            payload, ctx = joint.join(sent, [sum(s) for s in parts.values()])
-            delta = comm.aggregate(payload, ctx, joint)
-            history.append((torch.cat([p["G"], p["D"]]), delta, torch.cat([ef.residual("G"), ef.residual("D")])))
+                    c.local(*c.compress(xs["G"], SIZES))
+            delta = torch.cat([ex.run(k, xs[k], s) for k, s in parts.items()])
+            history.append((torch.cat([p["G"], p["D"]]), delta, torch.cat([ex.memory.residuals[k] for k in parts])))
         return history
 
     out = run_workers(M, work)
