@@ -42,6 +42,7 @@ class HorovodCommunicator(Communicator):
             hvd.init(comm=self.comm)
         if hvd.size() != self.comm.size or hvd.rank() != self.comm.rank:
             raise UsageError("Horovod is already initialised over a different set of ranks")
+        self.data = self.comm.Dup()  # bf16 sums (Horovod has no bfloat16): never matched with a control message
         super().__init__(self.comm.rank, self.comm.size, net, ControlChannel(self.comm),
                          direct=frozenset({"cpu", "cuda"} if hvd.nccl_built() else {"cpu"}), emulate=emulate)
 
@@ -52,10 +53,10 @@ class HorovodCommunicator(Communicator):
         if t.dtype == torch.float16:
             self.hvd.allreduce_(t, op=self.hvd.Sum)
         elif t.device.type == "cpu":
-            allreduce_half(self.comm, t)
+            allreduce_half(self.data, t)
         else:
             x = t.cpu()
-            allreduce_half(self.comm, x)
+            allreduce_half(self.data, x)
             t.copy_(x)
 
     def _allgather(self, t: torch.Tensor, out: torch.Tensor, counts: list[int]) -> None:

@@ -125,10 +125,10 @@ class MPICommunicator(Communicator):
         """The sum runs on the host (:func:`half_sum_op`): device tensors (CUDA-aware MPI) go
         through the host staging buffer."""
         if t.device.type == "cpu":
-            allreduce_half(self.comm, t)
+            allreduce_half(self.data, t)
         else:
             x = self._stage(t)
-            allreduce_half(self.comm, x)
+            allreduce_half(self.data, x)
             t.copy_(x)
 
     def _allgather(self, t: torch.Tensor, out: torch.Tensor, counts: list[int]) -> None:
