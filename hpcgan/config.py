@@ -74,6 +74,9 @@ class FrozenMap(dict):
     def __hash__(self) -> int:
         return hash(tuple(sorted(self.items())))
 
+    def __reduce__(self):  # pickle and deepcopy rebuild it whole (a dict's items are set one by one)
+        return FrozenMap, (dict(self),)
+
 
 def compressor_names() -> list[str]:
     from .compress import COMPRESSORS  # at call time: the compressors import this module

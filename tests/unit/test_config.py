@@ -1,5 +1,7 @@
 import argparse
+import copy
 import dataclasses
+import pickle
 import typing
 
 import pytest
@@ -64,6 +66,8 @@ def test_config_is_frozen():
         RunConfig().run.steps = 3
     with pytest.raises(TypeError, match="frozen"):
         RunConfig().comm.compressor_options["ratio"] = 0.5
+    cfg = RunConfig().replace(comm={"ratio": 0.2})
+    assert pickle.loads(pickle.dumps(cfg)) == cfg == copy.deepcopy(cfg), "sent between ranks, copied"
 
 
 def test_compressor_options_are_stored_complete_and_checked_where_declared():
