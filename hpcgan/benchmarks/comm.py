@@ -20,7 +20,7 @@ wire-byte ratios of sign and top-k; top-k's kept count (0.9k..1.1k) and delta (>
 topk-torch's) on real dcgan32 digits gradients (:func:`~.gradients.real_gradient`,
 ``--real-grads``); dense mpi vs horovod; on mpi, the allreduce of d fp16 / bf16 values
 (``dense-fp16``, ``dense-bf16``: ``allreduce_`` of the 16-bit tensor, no casts) vs the dense fp32 one
-(<= 1.2); on horovod, hpcgan's fp16 and bf16 vs Horovod's own fp16 (<= 1.1); and per peer and size,
+(<= 1.2), and fp16 / bf16 with their casts vs the same (no goal); on horovod, hpcgan's fp16 and bf16 vs Horovod's own fp16 (<= 1.1); and per peer and size,
 hpcgan's time / the peer's time (no goal).
 
 HDF5 layout (``--out FILE.h5``, written by rank 0; attrs world_size, versions_json, machine,
@@ -277,6 +277,7 @@ def transport_targets(rows) -> list[Target]:
         out.append(Target(f"dense allreduce of {fmt_size(size)} mpi / horovod time",
                           at[("mpi", "dense", size)] / at[("horovod", "dense", size)], hi=1.0))
     for backend, versus, goal, half in (("mpi", "dense", HALF_VS_DENSE, HALF_SUMS),
+                                        ("mpi", "dense", math.nan, ("fp16", "bf16")),  # with the casts: no goal
                                         ("horovod", "hvd-fp16", HALF_VS_HOROVOD, ("fp16", "bf16"))):
         for op in half:
             if (backend, op, size) in at and (backend, versus, size) in at:

@@ -1,4 +1,6 @@
 """`hpcgan bench comm` in quick mode: the table, the peers, the target lines, the HDF5 layout, bad names."""
+import math
+
 import h5py
 
 from hpcgan.benchmarks.comm import SIGN_TARGET_ELEMENTS, transport_targets
@@ -55,4 +57,6 @@ def test_the_16_bit_sums_are_judged_against_dense_on_mpi_and_horovods_fp16_on_ho
     assert got["mpi: dense-bf16 / dense allreduce time at 24.03MiB"] == (1.5, 1.2, 0)
     assert got["horovod: fp16 / hvd-fp16 allreduce time at 24.03MiB"] == (1.0, 1.1, 1)
     assert got["horovod: bf16 / hvd-fp16 allreduce time at 24.03MiB"] == (1.2, 1.1, 0)
-    assert not any(name.startswith("mpi: fp16") or "4KiB" in name and "peer" not in name for name in got)
+    fp16 = got["mpi: fp16 / dense allreduce time at 24.03MiB"]
+    assert fp16[0] == round(20 / 6, 6) and math.isnan(fp16[1]) and fp16[2] == -1, "with its casts: no goal"
+    assert not any("4KiB" in name and "peer" not in name for name in got)
