@@ -75,7 +75,7 @@ test-mpi: $(STAMP) horovod-if-possible
 	$(MPITEST) tests/mpi
 	$(MPIEXEC) -n 3 $(BIN)/python -m pytest -q --with-mpi --timeout=120 --timeout-method=thread tests/mpi/test_h5_shards_mpi.py tests/mpi/test_gossip_ring_mpi.py
 	$(MPIEXEC) -n 4 $(BIN)/python -m pytest -q --with-mpi --timeout=120 --timeout-method=thread tests/mpi/test_gossip_ring_mpi.py
-	for b in torch horovod; do HPCGAN_TEST_BACKEND=$$b $(MPITEST) tests/mpi/test_comm_mpi.py tests/mpi/test_comm_staging_mpi.py || exit 1; done
+	for b in torch horovod; do HPCGAN_TEST_BACKEND=$$b $(MPITEST) tests/mpi/test_comm_mpi.py tests/mpi/test_comm_staging_mpi.py tests/mpi/test_exchange_mpi.py || exit 1; done
 
 # Horovod 0.28.1 from source for this torch + MPI; the wheel is cached in ~/.cache/hpcgan.
 horovod: $(STAMP)

@@ -1,5 +1,7 @@
-"""The training driver: builds a run from its config, loops, records, evaluates, checkpoints, and
-keeps the final model (``RUN.h5.model/``, :mod:`hpcgan.results.model`) for ``hpcgan eval``.
+"""The training drivers: build a run from its config, loop, record, evaluate, checkpoint, and keep
+the final model (``RUN.h5.model/``, :mod:`hpcgan.results.model`) for ``hpcgan eval``. What every
+run shares is :class:`Trainer`; how the ranks step and stop is its driver's:
+:class:`LockstepTrainer` or :class:`OwnClockTrainer`, by the algorithm's ``lockstep``.
 
 Everything collective happens outside the algorithm's timed phases: the recorder's flush, the
 stop decision, evaluation and checkpoints. A checkpoint is taken right after a flush, so the
@@ -118,6 +120,16 @@ def requeued(cfg: RunConfig, comm: MPI.Comm) -> bool:
 
 
 class Trainer:
+    """What every run does: build it from its config, record, evaluate, checkpoint, keep the final
+    model. ``Trainer(cfg, world)`` builds the driver the algorithm needs: :class:`LockstepTrainer`
+    (every rank takes every step together) or :class:`OwnClockTrainer` (each rank on its own
+    clock); each decides when to stop and how a run ends."""
+
+    def __new__(cls, cfg: RunConfig, world: World):
+        if cls is Trainer:
+            cls = LockstepTrainer if ALGORITHMS.get(cfg.algo.algo).lockstep else OwnClockTrainer
+        return super().__new__(cls)
+
     def __init__(self, cfg: RunConfig, world: World):
         self.world, self.log = world, get_logger()
         check_same_config(cfg, world)
@@ -126,33 +138,54 @@ class Trainer:
             self.log.info("requeued Slurm job %s: continuing %s from its checkpoints", os.environ["SLURM_JOB_ID"],
                           cfg.run.out)
             cfg = cfg.replace(run={"resume": True})
+        self.check(cfg)
         self.cfg = cfg
         seed_everything(cfg.run.seed, world.rank)
         dataset = collectively(world.comm, lambda: build_dataset(cfg.data.data, shard=cfg.data.shard,
                                                                  labels=cfg.data.labels))
         self.comm = build_communicator(cfg.comm, world.comm)
         self.algo = ALGORITHMS.get(cfg.algo.algo)(TrainContext(cfg, world, self.comm, dataset))
-        lockstep = self.algo.lockstep
-        if not lockstep and cfg.run.eval_every:
-            raise UsageError(f"--algo {cfg.algo.algo} trains every rank on its own clock: --eval-every would make "
-                             "ranks wait for each other during training; it is evaluated once, at the end")
-        #: the ranks that flush and checkpoint together: all of them, or each rank alone
-        self.peers = world.comm if lockstep else MPI.COMM_SELF
         self.evaluator = build_evaluator(dataset, device=world.device, data=cfg.data.data)
         self.loader = self.algo.make_loader()
         self.start_step, self.elapsed0, self.last_ckpt = 0, 0.0, -1
         self.last_eval_step, self.last_eval = -1, {}
-        self.stop_signal, self.local_error = 0, None
+        self.stop_signal = 0
         if cfg.run.resume:
             self._load_checkpoint()
         mode = "resume" if cfg.run.resume else ("force" if cfg.run.force else "create")
         attrs = run_attrs(cfg, world, self.algo)
-        self.recorder = Recorder(cfg.run.out, world.comm, attrs, cfg.run.flush_every, mode,
-                                 self.start_step if lockstep else 0)
-        #: where this rank's step rows go: the results file, or (own clock) this rank's own file
-        self.rows = self.recorder if lockstep else collectively(world.comm, lambda: Recorder(
-            rows_path(cfg, world.rank), MPI.COMM_SELF, {**attrs, "world_size": 1}, cfg.run.flush_every,
-            "resume" if cfg.run.resume else "force", self.start_step))
+        self.recorder = Recorder(cfg.run.out, world.comm, attrs, cfg.run.flush_every, mode, self.first_row())
+        self.rows = self.open_rows(attrs)
+
+    # -- what a driver decides -------------------------------------------------------------------
+    #: the ranks that flush and checkpoint together
+    peers: MPI.Comm
+
+    def check(self, cfg: RunConfig) -> None:
+        """UsageError if ``cfg`` cannot run under this driver."""
+
+    def first_row(self) -> int:
+        """The results file's row count to continue from."""
+        return self.start_step
+
+    def open_rows(self, attrs: dict[str, Any]) -> Recorder:
+        """Where this rank's step rows go."""
+        return self.recorder
+
+    def should_stop(self, step: int, elapsed: float, signals: StopSignals) -> bool:
+        raise NotImplementedError
+
+    def on_error(self, e: CollectiveError) -> None:
+        """An error raised while training (re-raise to stop every rank together)."""
+        raise e
+
+    def end_training(self, step: int, elapsed: float) -> None:
+        """Collective, once every rank stopped: raise why the run stopped early, if it did."""
+        if self.stop_signal:
+            where = (f"checkpoint in {checkpoint.folder(self.cfg.run.out)}: continue with --resume"
+                     if self.cfg.run.ckpt_every else "no checkpoint (--ckpt-every 0)")
+            raise Interrupted(self.stop_signal, f"stopped by {signal_name(self.stop_signal)} at step {step} "
+                                                f"after {elapsed:.0f} s; {where}")
 
     # -- main loop -----------------------------------------------------------------------------
     def run(self) -> Path:
@@ -162,7 +195,7 @@ class Trainer:
         try:
             with StopSignals() as signals:
                 step, walls, elapsed = self._train(signals)
-                self._end_training(step, elapsed)
+                self.end_training(step, elapsed)
                 self.algo.finish(self.recorder)
                 save_final_model(run.out, self.algo.final_models(), cfg, step, self.world.comm)
                 metrics = self.last_eval if self.last_eval_step == step else self.evaluate(step)
@@ -175,14 +208,12 @@ class Trainer:
         return Path(run.out)
 
     def _train(self, signals: StopSignals) -> tuple[int, list[float], float]:
-        """Train until done or stopped; returns (steps reached, step walls, elapsed seconds). An
-        error stops lockstep ranks together; on its own clock, it stops this rank only and is kept
-        in ``self.local_error`` until the ranks agree on how the run ended."""
+        """Train until done or stopped; returns (steps reached, step walls, elapsed seconds)."""
         run = self.cfg.run
         t0 = time.perf_counter() - self.elapsed0
         step, walls, self.logged_at = self.start_step, [], time.perf_counter()
         try:
-            while not self._should_stop(step, time.perf_counter() - t0, signals):
+            while not self.should_stop(step, time.perf_counter() - t0, signals):
                 ts = time.perf_counter()
                 stats = self.algo.step(next(self.loader), step)
                 stats.step, stats.wall = step, time.perf_counter() - ts
@@ -200,47 +231,8 @@ class Trainer:
             if self.stop_signal:
                 self._save_checkpoint(step, time.perf_counter() - t0)
         except CollectiveError as e:
-            if self.algo.lockstep:
-                raise
-            if isinstance(e, NonFiniteLossError):  # found in this rank's own rows: name the rank
-                e = NonFiniteLossError(e.step, self.world.rank, e.which)
-            self.local_error = e
+            self.on_error(e)
         return step, walls, time.perf_counter() - t0
-
-    def _should_stop(self, step: int, elapsed: float, signals: StopSignals) -> bool:
-        run = self.cfg.run
-        done = step >= run.steps if run.budget <= 0 else elapsed >= run.budget
-        if not self.algo.lockstep:
-            self.stop_signal = signals.received
-            return done or bool(self.stop_signal)
-        if run.budget <= 0 and self.rows.buffered:
-            return done  # between flushes: step counts agree without asking
-        # Rank 0's clock and any rank's signal decide for everyone.
-        flags = np.array([int(done) if self.world.rank == 0 else 0, signals.received], dtype=np.int64)
-        self.world.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
-        self.stop_signal = int(flags[1])
-        return bool(flags.any())
-
-    def _end_training(self, step: int, elapsed: float) -> None:
-        """Collective, once every rank stopped: raise why the run stopped early, if it did. Ranks on
-        their own clocks first close their own rows and merge them into the results file."""
-        if not self.algo.lockstep:
-            try:
-                self.rows.close(finished=not (self.local_error or self.stop_signal))
-            except CollectiveError as e:  # a failed write: the file keeps its last complete block
-                self.local_error = self.local_error or e
-            try:
-                rows = read_rows(rows_path(self.cfg, self.world.rank))
-            except OSError as e:
-                rows, self.local_error = np.empty((0, len(COLUMNS))), self.local_error or e
-            self.recorder.merge(rows)
-            agree(self.world.comm, self.local_error)
-            self.stop_signal = self.world.comm.allreduce(self.stop_signal, op=MPI.MAX)
-        if self.stop_signal:
-            where = (f"checkpoint in {checkpoint.folder(self.cfg.run.out)}: continue with --resume"
-                     if self.cfg.run.ckpt_every else "no checkpoint (--ckpt-every 0)")
-            raise Interrupted(self.stop_signal, f"stopped by {signal_name(self.stop_signal)} at step {step} "
-                                                f"after {elapsed:.0f} s; {where}")
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, step: int) -> dict[str, float]:
@@ -279,8 +271,7 @@ class Trainer:
             checkpoint.check_resumable(state, path, self.cfg.to_json(), self.world.size, RESUMABLE_CHANGES)
             return state
         state = collectively(self.world.comm, load)
-        if self.algo.lockstep:
-            checkpoint.check_same_step(self.world.comm.allgather(int(state["step"])), self.cfg.run.out)
+        self.check_resumed_step(int(state["step"]))
         self.algo.load_state_dict(state["algorithm"])
         self.loader.load_state_dict(state["loader"])
         torch.set_rng_state(state["torch_rng"])
@@ -305,6 +296,86 @@ class Trainer:
         sent = self.world.comm.allreduce(self.comm.bytes_sent)
         self.log.info("done: %d steps, median %.2f ms/step (rank 0), %d bytes sent by all ranks -> %s",
                       steps, 1e3 * med, sent, self.cfg.run.out)
+
+    def check_resumed_step(self, step: int) -> None:
+        """Collective: UsageError if this rank's checkpoint step cannot continue with the others'."""
+
+
+class LockstepTrainer(Trainer):
+    """Every rank takes every step together (collectives inside the step): the ranks stop at the
+    same step, decided where they synchronise anyway -- every step of a ``--budget`` run (rank 0's
+    clock) and right after each flush -- and an error stops them together."""
+
+    @property
+    def peers(self) -> MPI.Comm:
+        return self.world.comm
+
+    def should_stop(self, step: int, elapsed: float, signals: StopSignals) -> bool:
+        run = self.cfg.run
+        done = step >= run.steps if run.budget <= 0 else elapsed >= run.budget
+        if run.budget <= 0 and self.rows.buffered:
+            return done  # between flushes: step counts agree without asking
+        # Rank 0's clock and any rank's signal decide for everyone.
+        flags = np.array([int(done) if self.world.rank == 0 else 0, signals.received], dtype=np.int64)
+        self.world.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
+        self.stop_signal = int(flags[1])
+        return bool(flags.any())
+
+    def check_resumed_step(self, step: int) -> None:
+        checkpoint.check_same_step(self.world.comm.allgather(step), self.cfg.run.out)
+
+
+class OwnClockTrainer(Trainer):
+    """Each rank trains on its own clock and never waits for the others (pcwgan): it records its
+    rows into its own file, ``<out>.ckpt/rank{r}.steps.hdf5``, checkpoints alone, and a signal or
+    an error stops that rank alone (kept until the end). At the end the ranks agree on how the run
+    ended and merge their rows into the results file."""
+
+    @property
+    def peers(self) -> MPI.Comm:
+        return MPI.COMM_SELF
+
+    def check(self, cfg: RunConfig) -> None:
+        if cfg.run.eval_every:
+            raise UsageError(f"--algo {cfg.algo.algo} trains every rank on its own clock: --eval-every would make "
+                             "ranks wait for each other during training; it is evaluated once, at the end")
+
+    def first_row(self) -> int:
+        return 0  # the results file gets every rank's rows at the end
+
+    def open_rows(self, attrs: dict[str, Any]) -> Recorder:
+        cfg, world = self.cfg, self.world
+        self.local_error: CollectiveError | None = None
+        return collectively(world.comm, lambda: Recorder(
+            rows_path(cfg, world.rank), MPI.COMM_SELF, {**attrs, "world_size": 1}, cfg.run.flush_every,
+            "resume" if cfg.run.resume else "force", self.start_step))
+
+    def should_stop(self, step: int, elapsed: float, signals: StopSignals) -> bool:
+        run = self.cfg.run
+        self.stop_signal = signals.received
+        return (step >= run.steps if run.budget <= 0 else elapsed >= run.budget) or bool(self.stop_signal)
+
+    def on_error(self, e: CollectiveError) -> None:
+        if isinstance(e, NonFiniteLossError):  # found in this rank's own rows: name the rank
+            e = NonFiniteLossError(e.step, self.world.rank, e.which)
+        self.local_error = e
+
+    def end_training(self, step: int, elapsed: float) -> None:
+        """Close this rank's rows, merge every rank's into the results file, agree on errors and
+        signals; then as every driver."""
+        try:
+            self.rows.close(finished=not (self.local_error or self.stop_signal))
+        except CollectiveError as e:  # a failed write: the file keeps its last complete block
+            self.local_error = self.local_error or e
+        try:
+            rows = read_rows(rows_path(self.cfg, self.world.rank))
+        except OSError as e:
+            rows, self.local_error = np.empty((0, len(COLUMNS))), self.local_error or e
+        self.recorder.merge(rows)
+        agree(self.world.comm, self.local_error)
+        self.stop_signal = self.world.comm.allreduce(self.stop_signal, op=MPI.MAX)
+        super().end_training(step, elapsed)
+
 
 
 def train(cfg: RunConfig, world: World) -> Path:

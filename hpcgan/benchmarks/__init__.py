@@ -5,6 +5,6 @@ Each benchmark parses its own flags (``--help`` and bad flags end in ``SystemExi
 run, prints a table on rank 0 and returns an exit status.
 """
 from .base import BENCHMARKS
-from . import comm, data, overhead, recorder, sharing  # noqa: F401  (register them)
+from . import comm, data, overhead, overlap, recorder, sharing  # noqa: F401  (register them)
 
 __all__ = ["BENCHMARKS"]

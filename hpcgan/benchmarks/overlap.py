@@ -1,0 +1,157 @@
+"""``hpcgan bench overlap``: how much communication the bucketed ``sync`` step hides behind backward,
+on a network emulated with ``--net-emulate delay`` so that communication costs about what compute
+does (one machine has no slow network of its own).
+
+For the case DATA:MODEL (default ``digits:dcgan32``), on the job's ranks:
+
+1. calibrate: a few unbucketed steps without emulation give the step's compute (wall minus
+   communication) and d, the values exchanged per step; the emulated bandwidth B is then chosen so
+   that one allreduce of 4d bytes is modelled to take ``--comm-ratio`` x compute:
+   2(M-1)(alpha + 4d/(MB)) = ratio x compute (alpha = ``--latency``);
+2. measure, in one loop: ``sync --bucket-mb 0`` (one exchange after backward: nothing can hide) and
+   ``sync --bucket-mb X`` for each X of ``--bucket-mb``, each under ``delay`` on its own
+   communicator, one step of each per iteration in rotating order, the same batches; per step the
+   slowest rank's wall time and the step's recorded phases.
+
+From the unbucketed run, compute C = median(wall - t_comm) and communication T = median(t_comm)
+are measured separately; a bucketed run's step S hides (C + T - S) / T of the communication
+(target >= 0.6 where comm ~ compute). The table also gives each run's recorded exposed
+(``t_comm``) and hidden (``t_comm_hidden``) communication, which must tell the same story.
+
+HDF5 (``--out``, rank 0): attrs world_size, machine, created_at, latency, bandwidth, case;
+``/overlap/{bucket_mb, buckets, t_step, t_compute, t_comm, t_comm_hidden, hidden_fraction}`` and
+``/targets`` (:mod:`.targets`).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import h5py
+import numpy as np
+import torch
+from mpi4py import MPI
+
+from ..algorithms import ALGORITHMS, TrainContext
+from ..algorithms.base import resolve_config
+from ..comm import build_communicator
+from ..data import build_dataset
+from ..errors import UsageError
+from ..info import machine
+from ..log import get_logger
+from ..results.recorder import utc_now
+from ..world import init_world, seed_everything
+from .base import BENCHMARKS
+from .targets import Target, write_targets
+
+GOAL = 0.6
+
+
+def build(case: str, world, bucket_mb: float, latency: float = 0.0, bandwidth: float = 0.0, batch: int = 64):
+    data, model = case.split(":", 1)
+    given = {"algo": "sync", "data": data, "model": model, "batch_size": batch, "bucket_mb": bucket_mb}
+    if latency or bandwidth:
+        given.update(net_latency=latency, net_bandwidth=bandwidth, net_emulate="delay")
+    cfg = resolve_config(given)
+    seed_everything(cfg.run.seed, world.rank)
+    comm = build_communicator(cfg.comm, world.comm)
+    algo = ALGORITHMS.get("sync")(TrainContext(cfg, world, comm, build_dataset(cfg.data.data)))
+    return algo, algo.make_loader()
+
+
+def slowest(values: list[float], comm: MPI.Comm) -> np.ndarray:
+    out = np.array(values, dtype=np.float64)
+    comm.Allreduce(MPI.IN_PLACE, out, op=MPI.MAX)
+    return out
+
+
+@BENCHMARKS.register("overlap")
+def bench_overlap(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="hpcgan bench overlap", description=__doc__.split("\n\n")[0])
+    p.add_argument("--case", default="digits:dcgan32", help="DATA:MODEL")
+    p.add_argument("--bucket-mb", default="25,4", help="comma list of bucket sizes to compare with 0 [MiB]")
+    p.add_argument("--comm-ratio", type=float, default=1.0, help="modelled communication / compute")
+    p.add_argument("--latency", type=float, default=50e-6, help="emulated alpha per message [s]")
+    p.add_argument("--steps", type=int, default=20, help="timed iterations (each runs one step of every run)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", default="", help="HDF5 file for the results (rank 0 writes)")
+    args = p.parse_args(argv)
+    try:
+        sizes = [float(x) for x in args.bucket_mb.split(",") if x]
+    except ValueError:
+        raise UsageError(f"--bucket-mb takes a comma list of sizes in MiB; got '{args.bucket_mb}'") from None
+    if args.case.count(":") != 1 or not sizes or min(sizes) <= 0 or args.steps < 1 or args.warmup < 0 \
+            or args.comm_ratio <= 0 or args.latency < 0:
+        raise UsageError("--case DATA:MODEL, --bucket-mb sizes > 0, --steps >= 1, --warmup >= 0, "
+                         "--comm-ratio > 0 and --latency >= 0")
+    world = init_world(MPI.COMM_WORLD)
+    if world.size < 2:
+        raise UsageError("bench overlap needs at least 2 ranks (a 1-rank job communicates nothing)")
+    log = get_logger()
+    torch.set_num_threads(world.threads)
+
+    # 1. calibrate: compute per step and the values exchanged, without emulation
+    algo, loader = build(args.case, world, 0.0, batch=args.batch_size)
+    work = []
+    for t in range(args.warmup + 5):
+        s = algo.step(next(loader), t)
+        work.append(s.t_compute + s.t_compress + s.t_update)
+    compute = float(np.median(slowest(work[args.warmup:], world.comm)))
+    d, m = len(algo.flat), world.size
+    per_message = compute * args.comm_ratio / (2 * (m - 1)) - args.latency
+    if per_message <= 0:
+        raise UsageError(f"--latency {args.latency:g} s alone exceeds the communication budget of a "
+                         f"{1e3 * compute:.1f} ms compute step")
+    bandwidth = 4 * d / (m * per_message)
+    log.info("bench overlap: compute %.1f ms/step, d = %d values; emulating alpha = %.0f us, B = %.3g MB/s",
+             1e3 * compute, d, 1e6 * args.latency, bandwidth / 1e6)
+
+    # 2. measure every run in one loop
+    runs = {b: build(args.case, world, b, args.latency, bandwidth, args.batch_size) for b in [0.0] + sizes}
+    rows = {b: [] for b in runs}
+    order = list(runs)
+    for t in range(args.warmup + args.steps):
+        for b in order[t % len(order):] + order[:t % len(order)]:
+            algo, loader = runs[b]
+            batch = next(loader)
+            t0 = time.perf_counter()
+            s = algo.step(batch, t)
+            wall = time.perf_counter() - t0
+            if t >= args.warmup:
+                rows[b].append([wall, s.t_compute + s.t_compress + s.t_update, s.t_comm, s.t_comm_hidden])
+        if (t + 1) % 5 == 0:
+            log.info("bench overlap: iteration %d of %d", t + 1, args.warmup + args.steps)
+    med = {b: np.median(slowest(np.array(r).reshape(-1).tolist(), world.comm).reshape(-1, 4), axis=0)
+           for b, r in rows.items()}
+    base = med[0.0]
+    C, T = base[0] - base[2], base[2]
+    table = []
+    for b, (wall, comp, comm, hidden) in med.items():
+        table.append({"bucket_mb": b, "buckets": len(runs[b][0].exchange.buckets), "t_step": wall, "t_compute": comp,
+                      "t_comm": comm, "t_comm_hidden": hidden, "hidden_fraction": (C + T - wall) / T})
+    if world.rank == 0:
+        targets = [Target(f"comm hidden by the bucketed sync step, --bucket-mb {r['bucket_mb']:g} "
+                          f"({r['buckets']} buckets), {args.case}, {m} ranks, comm ~ {args.comm_ratio:g} x compute",
+                          r["hidden_fraction"], lo=GOAL) for r in table if r["bucket_mb"] > 0]
+        print(f"hpcgan bench overlap: {m} rank(s), {world.threads} thread(s) per rank, {args.case}, batch "
+              f"{args.batch_size}; --net-emulate delay with alpha = {1e6 * args.latency:.0f} us, B = "
+              f"{bandwidth / 1e6:.3g} MB/s (modelled allreduce = {args.comm_ratio:g} x the calibrated compute "
+              f"{1e3 * compute:.1f} ms); medians of {args.steps} iterations, slowest rank")
+        print(f"unbucketed: compute C = {1e3 * C:.1f} ms, communication T = {1e3 * T:.1f} ms (measured separately)")
+        print(f"{'bucket_mb':>9} {'buckets':>7} {'step[ms]':>9} {'work[ms]':>9} {'exposed[ms]':>11} "
+              f"{'hidden[ms]':>10} {'(C+T-S)/T':>9}")
+        for r in table:
+            print(f"{r['bucket_mb']:9g} {r['buckets']:7d} {1e3 * r['t_step']:9.1f} {1e3 * r['t_compute']:9.1f} "
+                  f"{1e3 * r['t_comm']:11.1f} {1e3 * r['t_comm_hidden']:10.1f} {r['hidden_fraction']:9.2f}")
+        for target in targets:
+            print(target.line())
+        if args.out:
+            with h5py.File(args.out, "w") as f:
+                f.attrs.update(world_size=m, machine=machine(world.device), created_at=utc_now(),
+                               latency=args.latency, bandwidth=bandwidth, case=args.case)
+                g = f.create_group("overlap")
+                for key in table[0]:
+                    g.create_dataset(key, data=np.array([r[key] for r in table]))
+                write_targets(f, targets)
+    return 0
