@@ -169,12 +169,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def train_description() -> str:
     from .algorithms import ALGORITHMS
+    from .config import flag_fields
 
     lines = ["Train one configuration and write one results file. Each algorithm sets its own defaults "
              "(shown per flag) and accepts only the flags it uses:"]
     for name in ALGORITHMS:
         algo = ALGORITHMS.get(name)
-        own = sorted(algo.options)
+        own = sorted(flag_fields(algo.options))
         lines.append(f"  {name}: {algo.summary}" + (f" [own flags: {', '.join('--' + o.replace('_', '-') for o in own)}]"
                                                      if own else ""))
     return "\n".join(lines)

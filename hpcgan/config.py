@@ -6,7 +6,13 @@ Every field of a section becomes one flag (``gossip_rounds`` -> ``--gossip-round
 when it is built (:func:`check_fields`), so no configuration with a bad value exists anywhere, and
 a numeric field without bounds is a programming error caught by the tests.
 
-Field names are unique across sections, so a configuration can also be given as one flat mapping
+Compressors declare their own options (:mod:`hpcgan.compress.base`): ``CommConfig.compressor_options``
+holds the value of every registered compressor's option (given or default), each flag of its own
+(``--ratio``, ``--levels``) and each value checked against the compressor's declaration; the flags,
+the ``--compressor`` choices and the routing below read the registry when they run, so a compressor
+registered in its own module needs no edit here.
+
+Field names (and compressor option names) are unique across sections, so a configuration can also be given as one flat mapping
 ``{field name: value}`` (:meth:`RunConfig.from_values`): that is how an algorithm's own defaults
 (:class:`hpcgan.algorithms.Algorithm`) are laid under the flags the user gave. The whole
 :class:`RunConfig` is stored as JSON in every results file and hashed at start-up so that ranks
@@ -21,7 +27,7 @@ import json
 import math
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterable, Mapping
 
 from .errors import UsageError
 
@@ -44,36 +50,73 @@ class Bounds:
         return None
 
 
-def opt(default: Any, help: str, choices: tuple[str, ...] | None = None, **bounds: float) -> Any:
+def opt(default: Any, help: str, choices: tuple[str, ...] | Callable[[], list[str]] | None = None,
+        **bounds: float) -> Any:
     """A config field with its command-line help and what values it takes: ``choices`` (a closed
-    set of names) or ``bounds`` (``ge``, ``gt``, ``le``, ``lt``) for numbers."""
+    set of names, or a function returning them: a registry's names) or ``bounds`` (``ge``, ``gt``,
+    ``le``, ``lt``) for numbers."""
     return field(default=default, metadata={"help": help, "choices": choices, "bounds": Bounds(**bounds)})
+
+
+def choices_of(meta: Mapping[str, Any]) -> tuple[str, ...] | None:
+    choices = meta.get("choices")
+    return tuple(choices()) if callable(choices) else choices
+
+
+class FrozenMap(dict):
+    """A mapping in a configuration: a dict (JSON, ``dataclasses.asdict``) that refuses changes."""
+
+    def _frozen(self, *args, **kwargs):
+        raise TypeError("configuration values are frozen")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _frozen
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.items())))
+
+    def __reduce__(self):  # pickle and deepcopy rebuild it whole (a dict's items are set one by one)
+        return FrozenMap, (dict(self),)
+
+
+def compressor_names() -> list[str]:
+    from .compress import COMPRESSORS  # at call time: the compressors import this module
+    return COMPRESSORS.names()
+
+
+def compressor_options() -> dict[str, tuple[type, dataclasses.Field, list[str]]]:
+    """Every registered compressor's options: name -> (type, declaration, compressors using it)."""
+    from .compress.base import declared_options  # at call time: the compressors import this module
+    return declared_options()
 
 
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def problem(name: str, kind: type, value: Any, meta: Mapping[str, Any]) -> str | None:
+    """Why ``value`` of the field ``name`` (of type ``kind``) is outside its declaration, or None."""
+    if kind is bool:
+        if not isinstance(value, bool):
+            return f"{flag(name)} must be true or false, got {value!r}"
+    elif kind in (int, float):
+        if "bounds" not in meta or meta["bounds"] == Bounds():
+            raise TypeError(f"numeric config field {name} declares no bounds")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+            return f"{flag(name)} must be {'an integer' if kind is int else 'a number'}, got {value!r}"
+        if not math.isfinite(value):
+            return f"{flag(name)} must be finite, got {value}"
+        if why := meta["bounds"].violated(value):
+            return f"{flag(name)} {why}, got {value:g}"
+    elif (choices := choices_of(meta)) and value not in choices:
+        return f"{flag(name)} must be one of {', '.join(choices)}; got {value!r}"
+    return None
+
+
 def check_fields(section: Any) -> None:
     """UsageError naming every field of ``section`` whose value is outside its declaration."""
-    problems = []
     hints = typing.get_type_hints(type(section))
-    for f in dataclasses.fields(section):
-        value, kind, meta = getattr(section, f.name), hints[f.name], f.metadata
-        if kind is bool:
-            if not isinstance(value, bool):
-                problems.append(f"{flag(f.name)} must be true or false, got {value!r}")
-        elif kind in (int, float):
-            if "bounds" not in meta or meta["bounds"] == Bounds():
-                raise TypeError(f"numeric config field {f.name} declares no bounds")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-                problems.append(f"{flag(f.name)} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
-            elif not math.isfinite(value):
-                problems.append(f"{flag(f.name)} must be finite, got {value}")
-            elif why := meta["bounds"].violated(value):
-                problems.append(f"{flag(f.name)} {why}, got {value:g}")
-        elif meta.get("choices") and value not in meta["choices"]:
-            problems.append(f"{flag(f.name)} must be one of {', '.join(meta['choices'])}; got {value!r}")
+    problems = [why for f in dataclasses.fields(section)
+                if (why := problem(f.name, hints[f.name], getattr(section, f.name), f.metadata))]
     if problems:
         raise UsageError("; ".join(problems))
 
@@ -117,10 +160,9 @@ class OptimConfig(Section):
 @dataclass(frozen=True)
 class CommConfig(Section):
     backend: str = opt("mpi", "communication backend: mpi, torch, horovod")
-    compressor: str = opt("identity", "compressor of the exchanged steps: identity, fp16, bf16, sign, topk, "
-                          "topk-torch, randk, qsgd, powersgd")
-    ratio: float = opt(0.01, "fraction of coordinates kept by topk / randk", gt=0, le=1)
-    levels: int = opt(16, "QSGD quantization levels s", ge=1)
+    compressor: str = opt("identity", "compressor of the exchanged steps", compressor_names)
+    compressor_options: Mapping[str, Any] = field(
+        default_factory=FrozenMap, metadata={"help": "every registered compressor's options (each its own flag)"})
     error_feedback: bool = opt(True, "error feedback for compressed steps")
     granularity: str = opt("tensor", "what one compressor scale (or top-k budget) covers: each parameter tensor, "
                            "each network (G, D), or blocks of --block-size values", ("tensor", "network", "block"))
@@ -137,6 +179,21 @@ class CommConfig(Section):
     cuda_aware_mpi: str = opt("auto", "backend mpi with CUDA tensors: yes = hand device memory to MPI, no = "
                               "stage through pinned host buffers, auto = yes when the MPI library reports "
                               "CUDA support", ("auto", "yes", "no"))
+
+    def __post_init__(self) -> None:
+        """Checks the fields, then completes ``compressor_options`` with the declared defaults and
+        checks each given value against its compressor's declaration."""
+        super().__post_init__()
+        declared = compressor_options()
+        given = dict(self.compressor_options)
+        unknown = sorted(set(given) - set(declared))
+        if unknown:
+            raise UsageError(f"unknown compressor options {unknown}; declared: {', '.join(sorted(declared))}")
+        values = {name: given.get(name, f.default) for name, (_, f, _) in sorted(declared.items())}
+        problems = [why for name, (kind, f, _) in declared.items() if (why := problem(name, kind, values[name], f.metadata))]
+        if problems:
+            raise UsageError("; ".join(problems))
+        object.__setattr__(self, "compressor_options", FrozenMap(values))
 
 
 @dataclass(frozen=True)
@@ -190,21 +247,27 @@ class RunConfig:
     run: RunSettings = field(default_factory=RunSettings)
 
     def replace(self, **changes: dict[str, Any]) -> "RunConfig":
-        """Copy with some fields changed: ``cfg.replace(run={"steps": 10}, comm={"compressor": "sign"})``."""
+        """Copy with some fields changed: ``cfg.replace(run={"steps": 10}, comm={"compressor": "topk",
+        "ratio": 0.1})`` (compressor options by name, as flags give them)."""
         return dataclasses.replace(
-            self, **{sec: dataclasses.replace(getattr(self, sec), **kv) for sec, kv in changes.items()}
+            self, **{sec: dataclasses.replace(getattr(self, sec), **with_options(getattr(self, sec), kv))
+                     for sec, kv in changes.items()}
         )
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> "RunConfig":
         """The configuration with the fields named in ``values`` (flat ``{field: value}``), every
         other field at its declared default. Unknown names and bad values raise UsageError."""
-        unknown = sorted(set(values) - set(SECTION_OF))
+        options = compressor_options()
+        unknown = sorted(set(values) - set(SECTION_OF) - set(options))
         if unknown:
             raise UsageError(f"unknown config fields {unknown}")
         parts: dict[str, dict[str, Any]] = {sec: {} for sec in SECTIONS}
         for name, value in values.items():
-            parts[SECTION_OF[name]][name] = value
+            if name in options:
+                parts["comm"].setdefault("compressor_options", {})[name] = value
+            else:
+                parts[SECTION_OF[name]][name] = value
         built, problems = {}, []
         for sec, kv in parts.items():
             try:
@@ -216,6 +279,9 @@ class RunConfig:
         return cls(**built)
 
     def value(self, name: str) -> Any:
+        """The value of the field (or compressor option) ``name``."""
+        if name in self.comm.compressor_options:
+            return self.comm.compressor_options[name]
         return getattr(getattr(self, SECTION_OF[name]), name)
 
     def to_json(self) -> str:
@@ -227,6 +293,10 @@ class RunConfig:
         unknown = set(raw) - set(SECTIONS)
         if unknown:
             raise UsageError(f"config has unknown sections {sorted(unknown)}")
+        comm = raw.get("comm", {})
+        legacy = {k: comm.pop(k) for k in list(comm) if k in compressor_options()}  # files before options moved
+        if legacy:
+            comm["compressor_options"] = {**legacy, **comm.get("compressor_options", {})}
         try:
             return cls(**{sec: SECTIONS[sec](**raw.get(sec, {})) for sec in SECTIONS})
         except TypeError as e:
@@ -251,30 +321,63 @@ def add_config_arguments(parser: argparse.ArgumentParser, exclude: frozenset[str
         for f in dataclasses.fields(cls):
             if f.name in exclude:
                 continue
-            kind = hints[f.name]
-            extra = f"; {defaults[f.name]}" if defaults and f.name in defaults else ""
-            kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
-                                  "help": f"{f.metadata['help']} (default: {f.default}{extra})"}
-            if kind is bool:
-                kw["action"] = argparse.BooleanOptionalAction
-            else:
-                kw["type"] = kind
-                kw["metavar"] = f.name.upper()
-                if f.metadata.get("choices"):
-                    kw["choices"] = f.metadata["choices"]
-            group.add_argument(flag(f.name), **kw)
+            if f.name == "compressor_options":  # one flag per option, declared by the compressors
+                for name, (kind, option, users) in sorted(compressor_options().items()):
+                    if name not in exclude:
+                        add_flag(group, name, kind, option, f"{option.metadata['help']} ({', '.join(users)})",
+                                 defaults)
+                continue
+            add_flag(group, f.name, hints[f.name], f, f.metadata["help"], defaults)
+
+
+def add_flag(group, name: str, kind: type, f: dataclasses.Field, help: str, defaults: dict[str, str] | None) -> None:
+    extra = f"; {defaults[name]}" if defaults and name in defaults else ""
+    kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": f"{help} (default: {f.default}{extra})"}
+    if kind is bool:
+        kw["action"] = argparse.BooleanOptionalAction
+    else:
+        kw["type"] = kind
+        kw["metavar"] = name.upper()
+        if choices := choices_of(f.metadata):
+            kw["choices"] = choices
+            if callable(f.metadata["choices"]):  # a registry's names: said in the help, which argparse does not
+                kw["help"] = f"{help}: {', '.join(choices)} (default: {f.default}{extra})"
+    group.add_argument(flag(name), **kw)
+
+
+def flag_fields(names: Iterable[str]) -> set[str]:
+    """``names`` of config fields as flags name them: ``compressor_options`` stands for every
+    compressor option (``ratio``, ``levels``, ...)."""
+    names = set(names)
+    return names - {"compressor_options"} | (set(compressor_options()) if "compressor_options" in names else set())
 
 
 def given_values(ns: argparse.Namespace) -> dict[str, Any]:
-    """The config fields the command line gave explicitly, as ``{field: value}``."""
-    return {k: v for k, v in vars(ns).items() if k in SECTION_OF}
+    """The config fields (and compressor options) the command line gave explicitly, as ``{field: value}``."""
+    options = compressor_options()
+    return {k: v for k, v in vars(ns).items() if k in SECTION_OF or k in options}
+
+
+def with_options(section: Any, changes: dict[str, Any]) -> dict[str, Any]:
+    """``changes`` to the section ``section`` with compressor options given by name moved into its
+    ``compressor_options`` (the other options keep their values)."""
+    options = {k: changes[k] for k in changes if k in compressor_options()}
+    if not options:
+        return changes
+    rest = {k: v for k, v in changes.items() if k not in options}
+    return {**rest, "compressor_options": {**section.compressor_options, **rest.get("compressor_options", {}),
+                                           **options}}
 
 
 def config_to_argv(cfg: RunConfig, fields: set[str] | None = None) -> list[str]:
-    """The ``train`` flags that set ``fields`` (default: all) to their values in ``cfg``."""
+    """The ``train`` flags that set ``fields`` (default: all; ``compressor_options`` stands for
+    every compressor option) to their values in ``cfg``."""
+    wanted = set(SECTION_OF) if fields is None else set(fields)
+    if "compressor_options" in wanted:
+        wanted |= set(cfg.comm.compressor_options)
     argv: list[str] = []
-    for name in SECTION_OF:
-        if fields is not None and name not in fields:
+    for name in [*SECTION_OF, *cfg.comm.compressor_options]:
+        if name not in wanted or name == "compressor_options":
             continue
         value = cfg.value(name)
         if isinstance(value, bool):

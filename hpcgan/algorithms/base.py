@@ -34,7 +34,7 @@ import torch
 
 from ..comm import Communicator
 from ..compress import Compressor
-from ..config import SECTION_OF, RunConfig, flag
+from ..config import SECTION_OF, RunConfig, flag, flag_fields
 from ..data import Dataset, Loader
 from ..errors import UsageError
 from ..exchange import MIB, Bucket, BucketedExchange, Exchange, plan_buckets
@@ -80,8 +80,8 @@ class Algorithm(ABC):
     summary: ClassVar[str] = ""
     #: this algorithm's defaults for config fields, laid under the user's flags
     defaults: ClassVar[dict[str, Any]] = {}
-    #: the algorithm-specific config fields it uses (any registered algorithm's ``options``);
-    #: every other field is shared by all algorithms
+    #: the algorithm-specific config fields it uses (any registered algorithm's ``options``;
+    #: ``compressor_options`` = every compressor's options); every other field is shared by all
     options: ClassVar[frozenset[str]] = frozenset()
     #: values it accepts for shared fields that it restricts, e.g. {"optimizer": ("omd", "oadam")}
     choices: ClassVar[dict[str, tuple[str, ...]]] = {}
@@ -241,12 +241,12 @@ ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm")
 
 def specific_fields() -> frozenset[str]:
     """Config fields that only some registered algorithms use (the union of their ``options``)."""
-    return frozenset().union(*(ALGORITHMS.get(name).options for name in ALGORITHMS))
+    return frozenset().union(*(flag_fields(ALGORITHMS.get(name).options) for name in ALGORITHMS))
 
 
 def fields_of(algo: type[Algorithm]) -> set[str]:
     """Every config field ``algo`` uses: the shared ones and its own options."""
-    return (set(SECTION_OF) - specific_fields()) | set(algo.options)
+    return (flag_fields(SECTION_OF) - specific_fields()) | flag_fields(algo.options)
 
 
 def resolve_config(given: dict[str, Any]) -> RunConfig:
@@ -257,7 +257,7 @@ def resolve_config(given: dict[str, Any]) -> RunConfig:
     algo = ALGORITHMS.get(name)
     unused = sorted(set(given) - fields_of(algo))
     if unused:
-        users = {f: [a for a in ALGORITHMS if f in ALGORITHMS.get(a).options] for f in unused}
+        users = {f: [a for a in ALGORITHMS if f in flag_fields(ALGORITHMS.get(a).options)] for f in unused}
         raise UsageError(f"--algo {name} does not use " + ", ".join(
             f"{flag(f)} (used by {', '.join(users[f])})" for f in unused))
     cfg = RunConfig.from_values({**algo.defaults, **given})

@@ -4,7 +4,8 @@ with the peers a user would pick instead.
 For each available backend, op and message size (bytes of the dense fp32 tensor, d = size/4):
 warm-up calls, a barrier, then timed iterations; each iteration's time is the slowest rank's, and
 the median over iterations is reported. Ops: ``dense`` = in-place ``allreduce_`` (sum) of the
-fp32 tensor; a compressor name = compress + :func:`~hpcgan.exchange.collect` (its collectives + decompress of every
+fp32 tensor; ``dense-fp16`` / ``dense-bf16`` (with compressor fp16 / bf16) = the same of d 16-bit
+values; a compressor name = compress + :func:`~hpcgan.exchange.collect` (its collectives + decompress of every
 rank's payload + mean), the whole cost a training step pays; a peer (:mod:`.peers`: torch's
 ``fp16_compress_hook`` and ``powerSGD_hook`` on backend torch, Horovod's ``Compression.fp16`` on
 backend horovod) = the same job done by the peer's own code. Local costs (compress -- every round's
@@ -17,8 +18,10 @@ decompress) / clone at 6.3M values (<= 1.5 for sign, fp16, bf16; <= 3 for topk, 
 powersgd) and its slower call at 4 KiB (<= 50 us), topk-torch being the reference without goals;
 wire-byte ratios of sign and top-k; top-k's kept count (0.9k..1.1k) and delta (>= 0.9 x
 topk-torch's) on real dcgan32 digits gradients (:func:`~.gradients.real_gradient`,
-``--real-grads``); dense mpi vs horovod; and per peer and size, hpcgan's time / the peer's time
-(no goal).
+``--real-grads``); dense mpi vs horovod; on mpi, the allreduce of d fp16 / bf16 values
+(``dense-fp16``, ``dense-bf16``: ``allreduce_`` of the 16-bit tensor, no casts) vs the dense fp32 one
+(<= 1.2), and fp16 / bf16 with their casts vs the same (no goal); on horovod, hpcgan's fp16 and bf16 vs Horovod's own fp16 (<= 1.1); and per peer and size,
+hpcgan's time / the peer's time (no goal).
 
 HDF5 layout (``--out FILE.h5``, written by rank 0; attrs world_size, versions_json, machine,
 created_at, threads, kernels_json)::
@@ -50,8 +53,8 @@ from mpi4py import MPI
 
 from ..comm import BACKENDS, build_communicator
 from ..compress import COMPRESSORS, build_compressor, cast, powersgd, qsgd, sign, sparse
-from ..compress.base import local_rounds
-from ..config import CommConfig
+from ..compress.base import declared_options, local_rounds
+from ..config import CommConfig, add_flag
 from ..errors import UsageError
 from ..exchange import collect
 from ..info import machine, versions
@@ -65,6 +68,9 @@ LOCAL_ITERS = 30  # timed compress / decompress / clone rounds per size at least
 SPEED_GOALS = {"sign": 1.5, "fp16": 1.5, "bf16": 1.5, "topk": 3.0, "randk": 3.0, "qsgd": 3.0, "powersgd": 3.0}
 SMALL_BYTES, SMALL_GOAL = 4096, 50e-6  # each call at 4 KiB: <= 50 us
 REFERENCES = {"topk-torch"}            # measured for comparison, no goal of their own
+HALF_SUMS = {"dense-fp16": torch.float16, "dense-bf16": torch.bfloat16}  # allreduce_ of d 16-bit values
+HALF_VS_DENSE = 1.2    # mpi: the 16-bit allreduce of d values <= 1.2x the dense fp32 one, at the target size
+HALF_VS_HOROVOD = 1.1  # horovod: hpcgan's fp16 / bf16 (cast, sum, cast back) <= 1.1x Horovod's own fp16
 UNITS = {"": 1, "k": 2**10, "kib": 2**10, "m": 2**20, "mib": 2**20, "g": 2**30, "gib": 2**30, "b": 1}
 
 
@@ -130,8 +136,9 @@ def bench_comm(argv: list[str]) -> int:
                    help="explicit comma list of sizes (overrides --min-size/--max-size)")
     p.add_argument("--iters", type=int, default=50, help="timed iterations up to 1 MiB (a tenth above)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--ratio", type=float, default=0.01, help="topk / randk ratio")
-    p.add_argument("--levels", type=int, default=16, help="QSGD levels")
+    options = declared_options()
+    for name, (kind, f, users) in sorted(options.items()):  # each compressor's own options
+        add_flag(p, name, kind, f, f"{f.metadata['help']} ({', '.join(users)})", None)
     p.add_argument("--real-grads", default="dcgan32:digits",
                    help="MODEL:DATA whose gradients measure top-k's kept count and delta; 'none' skips it")
     p.add_argument("--out", default="", help="HDF5 file for the results (rank 0 writes)")
@@ -144,7 +151,7 @@ def bench_comm(argv: list[str]) -> int:
         COMPRESSORS.get(n)  # unknown names fail before any collective
     if args.real_grads != "none" and not re.fullmatch(r"[\w-]+:[\w:./-]+", args.real_grads):
         raise UsageError(f"--real-grads takes MODEL:DATA (e.g. dcgan32:digits) or none; got '{args.real_grads}'")
-    cfg = CommConfig(ratio=args.ratio, levels=args.levels)
+    cfg = CommConfig(compressor_options={k: v for k, v in vars(args).items() if k in options})  # checked
     comms, skipped = {}, {}
     for name in args.backends.split(","):
         BACKENDS.get(name)
@@ -161,6 +168,11 @@ def bench_comm(argv: list[str]) -> int:
             zeros = torch.zeros_like(x)  # summed in place, stays zero: no copy inside the timing
             rows.append(collective_row(backend, "dense", size, comm,
                                        lambda: comm.allreduce_(zeros, average=False), n, args))
+            for op, dtype in HALF_SUMS.items():
+                if op.removeprefix("dense-") in ops:  # the 16-bit sum alone, without the casts
+                    half = torch.zeros(size // 4, dtype=dtype)
+                    rows.append(collective_row(backend, op, size, comm,
+                                               lambda h=half: comm.allreduce_(h, average=False), n, args))
             for op in ops:
                 c = build_compressor(replace(cfg, compressor=op))
                 fn = lambda: collect(comm, c, *c.compress(x, [x.numel()]))  # noqa: E731
@@ -170,7 +182,7 @@ def bench_comm(argv: list[str]) -> int:
                     row = collective_row(backend, peer.name, size, comm, peer.build(x, comm), n, args)
                     rows.append({**row, "wire_bytes": peer.wire(x.numel())})  # outside hpcgan's accounting
     if world.rank == 0:
-        real = real_gradient_figures(args) if args.real_grads != "none" and "topk" in ops else []
+        real = real_gradient_figures(args, cfg) if args.real_grads != "none" and "topk" in ops else []
         targets = speed_targets(local) + wire_targets(local) + real + transport_targets(rows)
         print_report(rows, local, skipped, world.size, targets)
         if args.out:
@@ -239,30 +251,38 @@ def wire_targets(local) -> list[Target]:
     return out
 
 
-def real_gradient_figures(args) -> list[Target]:
+def real_gradient_figures(args, cfg: CommConfig) -> list[Target]:
     """top-k's kept count and delta against torch.topk's on one real gradient (rank 0, no comm)."""
     from .gradients import real_gradient
     model, data = args.real_grads.split(":", 1)
     x, tensor_sizes = real_gradient(model, data)
-    cfg = CommConfig(ratio=args.ratio)
-    fast, exact = (build_compressor(replace(cfg, compressor=n)) for n in ("topk", "topk-torch"))
+    ratio = cfg.compressor_options["ratio"]
+    fast, exact = (build_compressor(n, ratio=ratio) for n in ("topk", "topk-torch"))
     fast.compress(x, tensor_sizes)
     exact.compress(x, tensor_sizes)
-    k = sum(sparse.keep_counts(args.ratio, tensor_sizes))
+    k = sum(sparse.keep_counts(ratio, tensor_sizes))
     where = f"on {model}/{data} gradients ({x.numel()} values, {len(tensor_sizes)} tensors)"
     return [Target(f"topk kept / k {where}", fast.stats()["kept"] / k, lo=0.9, hi=1.1),
             Target(f"topk delta / topk-torch delta {where}", fast.stats()["delta"] / exact.stats()["delta"], lo=0.9)]
 
 
 def transport_targets(rows) -> list[Target]:
-    """Dense mpi vs horovod at the target size; each peer vs the hpcgan op it stands in for."""
+    """At the target size: dense mpi vs horovod; on mpi, each 16-bit sum (cast, allreduce of the
+    16-bit values, cast back) vs the dense fp32 allreduce; on horovod, each 16-bit sum vs Horovod's
+    own fp16 (``hvd-fp16``). Each peer vs the hpcgan op it stands in for, at every size (no goal)."""
     out = []
     size = 4 * SIGN_TARGET_ELEMENTS
-    dense = {r["backend"]: r["t_median"] for r in rows if r["op"] == "dense" and r["size"] == size}
-    if "mpi" in dense and "horovod" in dense:
-        out.append(Target(f"dense allreduce of {fmt_size(size)} mpi / horovod time", dense["mpi"] / dense["horovod"],
-                          hi=1.0))
     at = {(r["backend"], r["op"], r["size"]): r["t_median"] for r in rows}
+    if ("mpi", "dense", size) in at and ("horovod", "dense", size) in at:
+        out.append(Target(f"dense allreduce of {fmt_size(size)} mpi / horovod time",
+                          at[("mpi", "dense", size)] / at[("horovod", "dense", size)], hi=1.0))
+    for backend, versus, goal, half in (("mpi", "dense", HALF_VS_DENSE, HALF_SUMS),
+                                        ("mpi", "dense", math.nan, ("fp16", "bf16")),  # with the casts: no goal
+                                        ("horovod", "hvd-fp16", HALF_VS_HOROVOD, ("fp16", "bf16"))):
+        for op in half:
+            if (backend, op, size) in at and (backend, versus, size) in at:
+                out.append(Target(f"{backend}: {op} / {versus} allreduce time at {fmt_size(size)}",
+                                  at[(backend, op, size)] / at[(backend, versus, size)], hi=goal))
     for backend, op, size in at:
         for peer in peers_for(backend):
             if peer.name == op and (backend, peer.versus, size) in at:

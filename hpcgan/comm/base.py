@@ -31,8 +31,19 @@ accounting and the non-blocking path:
   for CPU and CUDA tensors on every backend. Primitives therefore only ever see contiguous 1-D
   tensors on a device the transport takes. The worker thread has staging buffers of its own.
 
-16-bit floats are summed by gathering every rank's values and adding them in rank order in fp32
-(MPI has no fp16 sum), the same on every backend, so results agree bit for bit across backends.
+16-bit floats (fp16, bf16) are summed by the backend's ``_allreduce_half`` (mpi: an MPI op running
+a C kernel; horovod: Horovod's own fp16 sum, that C op for bf16; torch: gloo's and NCCL's own). Every
+one adds two partial sums by the correctly rounded 16-bit sum lowp(fp32(a) + fp32(b)), so:
+
+1. every rank gets the same bits (the sum of two operands does not depend on their order);
+2. at 2 ranks the result is the correctly rounded sum, the same bits on every backend, and the
+   same as summing in fp32 and rounding once;
+3. at more ranks each partial sum is rounded to 16 bits, in the order of the transport's own
+   algorithm (ring, tree, recursive doubling), so backends may differ in the last bits; a run on
+   one backend with the same ranks is deterministic.
+
+Special values follow IEEE: a NaN anywhere gives NaN; +inf and -inf give NaN; a finite sum past the
+16-bit range gives +-inf (fp16 overflows at 65520, bf16 as fp32); subnormal inputs and sums are kept.
 """
 from __future__ import annotations
 
@@ -54,7 +65,7 @@ from .transport import Transport
 EMULATIONS = ("account", "delay")
 
 BACKENDS: Registry[type["Communicator"]] = Registry("backend")
-_GATHER_SUMMED = (torch.float16, torch.bfloat16)
+_HALF = (torch.float16, torch.bfloat16)
 
 
 class Communicator(ABC):
@@ -144,6 +155,15 @@ class Communicator(ABC):
     def _allreduce(self, t: torch.Tensor) -> None:
         """In-place elementwise sum of ``t`` over all ranks."""
 
+    def _allreduce_half(self, t: torch.Tensor) -> None:
+        """In-place sum of the 16-bit float ``t`` over all ranks, each pair of partial sums added as
+        lowp(fp32(a) + fp32(b)) (module doc). This default gathers every rank's values and adds them
+        in rank order that way, on any transport; backends override it with a sum on the wire."""
+        parts = self._gather(t, [t.numel()] * self.size)
+        t.copy_(parts[0])
+        for p in parts[1:]:
+            t.copy_(p.float().add_(t.float()))
+
     @abstractmethod
     def _allgather(self, t: torch.Tensor, out: torch.Tensor, counts: list[int]) -> None:
         """Every rank's ``t`` into ``out`` in rank order; rank r sends ``counts[r]`` elements and
@@ -203,16 +223,8 @@ class Communicator(ABC):
         """In-place sum (or mean) of ``t`` over all ranks; returns ``t``."""
         leave = self._enter()
         nbytes = t.numel() * t.element_size()
-        if t.dtype in _GATHER_SUMMED:
-            self._count(nbytes, self.net.allgather(nbytes, self.size))
-            parts = self._gather(t.reshape(-1), [t.numel()] * self.size)
-            total = parts[0].float()
-            for p in parts[1:]:
-                total += p.float()
-            t.copy_(total.view_as(t))
-        else:
-            self._count(nbytes, self.net.allreduce(nbytes, self.size))
-            self._in_place(self._allreduce, t)
+        self._count(nbytes, self.net.allreduce(nbytes, self.size))
+        self._in_place(self._allreduce_half if t.dtype in _HALF else self._allreduce, t)
         leave()
         if average and self.size > 1:
             t.div_(self.size)

@@ -2,7 +2,9 @@
 
 ``hvd.init(comm)`` over the given mpi4py communicator; dense sums use ``hvd.allreduce_`` with
 ``op=hvd.Sum`` (Horovod's own fusion and ring/tree algorithms), payloads of any length use
-``hvd.allgather`` (concatenation along dim 0). Horovod's wire compression (``hvd.Compression``)
+``hvd.allgather`` (concatenation along dim 0). fp16 sums are Horovod's own (its MPI op adds pairs in
+fp32 and rounds once, as :func:`.mpi.half_sum_op` does); Horovod has no bfloat16, so bf16 sums run
+hpcgan's MPI op over the same ranks. Horovod's wire compression (``hvd.Compression``)
 is not used: hpcgan's compressors run before the communicator, so every backend moves the same
 bytes. Gossip (neighbour exchange) has no Horovod equivalent and raises UsageError. Horovod built
 with NCCL takes CUDA tensors as they are; otherwise the base class stages them through reused
@@ -17,6 +19,7 @@ from ..errors import UsageError
 from ..netmodel import NetworkModel
 from .base import BACKENDS, Communicator
 from .control import ControlChannel
+from .mpi import allreduce_half
 
 
 def import_horovod():
@@ -39,11 +42,22 @@ class HorovodCommunicator(Communicator):
             hvd.init(comm=self.comm)
         if hvd.size() != self.comm.size or hvd.rank() != self.comm.rank:
             raise UsageError("Horovod is already initialised over a different set of ranks")
+        self.data = self.comm.Dup()  # bf16 sums (Horovod has no bfloat16): never matched with a control message
         super().__init__(self.comm.rank, self.comm.size, net, ControlChannel(self.comm),
                          direct=frozenset({"cpu", "cuda"} if hvd.nccl_built() else {"cpu"}), emulate=emulate)
 
     def _allreduce(self, t: torch.Tensor) -> None:
         self.hvd.allreduce_(t, op=self.hvd.Sum)
+
+    def _allreduce_half(self, t: torch.Tensor) -> None:
+        if t.dtype == torch.float16:
+            self.hvd.allreduce_(t, op=self.hvd.Sum)
+        elif t.device.type == "cpu":
+            allreduce_half(self.data, t)
+        else:
+            x = t.cpu()
+            allreduce_half(self.data, x)
+            t.copy_(x)
 
     def _allgather(self, t: torch.Tensor, out: torch.Tensor, counts: list[int]) -> None:
         out.view(torch.uint8).copy_(self.hvd.allgather(t.view(torch.uint8)))  # bytes: Horovod has no bfloat16

@@ -7,6 +7,11 @@ pinned host buffers by the base class (:mod:`.staging`), unless MPI reads device
 ``__cuda_array_interface__`` (mpi4py's buffer protocol for device arrays), after the current CUDA
 stream has finished writing them. Every primitive moves raw bytes where it can (allgather,
 broadcast, neighbour exchange), so any dtype works, bfloat16 included.
+
+16-bit floats are summed by an MPI user-defined reduction (:func:`half_sum_op`) whose function is
+the C kernel of ``cast.c``: every pair of partial sums is added in fp32 and rounded once to 16 bits
+(the correctly rounded 16-bit sum), the way Horovod's own fp16 MPI op sums. MPI only sees 2-byte
+elements and a commutative op, so it picks the same algorithms as for a dense sum.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from functools import lru_cache
 import torch
 from mpi4py import MPI
 
+from ..compress import cast
 from ..config import CommConfig
 from ..log import get_logger
 from ..netmodel import NetworkModel
@@ -67,6 +73,28 @@ def uses_device_memory(setting: str, supported: bool) -> bool:
     return {"yes": True, "no": False, "auto": supported}[setting]
 
 
+@lru_cache(maxsize=None)
+def half_sum_op(dtype: torch.dtype) -> MPI.Op:
+    """The MPI op that sums 16-bit floats of ``dtype`` (fp16 or bf16) carried as ``MPI.UINT16_T``:
+    ``inout = lowp(fp32(in) + fp32(inout))``, by the C kernel where available, else torch (same
+    bits). Commutative bit for bit (x + y = y + x), so every rank of an allreduce gets the same
+    result whatever algorithm MPI runs; created on first use, after MPI is initialised."""
+    kernel = cast.sum_kernel(dtype)
+
+    def add(inbuf, outbuf, datatype) -> None:
+        if kernel is not None:
+            kernel(inbuf.address, outbuf.address, outbuf.nbytes // 2)
+        elif outbuf.nbytes:
+            cast.add_(torch.frombuffer(outbuf, dtype=dtype), torch.frombuffer(inbuf, dtype=dtype))
+
+    return MPI.Op.Create(add, commute=True)
+
+
+def allreduce_half(comm: MPI.Comm, t: torch.Tensor) -> None:
+    """In-place sum of the contiguous 1-D host tensor ``t`` (fp16 or bf16) over ``comm``."""
+    comm.Allreduce(MPI.IN_PLACE, [t.view(torch.int16).numpy(), MPI.UINT16_T], op=half_sum_op(t.dtype))
+
+
 @BACKENDS.register("mpi")
 class MPICommunicator(Communicator):
     name = "mpi"
@@ -92,6 +120,16 @@ class MPICommunicator(Communicator):
 
     def _allreduce(self, t: torch.Tensor) -> None:
         self.data.Allreduce(MPI.IN_PLACE, _buf(t), op=MPI.SUM)
+
+    def _allreduce_half(self, t: torch.Tensor) -> None:
+        """The sum runs on the host (:func:`half_sum_op`): device tensors (CUDA-aware MPI) go
+        through the host staging buffer."""
+        if t.device.type == "cpu":
+            allreduce_half(self.data, t)
+        else:
+            x = self._stage(t)
+            allreduce_half(self.data, x)
+            t.copy_(x)
 
     def _allgather(self, t: torch.Tensor, out: torch.Tensor, counts: list[int]) -> None:
         width = t.element_size()

@@ -86,6 +86,10 @@ class TorchCommunicator(Communicator):
     def _allreduce(self, t: torch.Tensor) -> None:
         dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self.group)
 
+    def _allreduce_half(self, t: torch.Tensor) -> None:
+        """gloo and NCCL sum fp16 and bf16 themselves, each pair of partial sums in fp32 rounded once."""
+        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self.group)
+
     def _allgather(self, t: torch.Tensor, out: torch.Tensor, counts: list[int]) -> None:
         longest = max(counts)
         if all(c == longest for c in counts):  # straight into out

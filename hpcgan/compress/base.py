@@ -19,6 +19,12 @@ rank's own Q(x), which error feedback subtracts, is then ``local(payload, ctx)``
 compressors it is ``decompress(payload, ctx)`` and known at once. :func:`roundtrip` runs every round
 on one process (each "sum over ranks" is the payload itself): Q(x) without a communicator.
 
+A compressor declares its own options (``Options``: a frozen dataclass of :func:`~hpcgan.config.opt`
+fields with defaults and bounds, the keywords of its constructor); everything else reads them from
+the registry: the flags (``--ratio``), ``CommConfig.compressor_options``, DQGAN's accepted flags,
+``hpcgan bench comm``'s flags and :func:`build_compressor` (``build_compressor("topk", ratio=0.01)``,
+or from a ``CommConfig``: the same path). Adding a compressor with options touches its own module.
+
 Registered here: identity. In their own modules: fp16 and bf16 (:mod:`.cast`), sign (:mod:`.sign`),
 topk, topk-torch and randk (:mod:`.sparse`), qsgd (:mod:`.qsgd`), powersgd (:mod:`.powersgd`).
 Bytes on the wire for d fp32 values (docs/ALGORITHMS.md section 0): identity 4d, fp16/bf16 2d, sign d/8 + 4 per tensor,
@@ -27,15 +33,24 @@ tensor, powersgd 4 r (rows + cols) per compressed tensor plus the others dense.
 """
 from __future__ import annotations
 
+import dataclasses
+import typing
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
 
 import torch
 
-from ..config import CommConfig
+from ..config import SECTION_OF, CommConfig, Section
+from ..errors import UsageError
 from ..registry import Registry
 
 Payload = list[torch.Tensor]
+
+
+@dataclass(frozen=True)
+class NoOptions(Section):
+    """The options of a compressor that has none."""
 
 
 class Compressor(ABC):
@@ -43,6 +58,11 @@ class Compressor(ABC):
     summable: ClassVar[bool]
     #: collectives per aggregate; more than one only for summable compressors (see the module doc)
     rounds: ClassVar[int] = 1
+    #: its own options: a frozen :class:`~hpcgan.config.Section` dataclass whose fields, declared
+    #: with :func:`~hpcgan.config.opt` (default, help, bounds), are keyword arguments of the
+    #: constructor. Each becomes a flag (``ratio`` -> ``--ratio``) and an entry of
+    #: ``CommConfig.compressor_options``; two compressors may share an option declared the same way.
+    Options: ClassVar[type[Section]] = NoOptions
 
     @abstractmethod
     def compress(self, x: torch.Tensor, sizes: Sequence[int]) -> tuple[Payload, Any]: ...
@@ -84,8 +104,7 @@ class Compressor(ABC):
         return sum(t.numel() * t.element_size() for t in payload)
 
 
-CompressorBuilder = Callable[[CommConfig], Compressor]
-COMPRESSORS: Registry[CompressorBuilder] = Registry("compressor")
+COMPRESSORS: Registry[type[Compressor]] = Registry("compressor")
 
 
 @COMPRESSORS.register("identity")
@@ -94,9 +113,6 @@ class Identity(Compressor):
 
     name, summable = "identity", True
 
-    def __init__(self, cfg: CommConfig | None = None):
-        pass
-
     def compress(self, x, sizes):
         return [x], x.shape
 
@@ -104,8 +120,50 @@ class Identity(Compressor):
         return payload[0].view(ctx)
 
 
-def build_compressor(cfg: CommConfig) -> Compressor:
-    return COMPRESSORS.get(cfg.compressor)(cfg)
+def option_names(name: str) -> list[str]:
+    """The options the compressor ``name`` declares."""
+    return [f.name for f in dataclasses.fields(COMPRESSORS.get(name).Options)]
+
+
+def declared_options() -> dict[str, tuple[type, dataclasses.Field, list[str]]]:
+    """Every registered compressor's options: name -> (type, declaration, the compressors declaring
+    it). An option two compressors declare differently, or named like a config field, is a
+    programming error (TypeError)."""
+    out: dict[str, tuple[type, dataclasses.Field, list[str]]] = {}
+    for name in COMPRESSORS:
+        options = COMPRESSORS.get(name).Options
+        hints = typing.get_type_hints(options)
+        for f in dataclasses.fields(options):
+            if f.name in SECTION_OF:
+                raise TypeError(f"compressor {name}: option {f.name} is named like a config field")
+            if f.name not in out:
+                out[f.name] = (hints[f.name], f, [name])
+                continue
+            kind, first, users = out[f.name]
+            if (kind, first.default, dict(first.metadata)) != (hints[f.name], f.default, dict(f.metadata)):
+                raise TypeError(f"compressor option {f.name} is declared differently by {users[0]} and {name}")
+            users.append(name)
+    return out
+
+
+def build_compressor(spec: str | CommConfig, **options: Any) -> Compressor:
+    """The compressor named ``spec`` with ``options`` (those it declares; the others at their
+    defaults), checked against its declaration (UsageError): ``build_compressor("topk", ratio=0.01)``.
+    For a :class:`~hpcgan.config.CommConfig`, the one ``spec.compressor`` names with its options'
+    values from ``spec.compressor_options``."""
+    if isinstance(spec, CommConfig):
+        if options:
+            raise TypeError("build_compressor(CommConfig) takes its options from the config")
+        name = spec.compressor
+        options = {k: spec.compressor_options[k] for k in option_names(name)}
+    else:
+        name = spec
+    cls, declared = COMPRESSORS.get(name), option_names(name)
+    unknown = sorted(set(options) - set(declared))
+    if unknown:
+        raise UsageError(f"compressor {name} takes {'options ' + ', '.join(declared) if declared else 'no options'}"
+                         f"; got {', '.join(unknown)}")
+    return cls(**dataclasses.asdict(cls.Options(**options)))
 
 
 def local_rounds(compressor: Compressor, payload: Payload, ctx: Any) -> list[Payload]:

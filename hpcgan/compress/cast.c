@@ -1,4 +1,6 @@
-/* 16-bit float casts for hpcgan.compress.cast: fp32 <-> fp16 and fp32 <-> bf16, one pass each way.
+/* 16-bit float casts for hpcgan.compress.cast: fp32 <-> fp16 and fp32 <-> bf16, one pass each way;
+   and the elementwise 16-bit sums y = lowp(fp32(x) + fp32(y)) that the communicators' fp16/bf16
+   allreduce applies to each pair of partial sums (hpcgan.comm.halfsum).
 
    A cast is bound by memory traffic, not arithmetic: compress reads 4 bytes and writes 2 per value,
    decompress reads 2 and writes 4. An ordinary store first reads the cache line it writes (a
@@ -10,6 +12,12 @@
    conversion (F16C / AVX-512), bf16 by rounding the upper 16 bits of the fp32 encoding
    ((u + 0x7fff + ((u >> 16) & 1)) >> 16; a NaN becomes the quiet NaN 0x7fc0). Same bits as
    torch for every non-NaN value; NaN stays NaN.
+
+   A 16-bit sum converts both operands to fp32 (exact), adds in fp32 and rounds once to 16 bits
+   (nearest even). The fp32 sum of two values of p-bit precision rounded to 16 bits is the correctly
+   rounded 16-bit sum, since fp32's 24 bits are >= 2p + 2 (p = 11 for fp16, 8 for bf16: double
+   rounding is innocuous), so each pairwise sum is what exact arithmetic rounded once would give,
+   and x + y = y + x bit for bit.
 
    Built for AVX-512F, or AVX2 + F16C; elsewhere hpcgan_cast_isa() says "none" and cast.py uses
    torch's casts. */
@@ -71,9 +79,11 @@ typedef __m512 vf;
 typedef __m512i vi;
 typedef __m256i vh;   /* LANES 16-bit values */
 #define LOAD(p) _mm512_loadu_ps(p)
+#define ADD(a, b) _mm512_add_ps(a, b)
 #define STORE(p, v, s) ((s) ? _mm512_stream_ps(p, v) : _mm512_store_ps(p, v))
 #define STORE_H(p, v, s) ((s) ? _mm256_stream_si256((__m256i *)(p), v) : _mm256_store_si256((__m256i *)(p), v))
 #define LOAD_H(p) _mm256_loadu_si256((const __m256i *)(p))
+#define STOREU_H(p, v) _mm256_storeu_si256((__m256i *)(p), v)
 #define TO_F16(v) _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define FROM_F16(h) _mm512_cvtph_ps(h)
 static inline vh to_bf16(vf v)
@@ -90,9 +100,11 @@ typedef __m256 vf;
 typedef __m256i vi;
 typedef __m128i vh;
 #define LOAD(p) _mm256_loadu_ps(p)
+#define ADD(a, b) _mm256_add_ps(a, b)
 #define STORE(p, v, s) ((s) ? _mm256_stream_ps(p, v) : _mm256_store_ps(p, v))
 #define STORE_H(p, v, s) ((s) ? _mm_stream_si128((__m128i *)(p), v) : _mm_store_si128((__m128i *)(p), v))
 #define LOAD_H(p) _mm_loadu_si128((const __m128i *)(p))
+#define STOREU_H(p, v) _mm_storeu_si128((__m128i *)(p), v)
 #define TO_F16(v) _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define FROM_F16(h) _mm256_cvtph_ps(h)
 static inline vh to_bf16(vf v)
@@ -148,6 +160,25 @@ void hpcgan_bf16_to_f32(const uint16_t *restrict x, float *restrict y, int64_t n
     for (; i + LANES <= n; i += LANES) STORE(y + i, from_bf16(LOAD_H(x + i)), s);
     for (; i < n; ++i) y[i] = f32_of_bf16(x[i]);
     if (s) _mm_sfence();
+}
+
+/* y = lowp(fp32(x) + fp32(y)) elementwise, in place on y (x and y do not overlap). Outputs are
+   read right before they are written, so ordinary stores; no alignment needed. */
+
+void hpcgan_f16_add(const uint16_t *restrict x, uint16_t *restrict y, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        STOREU_H(y + i, TO_F16(ADD(FROM_F16(LOAD_H(x + i)), FROM_F16(LOAD_H(y + i)))));
+    for (; i < n; ++i) y[i] = _cvtss_sh(_cvtsh_ss(x[i]) + _cvtsh_ss(y[i]), _MM_FROUND_TO_NEAREST_INT);
+}
+
+void hpcgan_bf16_add(const uint16_t *restrict x, uint16_t *restrict y, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        STOREU_H(y + i, to_bf16(ADD(from_bf16(LOAD_H(x + i)), from_bf16(LOAD_H(y + i)))));
+    for (; i < n; ++i) y[i] = bf16_of(f32_of_bf16(x[i]) + f32_of_bf16(y[i]));
 }
 
 #endif

@@ -17,7 +17,6 @@ from typing import ClassVar
 
 import torch
 
-from ..config import CommConfig
 from . import native
 from .base import COMPRESSORS, Compressor
 
@@ -26,6 +25,8 @@ from .base import COMPRESSORS, Compressor
 _KERNELS = {(torch.float32, torch.float16): "hpcgan_f32_to_f16", (torch.float16, torch.float32): "hpcgan_f16_to_f32",
             (torch.float32, torch.bfloat16): "hpcgan_f32_to_bf16",
             (torch.bfloat16, torch.float32): "hpcgan_bf16_to_f32"}
+#: 16-bit dtype -> the kernel of cast.c that sums y = lowp(fp32(x) + fp32(y)) in place
+_SUMS = {torch.float16: "hpcgan_f16_add", torch.bfloat16: "hpcgan_bf16_add"}
 
 
 @lru_cache(maxsize=1)
@@ -36,7 +37,7 @@ def _kernels() -> ctypes.CDLL | None:
     lib.hpcgan_cast_isa.restype = ctypes.c_char_p
     if lib.hpcgan_cast_isa() == b"none":
         return None
-    for fn in _KERNELS.values():
+    for fn in (*_KERNELS.values(), *_SUMS.values()):
         getattr(lib, fn).argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
     return lib
 
@@ -59,15 +60,30 @@ def cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return out
 
 
+def sum_kernel(dtype: torch.dtype):
+    """The C function ``(x, y, n)`` that sets ``y = lowp(fp32(x) + fp32(y))`` for n values of the
+    16-bit float ``dtype`` at host addresses x and y (the correctly rounded 16-bit sum: see cast.c),
+    or None where the kernels are unavailable."""
+    lib = _kernels()
+    return getattr(lib, _SUMS[dtype]) if lib is not None and dtype in _SUMS else None
+
+
+def add_(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``y = lowp(fp32(x) + fp32(y))`` in place for 16-bit float CPU tensors of one shape: the C
+    kernel where available, else torch (same bits: both round the fp32 sum once, to nearest even)."""
+    kernel = sum_kernel(y.dtype) if y.is_contiguous() and x.is_contiguous() else None
+    if kernel is None:
+        return y.copy_(x.float().add_(y.float()))
+    kernel(x.data_ptr(), y.data_ptr(), y.numel())
+    return y
+
+
 class Cast(Compressor):
     """Q(x) = float(lowp(x)) for the 16-bit float type ``dtype`` with unit roundoff ``roundoff``."""
 
     summable: ClassVar[bool] = True
     dtype: ClassVar[torch.dtype]
     roundoff: ClassVar[float]
-
-    def __init__(self, cfg: CommConfig | None = None):
-        pass
 
     def compress(self, x, sizes):
         return [cast(x, self.dtype)], x.dtype

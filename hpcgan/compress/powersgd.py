@@ -46,7 +46,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..config import CommConfig
 from ..errors import UsageError
 from . import native
 from .base import COMPRESSORS, Compressor
@@ -189,7 +188,7 @@ def _join(parts: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
 class PowerSGD(Compressor):
     name, summable, rounds = "powersgd", True, 2
 
-    def __init__(self, cfg: CommConfig | None = None, rank: int = DEFAULT_RANK, seed: int = 0):
+    def __init__(self, rank: int = DEFAULT_RANK, seed: int = 0):
         if rank < 1:
             raise UsageError(f"powersgd rank must be >= 1, got {rank}")
         self.rank, self.seed = rank, seed

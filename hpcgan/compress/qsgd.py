@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import ctypes
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 
-from ..config import CommConfig
-from ..errors import UsageError
+from ..config import Section, opt
 from . import bits, native
 from .base import COMPRESSORS, Compressor
 from .counter import MASK32, call_key, uniform24
@@ -64,14 +64,18 @@ def _denominators(sizes: tuple[int, ...], levels: int) -> torch.Tensor:
                         dtype=torch.float64)
 
 
+@dataclass(frozen=True)
+class QSGDOptions(Section):
+    levels: int = opt(16, "QSGD quantization levels s", ge=1)
+
+
 @COMPRESSORS.register("qsgd")
 class QSGD(Compressor):
     name, summable = "qsgd", False
+    Options = QSGDOptions
 
-    def __init__(self, cfg: CommConfig | None = None, levels: int | None = None, seed: int | None = None):
-        self.levels = levels if levels is not None else (cfg.levels if cfg is not None else 16)
-        if self.levels < 1:
-            raise UsageError(f"--levels must be >= 1, got {self.levels}")
+    def __init__(self, levels: int = QSGDOptions.levels, seed: int | None = None):
+        self.levels = QSGDOptions(levels=levels).levels  # checked as declared
         self.planes = math.ceil(math.log2(2 * self.levels + 1))
         self.seed = torch.initial_seed() if seed is None else seed
         self.calls = 0

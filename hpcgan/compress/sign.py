@@ -27,7 +27,6 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from ..config import CommConfig
 from . import bits, native
 from .counter import MASK32, mix32, splitmix64
 from .base import COMPRESSORS, Compressor
@@ -77,7 +76,7 @@ def call_key(calls: int) -> int:
 class ScaledSign(Compressor):
     name, summable = "sign", False
 
-    def __init__(self, cfg: CommConfig | None = None):
+    def __init__(self):
         if sys.byteorder != "little":
             raise RuntimeError("the sign compressor reads fp32 sign bits on little-endian hosts only")
         self.calls = 0

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import ctypes
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
 
 import torch
 
-from ..config import CommConfig
-from ..errors import UsageError
+from ..config import Section, opt
 from . import native
 from .base import COMPRESSORS, Compressor
 from .counter import call_key, splitmix64
@@ -74,11 +74,16 @@ def _plan(sizes: tuple[int, ...], ratio: float) -> tuple[list[int], torch.Tensor
     return ks, torch.tensor(sizes, dtype=torch.int64), torch.tensor(ks, dtype=torch.int64)
 
 
+@dataclass(frozen=True)
+class SparseOptions(Section):
+    ratio: float = opt(0.01, "fraction of coordinates kept, k = ceil(ratio n) per tensor", gt=0, le=1)
+
+
 class Sparse(Compressor):
-    def __init__(self, cfg: CommConfig | None = None, ratio: float | None = None):
-        self.ratio = ratio if ratio is not None else (cfg.ratio if cfg is not None else 0.01)
-        if not 0.0 < self.ratio <= 1.0:
-            raise UsageError(f"--ratio must be in (0, 1], got {self.ratio}")
+    Options = SparseOptions
+
+    def __init__(self, ratio: float = SparseOptions.ratio):
+        self.ratio = SparseOptions(ratio=ratio).ratio  # checked as declared
 
     def delta(self, d: int) -> float:
         """min_t k_t/n_t >= ratio, whatever the split of the d values into tensors."""
@@ -96,8 +101,8 @@ class _TopKBase(Sparse):
 
     summable = False
 
-    def __init__(self, cfg: CommConfig | None = None, ratio: float | None = None):
-        super().__init__(cfg, ratio)
+    def __init__(self, ratio: float = SparseOptions.ratio):
+        super().__init__(ratio)
         self._stats: dict[str, float] = {}
 
     def compress(self, x, sizes):
@@ -228,8 +233,8 @@ def _strides(sizes: tuple[int, ...], ratio: float, device: str) -> tuple[torch.T
 class RandK(Sparse):
     name, summable = "randk", True
 
-    def __init__(self, cfg: CommConfig | None = None, ratio: float | None = None, seed: int = 0):
-        super().__init__(cfg, ratio)
+    def __init__(self, ratio: float = SparseOptions.ratio, seed: int = 0):
+        super().__init__(ratio)
         self.seed, self.calls = seed, 0
 
     def indices(self, sizes: Sequence[int], device: torch.device | str = "cpu") -> torch.Tensor:

@@ -5,7 +5,7 @@ from mpi4py import MPI
 
 from helpers import assert_all
 from hpcgan.comm import BACKENDS, build_communicator
-from hpcgan.compress import build_compressor
+from hpcgan.compress import COMPRESSORS, build_compressor
 from hpcgan.config import CommConfig
 from hpcgan.errors import UsageError
 from hpcgan.exchange import collect
@@ -24,15 +24,14 @@ def available():
     return comms, missing
 
 
-@pytest.mark.parametrize("name", ["identity", "fp16", "bf16", "sign", "topk", "topk-torch", "randk", "qsgd",
-                                  "powersgd"])
+@pytest.mark.parametrize("name", COMPRESSORS.names())
 def test_aggregate_identical_on_every_backend(name):
     comms, _ = available()
     assert {"mpi", "torch"} <= set(comms)  # horovod joins when built (see the test below)
     x = torch.randn(1001, generator=torch.Generator().manual_seed(COMM.rank))
     results = {}
     for backend, comm in comms.items():
-        c = build_compressor(CommConfig(compressor=name, ratio=0.05, levels=4))
+        c = build_compressor(CommConfig(compressor=name, compressor_options={"ratio": 0.05, "levels": 4}))
         if name == "qsgd":
             c.seed = COMM.rank
         payload, ctx = c.compress(x, [1000, 1])

@@ -11,7 +11,8 @@ from mpi4py import MPI
 
 from helpers import assert_all
 from hpcgan.comm import build_communicator
-from hpcgan.compress import build_compressor
+from hpcgan.comm.base import Communicator
+from hpcgan.compress import COMPRESSORS, build_compressor
 from hpcgan.compress.base import local_rounds
 from hpcgan.compress.qsgd import QSGD
 from hpcgan.config import CommConfig
@@ -21,7 +22,7 @@ from hpcgan.exchange import collect
 pytestmark = pytest.mark.mpi(min_size=2)
 COMM = MPI.COMM_WORLD
 BACKEND = os.environ.get("HPCGAN_TEST_BACKEND", "mpi")
-NAMES = ["identity", "fp16", "bf16", "sign", "topk", "topk-torch", "randk", "qsgd", "powersgd"]
+NAMES = COMPRESSORS.names()
 SIZES = [100, 3, 2300]  # powersgd: two small tensors dense, one 36 x 64 matrix
 
 
@@ -37,7 +38,7 @@ def rank_input(r: int) -> torch.Tensor:
 
 
 def compressor(name: str, r: int):
-    c = build_compressor(CommConfig(compressor=name, ratio=0.1, levels=4))
+    c = build_compressor(CommConfig(compressor=name, compressor_options={"ratio": 0.1, "levels": 4}))
     if isinstance(c, QSGD):
         c.seed = r  # ranks round independently
     return c
@@ -82,14 +83,15 @@ def test_after_the_first_call_aggregate_is_one_collective(name):
     comm = communicator()
     c = compressor(name, comm.rank)
     raw = []
-    for prim in ("_allreduce", "_allgather"):
+    for prim in ("_allreduce", "_allreduce_half", "_allgather"):
         inner = getattr(comm, prim)
 
         def spy(t, *args, _inner=inner, _prim=prim):
             raw.append(_prim)
             return _inner(t, *args)
         setattr(comm, prim, spy)
-    one = ["_allreduce"] * c.rounds if name in ("identity", "randk", "powersgd") else ["_allgather"]
+    one = {"identity": ["_allreduce"], "randk": ["_allreduce"], "powersgd": ["_allreduce"] * 2,
+           "fp16": ["_allreduce_half"]}.get(name, ["_allgather"])
     first = collect(comm, c, *c.compress(rank_input(comm.rank), SIZES))
     checks = len(raw) - len(one)
     for _ in range(3):  # a summable payload is summed in place: compress afresh, with a fresh compressor
@@ -114,6 +116,60 @@ def test_dense_collectives_closed_form():
     h = torch.full((4,), 0.5 * (comm.rank + 1), dtype=torch.float16)
     comm.allreduce_(h, average=False)
     assert_all(torch.all(h == 0.25 * p * (p + 1)), "fp16 sum")
+
+
+def half_input(r: int, n: int, dtype: torch.dtype) -> torch.Tensor:
+    """Rank r's n values: random over many octaves, then (rank 0 / rank 1) NaN / 1, +inf / -inf
+    (NaN), max / max (overflow to inf), the smallest subnormal twice, a subnormal and its negative."""
+    g = torch.Generator().manual_seed(7 * n + r)
+    x = (torch.randn(n, generator=g) * torch.exp(4 * torch.randn(n, generator=g))).to(dtype)
+    big, tiny = torch.finfo(dtype).max, torch.finfo(dtype).smallest_normal * torch.finfo(dtype).eps
+    special = [float("nan") if r == 0 else 1.0, float("inf") if r == 0 else -float("inf"), big, tiny,
+               tiny if r == 0 else -tiny]
+    k = min(n, len(special))
+    x[:k] = torch.tensor(special[:k], dtype=dtype)
+    return x
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_allreduce_is_the_rounded_sum_on_every_rank(dtype):
+    """fp16 / bf16 sums: the same bits on every rank; at 2 ranks the correctly rounded sum (the fp64
+    sum rounded once), so every backend agrees; at more ranks each partial sum rounds once more, within
+    the usual bound |error| <= (M - 1) u sum_m |x_m| (u the unit roundoff), up to subnormal spacing."""
+    comm = communicator()
+    for n in (1, 5, 33, 4097, 100_003):  # odd lengths: the kernels' scalar tails and MPI's chunking
+        x = half_input(comm.rank, n, dtype)
+        got = comm.allreduce_(x.clone(), average=False)
+        inputs = [half_input(r, n, dtype) for r in range(comm.size)]
+        exact = sum(i.double() for i in inputs)
+        nan = got.isnan()
+        bits = torch.where(nan, torch.zeros_like(got), got).view(torch.int16)
+        mine = torch.cat([nan.view(torch.int8), bits.view(torch.int8)]).numpy().tobytes()
+        assert_all(len(set(COMM.allgather(mine))) == 1, f"{dtype} n={n}: every rank the same bits")
+        assert_all(torch.equal(nan, exact.isnan()), f"{dtype} n={n}: NaN exactly where the sum is NaN")
+        gathered = x.clone()
+        Communicator._allreduce_half(comm, gathered)  # the default: gathered, summed in rank order
+        if comm.size == 2:
+            assert_all(torch.equal(gathered.isnan(), nan) and torch.equal(gathered[~nan], got[~nan]),
+                       f"{dtype} n={n}: the backend's sum = the gathered sum")
+        if comm.size == 2:
+            assert_all(torch.equal(bits[~nan], exact.to(dtype)[~nan].view(torch.int16)),
+                       f"{dtype} n={n}: the correctly rounded sum")
+        else:
+            info = torch.finfo(dtype)
+            magnitude = sum(i.double().abs() for i in inputs)
+            finite = magnitude < info.max / 2
+            bound = comm.size * (info.eps * magnitude + info.smallest_normal * info.eps)  # M - 1 roundings
+            err = (got.double() - exact).abs()
+            assert_all(bool((err <= bound)[finite].all()), f"{dtype} n={n}: within the rounding error bound")
+
+
+def test_half_allreduce_is_one_allreduce():
+    """An fp16 sum is accounted as one allreduce of its 2-byte values (not an allgather)."""
+    net = communicator(net_latency=1e-3, net_bandwidth=1e6)
+    before = net.t_net_emulated
+    net.allreduce_(torch.ones(1000, dtype=torch.float16))
+    assert_all(net.t_net_emulated - before == pytest.approx(net.net.allreduce(2000, net.size)), "allreduce model")
 
 
 @pytest.mark.parametrize("name", ["identity", "sign"])

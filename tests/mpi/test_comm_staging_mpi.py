@@ -61,7 +61,7 @@ def one_step(comm, r: int, device: torch.device = torch.device("cpu"),
     out.append(comm.broadcast_(torch.arange(5, device=device) * (r + 1), root=comm.size - 1))
     out.append(comm.broadcast_(rand(3, dtype=torch.bfloat16), root=0))
     for name in compressors:
-        c = build_compressor(CommConfig(compressor=name, ratio=0.1))
+        c = build_compressor(CommConfig(compressor=name, compressor_options={"ratio": 0.1}))
         payload, ctx = c.compress(torch.randn(sum(SIZES), generator=g), SIZES)
         out.append(collect(comm, c, [t.to(device) for t in payload], ctx))
     if BACKEND == "mpi":

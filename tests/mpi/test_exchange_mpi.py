@@ -35,7 +35,7 @@ def communicator(**kw):
 
 
 def compressor(name: str):
-    c = build_compressor(CommConfig(compressor=name, ratio=0.1, levels=4))
+    c = build_compressor(CommConfig(compressor=name, compressor_options={"ratio": 0.1, "levels": 4}))
     if isinstance(c, QSGD):
         c.seed = COMM.rank  # ranks round independently
     return c

@@ -57,7 +57,7 @@ def gloo():
 @pytest.mark.parametrize("name", ["sign", "topk", "randk", "qsgd", "powersgd", "fp16"])
 def test_ddp_hook_trains_with_error_feedback(gloo, name):
     net = torch.nn.parallel.DistributedDataParallel(model())
-    compressor = build_compressor(CommConfig(compressor=name, ratio=0.25, levels=16))
+    compressor = build_compressor(CommConfig(compressor=name, compressor_options={"ratio": 0.25, "levels": 16}))
     state = CompressionHook(compressor)
     net.register_comm_hook(state, compression_hook)
     first, last = train(net, torch.optim.Adam(net.parameters(), lr=1e-2), 100)
@@ -119,7 +119,7 @@ def test_horovod_compression_trains(name, ef, goal):
     if not hvd.is_initialized():
         hvd.init(comm=COMM)
     net = model()
-    compression = HorovodCompression(build_compressor(CommConfig(compressor=name, ratio=0.25)),
+    compression = HorovodCompression(build_compressor(CommConfig(compressor=name, compressor_options={"ratio": 0.25})),
                                      named_parameters=net.named_parameters(), error_feedback=ef)
     opt = hvd.DistributedOptimizer(torch.optim.Adam(net.parameters(), lr=1e-2),
                                    named_parameters=net.named_parameters(), compression=compression)

@@ -1,4 +1,5 @@
-"""cast.c's fp16 / bf16 casts give torch's bits (both vector builds, aligned or not, streamed or not)."""
+"""cast.c's fp16 / bf16 casts give torch's bits (both vector builds, aligned or not, streamed or not),
+and its 16-bit sums are correctly rounded."""
 import ctypes
 import shutil
 import subprocess
@@ -34,8 +35,37 @@ def check(cast_fn) -> None:
         assert cast_fn(cast_fn(nan, dtype), torch.float32).isnan().all()
 
 
+def every_pair(dtype: torch.dtype, shift: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every 16-bit pattern of ``dtype`` as x, paired with a rotated and a shuffled copy as y (NaNs,
+    infinities, subnormals, signed zeros and overflowing sums included)."""
+    x = torch.arange(-2**15, 2**15, dtype=torch.int32).to(torch.int16).view(dtype)
+    g = torch.Generator().manual_seed(shift)
+    return torch.cat([x, x]), torch.cat([x.roll(shift), x[torch.randperm(x.numel(), generator=g)]])
+
+
+def check_sums() -> None:
+    """``add_`` gives the correctly rounded sum (fp64 sum rounded once; NaN where it is NaN)."""
+    for dtype in DTYPES:
+        for shift in (1, 777):
+            x, y = every_pair(dtype, shift)
+            for n in (1, 17, x.numel() - 5):  # vector loops and scalar tails
+                expect = (x[:n].double() + y[:n].double()).to(dtype)
+                got = cast.add_(y[:n].clone(), x[:n])
+                nan = expect.isnan()
+                assert torch.equal(got.isnan(), nan), (dtype, shift, n)
+                assert torch.equal(got[~nan].view(torch.int16), expect[~nan].view(torch.int16)), (dtype, shift, n)
+
+
 def test_cast_gives_torchs_bits():
     check(cast.cast)
+
+
+def test_sums_are_correctly_rounded_with_and_without_the_kernel(monkeypatch):
+    assert cast.sum_kernel(torch.float16) is not None or cast.implementation() == "torch"
+    check_sums()
+    monkeypatch.setattr(cast, "_kernels", lambda: None)
+    assert cast.sum_kernel(torch.float16) is None
+    check_sums()
 
 
 def test_the_avx2_build_gives_torchs_bits(tmp_path: Path, monkeypatch):
@@ -49,10 +79,11 @@ def test_the_avx2_build_gives_torchs_bits(tmp_path: Path, monkeypatch):
     lib = ctypes.CDLL(str(so))
     lib.hpcgan_cast_isa.restype = ctypes.c_char_p
     assert lib.hpcgan_cast_isa() == b"avx2"
-    for fn in cast._KERNELS.values():
+    for fn in (*cast._KERNELS.values(), *cast._SUMS.values()):
         getattr(lib, fn).argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
     monkeypatch.setattr(cast, "_kernels", lambda: lib)
     check(cast.cast)
+    check_sums()
 
 
 def test_casts_without_a_kernel_are_torchs():

@@ -22,20 +22,25 @@ from hpcgan.compress.sparse import RandK, keep_counts
 from hpcgan.config import CommConfig
 from hpcgan.errors import UsageError
 
-NAMES = ["identity", "fp16", "bf16", "sign", "topk", "topk-torch", "randk", "qsgd", "powersgd"]
+NAMES = COMPRESSORS.names()
 RANDOM = {"randk", "qsgd", "powersgd"}  # delta holds in expectation (powersgd: over its random start)
 SIZES = [300, 7, 1, 693]  # parameter tensors of a flat buffer, d = 1001 (not a multiple of 8)
 D = sum(SIZES)
 
 
 def make(name, **kw):
-    return build_compressor(CommConfig(compressor=name, **kw))
+    return build_compressor(CommConfig(compressor=name, compressor_options=kw))
 
 
 def test_every_compressor_is_registered_and_unknown_names_fail():
-    assert set(NAMES) <= set(COMPRESSORS.names())
-    with pytest.raises(UsageError, match="valid: .*sign"):
+    assert {"identity", "fp16", "bf16", "sign", "topk", "topk-torch", "randk", "qsgd", "powersgd"} <= set(NAMES)
+    with pytest.raises(UsageError, match="--compressor must be one of .*sign.*; got 'nope'"):
         make("nope")
+    with pytest.raises(UsageError, match="unknown compressor 'nope'; valid: .*sign"):
+        build_compressor("nope")
+    with pytest.raises(UsageError, match="compressor qsgd takes options levels; got ratio"):
+        build_compressor("qsgd", ratio=0.1)
+    assert build_compressor("topk", ratio=0.25).ratio == 0.25 and build_compressor("qsgd", levels=3).levels == 3
     with pytest.raises(UsageError, match="ratio"):
         make("topk", ratio=1.5)
 

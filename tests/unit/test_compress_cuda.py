@@ -23,7 +23,7 @@ def data() -> torch.Tensor:
 
 def payloads(name: str, x: torch.Tensor):
     """(CPU payload, GPU payload moved to the CPU, compressor) for fresh compressors of ``name``."""
-    cpu, gpu = (build_compressor(CommConfig(compressor=name, ratio=0.05)) for _ in range(2))
+    cpu, gpu = (build_compressor(CommConfig(compressor=name, compressor_options={"ratio": 0.05})) for _ in range(2))
     p_cpu, ctx = cpu.compress(x, SIZES)
     p_gpu, ctx_gpu = gpu.compress(x.cuda(), SIZES)
     assert all(t.device.type == "cuda" for t in p_gpu), f"{name}: payload left the device"

@@ -1,12 +1,14 @@
 import argparse
+import copy
 import dataclasses
+import pickle
 import typing
 
 import pytest
 
 from hpcgan.algorithms import resolve_config
 from hpcgan.config import (SECTION_OF, SECTIONS, Bounds, RunConfig, add_config_arguments, check_fields,
-                           config_to_argv, given_values, opt)
+                           config_to_argv, flag_fields, given_values, opt)
 from hpcgan.errors import UsageError
 
 
@@ -21,8 +23,9 @@ def test_every_field_has_a_flag_and_no_flag_means_the_declared_default():
     add_config_arguments(p)
     flags = {a for action in p._actions for a in action.option_strings}
     for cls in SECTIONS.values():
-        for f in dataclasses.fields(cls):
-            assert "--" + f.name.replace("_", "-") in flags
+        for name in flag_fields(f.name for f in dataclasses.fields(cls)):
+            assert "--" + name.replace("_", "-") in flags
+    assert {"--ratio", "--levels"} <= flags, "compressor options are flags"
     assert given_values(p.parse_args([])) == {}
     assert parse() == RunConfig()   # sync declares no defaults of its own
 
@@ -61,6 +64,24 @@ def test_json_round_trip_and_digest():
 def test_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         RunConfig().run.steps = 3
+    with pytest.raises(TypeError, match="frozen"):
+        RunConfig().comm.compressor_options["ratio"] = 0.5
+    cfg = RunConfig().replace(comm={"ratio": 0.2})
+    assert pickle.loads(pickle.dumps(cfg)) == cfg == copy.deepcopy(cfg), "sent between ranks, copied"
+
+
+def test_compressor_options_are_stored_complete_and_checked_where_declared():
+    cfg = RunConfig().replace(comm={"compressor": "topk", "ratio": 0.1})
+    assert cfg.comm.compressor_options == {"levels": 16, "ratio": 0.1} and cfg.value("ratio") == 0.1
+    assert '"compressor_options": {"levels": 16, "ratio": 0.1}' in cfg.to_json()
+    legacy = cfg.to_json().replace('"compressor_options": {"levels": 16, "ratio": 0.1}', '"levels": 4, "ratio": 0.2')
+    assert RunConfig.from_json(legacy).comm.compressor_options == {"levels": 4, "ratio": 0.2}, "older files read"
+    with pytest.raises(UsageError, match="--levels must be >= 1"):
+        RunConfig.from_values({"levels": 0})
+    with pytest.raises(UsageError, match="unknown compressor options"):
+        RunConfig().replace(comm={"compressor_options": {"rank": 3}})
+    assert "--ratio" in config_to_argv(cfg, {"compressor_options"}) and config_to_argv(cfg, {"steps"}) == [
+        "--steps", "1000"]
 
 
 @pytest.mark.parametrize("argv, fragment", [

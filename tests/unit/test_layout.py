@@ -71,10 +71,15 @@ def test_only_the_communication_layer_touches_mpi():
             assert not any(n.startswith("mpi4py") for n in names), f"{module} imports mpi4py"
 
 
+#: what the communication layer may take from compress/: the C kernels of 16-bit sums (the MPI
+#: backend's fp16/bf16 reduction op), built alongside the casts, not a compressor
+KERNELS = {"hpcgan.compress.cast"}
+
+
 def test_compressors_and_communicators_never_import_each_other():
     imports = module_imports()
     for m, deps in imports.items():
         if m.startswith("hpcgan.compress") and m != "hpcgan.compress.hooks":  # hooks: the DDP plug-in, an exchange
             assert not any(d.startswith(("hpcgan.comm", "hpcgan.exchange")) for d in deps), f"{m} imports {deps}"
         if m.startswith("hpcgan.comm"):
-            assert not any(d.startswith(("hpcgan.compress", "hpcgan.exchange")) for d in deps), f"{m} imports {deps}"
+            assert not any(d.startswith(("hpcgan.compress", "hpcgan.exchange")) for d in deps - KERNELS), f"{m}: {deps}"
