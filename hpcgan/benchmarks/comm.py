@@ -67,6 +67,7 @@ SIGN_TARGET_ELEMENTS = 6_300_000  # the size of the speed targets: compress + de
 LOCAL_ITERS = 30  # timed compress / decompress / clone rounds per size at least (medians: the targets)
 SPEED_GOALS = {"sign": 1.5, "fp16": 1.5, "bf16": 1.5, "topk": 3.0, "randk": 3.0, "qsgd": 3.0, "powersgd": 3.0}
 SMALL_BYTES, SMALL_GOAL = 4096, 50e-6  # each call at 4 KiB: <= 50 us
+SMALL_OVERHEAD_GOAL = 3.0              # a compressor's collective at 4 KiB: <= its local work + 3 dense allreduces
 REFERENCES = {"topk-torch"}            # measured for comparison, no goal of their own
 HALF_SUMS = {"dense-fp16": torch.float16, "dense-bf16": torch.bfloat16}  # allreduce_ of d 16-bit values
 HALF_VS_DENSE = 1.2    # mpi: the 16-bit allreduce of d values <= 1.2x the dense fp32 one, at the target size
@@ -183,7 +184,7 @@ def bench_comm(argv: list[str]) -> int:
                     rows.append({**row, "wire_bytes": peer.wire(x.numel())})  # outside hpcgan's accounting
     if world.rank == 0:
         real = real_gradient_figures(args, cfg) if args.real_grads != "none" and "topk" in ops else []
-        targets = speed_targets(local) + wire_targets(local) + real + transport_targets(rows)
+        targets = speed_targets(local) + wire_targets(local) + real + transport_targets(rows) + small_message_targets(rows, local)
         print_report(rows, local, skipped, world.size, targets)
         if args.out:
             write_h5(args.out, rows, local, targets, world.size)
@@ -288,6 +289,22 @@ def transport_targets(rows) -> list[Target]:
             if peer.name == op and (backend, peer.versus, size) in at:
                 out.append(Target(f"peer {backend}: hpcgan {peer.versus} / {peer.name} time at {fmt_size(size)}",
                                   at[(backend, peer.versus, size)] / at[(backend, op, size)]))
+    return out
+
+
+def small_message_targets(rows, local) -> list[Target]:
+    """At 4 KiB, per backend and compressor: what its collective costs beyond its own compress and
+    decompress (the exchange's and transport's overhead), in dense 4 KiB allreduces on that backend
+    (goal <= 3)."""
+    cost = {r["op"]: r["t_compress"] + r["t_decompress"] for r in local if r["size"] == SMALL_BYTES}
+    at = {(r["backend"], r["op"]): r["t_median"] for r in rows if r["size"] == SMALL_BYTES}
+    out = []
+    for (backend, op), t in at.items():
+        dense = at.get((backend, "dense"))
+        if op in cost and dense:
+            out.append(Target(f"{backend}: {op} collective at 4KiB beyond its compress + decompress, in dense "
+                              "4KiB allreduces", (t - cost[op]) / dense, "x", hi=math.nan if op in REFERENCES
+                              else SMALL_OVERHEAD_GOAL))
     return out
 
 

@@ -96,8 +96,8 @@ def from_bytes(wire: torch.Tensor, like: Payload | Shapes) -> Payload:
     """Inverse of :func:`to_bytes`: tensors shaped and typed like ``like`` (tensors, or their
     (shape, dtype)), viewing ``wire``."""
     shapes = tuple(x if isinstance(x, tuple) else (x.shape, x.dtype) for x in like)
-    if wire.storage_offset() % 8:
+    order, offsets, _ = _layout(shapes)
+    if order and wire.storage_offset() % shapes[order[0]][1].itemsize:
         wire = wire.clone()  # another rank's slice of a gather buffer may start unaligned
-    _, offsets, _ = _layout(shapes)
     return [wire[o:o + shape.numel() * dtype.itemsize].view(dtype).view(shape)
             for (shape, dtype), o in zip(shapes, offsets)]
