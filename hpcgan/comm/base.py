@@ -108,15 +108,14 @@ class Communicator(ABC):
     def _count(self, nbytes: int, emulated: float = 0.0) -> None:
         """Record one call handing ``nbytes`` to the transport (nothing leaves a 1-rank job); under
         ``delay``, wait the modelled time here, on the thread that runs the collective."""
-        if self.size > 1:
-            with self._lock:
-                self.bytes_sent += int(nbytes)
-                if self.emulate == "account":
-                    self.t_net_emulated += emulated
-            if self.emulate == "delay" and emulated > 0:
-                time.sleep(emulated)
+        sent = self.size > 1
         with self._lock:
             self.calls += 1
+            if sent:
+                self.bytes_sent += int(nbytes)
+                self.t_net_emulated += emulated if self.emulate == "account" else 0.0
+        if sent and self.emulate == "delay" and emulated > 0:
+            time.sleep(emulated)
 
     def _enter(self) -> Callable[[], None]:
         """Start of a public collective: on the compute thread, wait for every submitted program

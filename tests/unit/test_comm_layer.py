@@ -39,3 +39,16 @@ def test_payload_bytes_round_trip_keeps_dtypes_and_alignment():
     shifted = torch.cat([torch.zeros(3, dtype=torch.uint8), wire])[3:]  # unaligned slice
     for a, b in zip(from_bytes(shifted, payload), payload):
         assert a.dtype == b.dtype and torch.equal(a, b)
+
+
+def test_importing_the_ddp_hooks_and_building_a_compressor_starts_no_mpi():
+    """A DDP script under torchrun imports the hooks and builds a compressor by name: MPI must not
+    start (a singleton MPI init under torchrun), so mpi4py.MPI stays unimported."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import hpcgan.compress.hooks as h; from hpcgan.compress import build_compressor; "
+            "c = build_compressor('topk', ratio=0.01); h.CompressionHook(c); "
+            "assert 'mpi4py.MPI' not in sys.modules, sorted(m for m in sys.modules if 'mpi' in m)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
