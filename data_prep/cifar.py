@@ -5,16 +5,17 @@ The files are read directly with the keys torchvision's ``CIFAR10``/``CIFAR100``
 ``coarse_label_names``) rather than through those classes: their constructor refuses any file
 whose MD5 differs from the published archive, which rules out the generated test files and
 sub-sampled copies, and they expose no coarse labels. Whether the inputs match the published MD5s
-is still recorded (attribute ``md5_published``). Pickles are loaded with ``encoding="bytes"``, as
+is still recorded (attribute ``md5_published``). Pickles are read as plain data only
+(:func:`hpcgan.data.pickles.load_plain`: a crafted file runs no code), with ``encoding="bytes"``, as
 the CIFAR page recommends, so keys are ``bytes`` for the original Python 2 files and for new ones.
 """
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
 
+from hpcgan.data.pickles import load_plain
 from hpcgan.errors import UsageError
 
 LAYOUT = {  # name -> (standard folder, {split: batch files}, meta file)
@@ -27,11 +28,7 @@ LAYOUT = {  # name -> (standard folder, {split: batch files}, meta file)
 def _unpickle(path: Path) -> dict:
     if not path.is_file():
         raise UsageError(f"{path}: missing CIFAR file")
-    try:
-        with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="bytes")
-    except Exception as e:  # truncated or not a pickle: EOFError, UnpicklingError, ValueError, ...
-        raise UsageError(f"{path}: cannot read CIFAR pickle ({type(e).__name__}: {e})") from None
+    obj = load_plain(path, encoding="bytes", what="CIFAR pickle")  # plain data only: loading runs no code
     if not isinstance(obj, dict):
         raise UsageError(f"{path}: expected a pickled dict, got {type(obj).__name__}")
     return obj

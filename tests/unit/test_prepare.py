@@ -104,6 +104,43 @@ def test_truncated_pickle_is_named_and_leaves_nothing(tmp_path, capsys):
     assert leftovers(tmp_path / "out") == []
 
 
+class Payload:
+    """Unpickling this calls os.system: it writes the marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("where", ["batch", "meta", "nested"])
+def test_a_crafted_pickle_runs_no_code_and_is_one_line(tmp_path, capsys, where):
+    make_cifar10(tmp_path / "src")
+    d, marker = tmp_path / "src/cifar-10-batches-py", tmp_path / "ran"
+    name = {"batch": "data_batch_2", "meta": "batches.meta", "nested": "data_batch_4"}[where]
+    payload = Payload(marker)
+    dump(d / name, {b"data": [payload]} if where == "nested" else payload)
+    assert run("cifar10", str(tmp_path / "src"), "--out", str(tmp_path / "c.h5")) == 2
+    assert not marker.exists()
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and name in err and "posix.system" in err and "could run code" in err, err
+    assert not (tmp_path / "c.h5").exists()
+
+
+def test_the_plain_unpickler_reads_plain_data_and_arrays_of_every_protocol(tmp_path):
+    from hpcgan.data.pickles import load_plain
+
+    value = {b"a": [1, 2.5, None, True, "s", b"b", (3,), {4}, frozenset({5}), bytearray(b"x"), 1j],
+             "arr": np.arange(6, dtype=np.float32).reshape(2, 3), "s": np.int64(7), "u": np.array(["x"])}
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        (tmp_path / "p").write_bytes(pickle.dumps(value, protocol=protocol))
+        got = load_plain(tmp_path / "p")
+        assert got.keys() == value.keys() and got[b"a"] == value[b"a"] and got["s"] == 7
+        assert np.array_equal(got["arr"], value["arr"]) and got["arr"].dtype == np.float32
+
+
 def test_missing_files_are_named(tmp_path, capsys):
     make_cifar10(tmp_path / "src")
     (tmp_path / "src/cifar-10-batches-py/data_batch_5").unlink()
