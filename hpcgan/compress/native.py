@@ -10,8 +10,10 @@ writes its own temporary file and renames it into place atomically.
 
 Loading a library runs its code, so only this user's own builds are loaded: the cache folder is
 created private (0700), and a folder or ``.so`` that is a symbolic link, belongs to someone else or
-that others may write is never used (a shared ``$HPCGAN_CACHE`` is one such). A ``.so`` that fails
-the check is rebuilt; a folder that fails it is replaced, for this process, by a private temporary
+that others may write is never used (a shared ``$HPCGAN_CACHE`` is one such). Each build's SHA-256
+is recorded beside it (``<name>-<key>.so.sha256``, written after the library) and checked before
+loading, so a library that is not the one this user built there (0 bytes after a full disk, a file
+copied in from elsewhere) is never loaded. A ``.so`` that fails either check is rebuilt; a folder that fails it is replaced, for this process, by a private temporary
 folder (removed once the library is loaded).
 
 ``$HPCGAN_NATIVE=0`` disables the kernels; without a working compiler they are unavailable too.
@@ -75,6 +77,19 @@ def cache_folder() -> Path | None:
     return folder if private(folder) else None
 
 
+def digest_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def verified(target: Path) -> bool:
+    """``target`` and its recorded digest are this user's own and agree: the build may be loaded."""
+    record = target.with_name(target.name + ".sha256")
+    try:
+        return private(target) and private(record) and record.read_text().strip() == digest_of(target)
+    except OSError:
+        return False
+
+
 def _key(source: Path, version: str) -> str:
     return hashlib.sha256("\n".join([source.read_text(), version, " ".join(FLAGS), platform.machine(),
                                       _cpu_features()]).encode()).hexdigest()[:16]
@@ -86,20 +101,25 @@ def _build(source: Path, cc: list[str], folder: Path) -> Path:
     if not version:
         raise OSError(f"no working C compiler ({shlex.join(cc)} --version failed)")
     target = folder / f"{source.stem}-{_key(source, version)}.so"
-    if private(target):
+    if verified(target):
         return target
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
     os.close(fd)
+    record = Path(tmp + ".sha256")
     try:
         done = subprocess.run(cc + list(FLAGS) + ["-o", tmp, str(source)], capture_output=True, text=True,
                               timeout=120)
         if done.returncode != 0:
             raise OSError(f"{shlex.join(cc)} failed on {source.name}: {done.stderr.strip()[-500:]}")
         os.chmod(tmp, 0o700)
+        record.write_text(digest_of(Path(tmp)) + "\n")
+        os.chmod(record, 0o600)
         os.replace(tmp, target)  # also replaces a .so that failed the check
+        os.replace(record, target.with_name(target.name + ".sha256"))  # after it: a reader between the two rebuilds
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for leftover in (tmp, record):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
     return target
 
 

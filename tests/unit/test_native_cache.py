@@ -1,5 +1,6 @@
 """The compiled-kernel cache loads only this user's own builds: a library planted in a shared cache
-folder, or one others may write, is never loaded (loading runs its code)."""
+folder, one others may write, or one whose bytes are not the recorded build's (0 bytes, a foreign
+library) is never loaded (loading runs its code)."""
 from __future__ import annotations
 
 import os
@@ -67,3 +68,17 @@ def test_a_library_others_may_write_is_rebuilt_not_loaded(tmp_path, cache):
     assert hasattr(native.load("sign1bit"), "hpcgan_sign_compress")
     assert not (tmp_path / "marker").exists()
     assert native.private(planted)  # replaced by this user's own build
+
+
+def test_a_library_that_is_not_the_recorded_build_is_rebuilt_not_loaded(tmp_path, cache):
+    cache.mkdir(parents=True, mode=0o700)
+    planted = plant(tmp_path, cache)  # this user's own, private, but not what the cache built
+    assert hasattr(native.load("sign1bit"), "hpcgan_sign_compress")
+    assert not (tmp_path / "marker").exists()
+    assert native.verified(planted)
+    planted.unlink()  # (the loaded library stays mapped)
+    planted.write_bytes(b"")  # what a full disk leaves
+    native.load.cache_clear()
+    assert hasattr(native.load("sign1bit"), "hpcgan_sign_compress")
+    assert planted.stat().st_size > 0 and native.verified(planted)
+    assert sorted(p.name for p in cache.iterdir()) == [planted.name, planted.name + ".sha256"]  # no temporary left
