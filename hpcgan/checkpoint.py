@@ -68,19 +68,26 @@ def save(path: Path, state: dict[str, Any], comm) -> None:
     os.replace(tmp, path)
 
 
+def read_plain(path: Path, what: str) -> Any:
+    """A file of tensors and plain values written by ``torch.save`` (a checkpoint, a final model),
+    read with ``weights_only=True``; a UsageError naming the file and ``what`` it should be if it
+    holds anything else (loading it could run code) or is damaged."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UsageError(f"refusing {what} {path}: it holds objects other than tensors and plain "
+                         "values (a crafted file, or an older hpcgan's), and loading them could run code") from None
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"cannot read {what} {path}: damaged or not a {what} ({first})") from None
+
+
 def load(path: Path) -> dict[str, Any]:
     """The checkpoint in ``path``; a UsageError naming the file if it is missing, damaged or holds
     anything but tensors and plain values."""
     if not path.is_file():
         raise UsageError(f"no checkpoint {path} (train with --ckpt-every N to write one)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise UsageError(f"refusing checkpoint {path}: it holds objects other than tensors and plain "
-                         "values (a crafted file, or an older hpcgan's), and loading them could run code") from None
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"cannot read checkpoint {path}: damaged or not a checkpoint ({first})") from None
+    state = read_plain(path, "checkpoint")
     missing = [k for k in REQUIRED if k not in state] if isinstance(state, dict) else list(REQUIRED)
     if missing or state["format"] != FORMAT:
         raise UsageError(f"cannot read checkpoint {path}: not an hpcgan checkpoint of format {FORMAT} "

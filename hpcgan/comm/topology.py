@@ -163,9 +163,13 @@ def load_matrix(path: str) -> np.ndarray:
     if not p.is_file():
         raise UsageError(f"unknown topology '{path}'; valid: {', '.join(TOPOLOGIES.names())} or a W file (.npy or text)")
     try:
-        return np.load(p) if p.suffix == ".npy" else np.loadtxt(p, ndmin=2)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"cannot read mixing matrix from {path}: {e}") from None
+        W = np.load(p) if p.suffix == ".npy" else np.loadtxt(p, ndmin=2)
+    except Exception as e:  # OSError, ValueError (a huge header, bad text), EOFError, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"cannot read mixing matrix from {path}: {first}") from None
+    if W.dtype.kind not in "biuf":
+        raise UsageError(f"mixing matrix {path} must hold numbers, not {W.dtype}")
+    return W
 
 
 def build_topology(name: str, M: int) -> Topology:

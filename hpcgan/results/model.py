@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..checkpoint import read_plain
 from ..comm.control import control_of
 from ..config import RunConfig
 from ..errors import UsageError
@@ -182,12 +183,17 @@ def read_final_model(target: str | Path) -> FinalModel:
     if not files:
         raise UsageError(f"no final model in {folder} (written at the end of every run since results schema v3; "
                          "an older run can be evaluated from its checkpoint folder RUN.h5.ckpt)")
-    saved = [torch.load(f, map_location="cpu", weights_only=True) for f in files]
+    saved = [read_plain(f, "final model") for f in files]  # tensors and plain values only: runs no code
     for s, f in zip(saved, files):
-        if s.get("format") != FORMAT:
-            raise UsageError(f"{f}: final-model format {s.get('format')!r}, expected {FORMAT}")
-        if (s["config_json"], s["step"]) != (saved[0]["config_json"], saved[0]["step"]):
+        if not isinstance(s, dict) or s.get("format") != FORMAT:
+            raise UsageError(f"{f}: not a final model of format {FORMAT}")
+        if (s.get("config_json"), s.get("step")) != (saved[0].get("config_json"), saved[0].get("step")):
             raise UsageError(f"{folder} mixes files of different runs or steps ({files[0].name}, {f.name})")
-    parts = [{k: Generators.from_plain(v) for k, v in s["models"].items()} for s in saved]
-    return FinalModel(RunConfig.from_json(saved[0]["config_json"]), int(saved[0]["step"]), merge(parts),
-                      files_digest(files), str(folder))
+    try:
+        parts = [{k: Generators.from_plain(v) for k, v in s["models"].items()} for s in saved]
+        cfg, step = RunConfig.from_json(saved[0]["config_json"]), int(saved[0]["step"])
+    except UsageError as e:
+        raise UsageError(f"{folder}: {e}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UsageError(f"{folder}: damaged final model ({type(e).__name__}: {e})") from None
+    return FinalModel(cfg, step, merge(parts), files_digest(files), str(folder))

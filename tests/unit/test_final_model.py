@@ -79,3 +79,29 @@ def test_written_folder_reads_back_with_weights_only_and_is_checked_against_its_
         del f["steps/step"]
         f["steps/step"] = torch.arange(7).reshape(7, 1).numpy()
     assert _check_results_file(results, read_final_model(results)) is None
+
+
+class Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("content", ["crafted", "garbage", "a list", "no models", "bad kind"])
+def test_a_crafted_or_damaged_final_model_is_one_line_and_runs_no_code(tmp_path, content):
+    folder = tmp_path / "run.h5.model"
+    folder.mkdir()
+    good = {"format": 1, "config_json": RunConfig().to_json(), "step": 1, "world_size": 1, "rank": 0}
+    if content == "garbage":
+        (folder / "rank0.pt").write_bytes(b"PK\x03\x04 not a zip")
+    else:
+        torch.save({"crafted": {**good, "models": Payload(tmp_path / "ran")}, "a list": [1, 2],
+                    "no models": good, "bad kind": {**good, "models": {"": {"kind": "x", "weights": {}}}}}[content],
+                   folder / "rank0.pt")
+    with pytest.raises(UsageError) as e:
+        read_final_model(tmp_path / "run.h5")
+    assert len(str(e.value).splitlines()) == 1 and "run.h5.model" in str(e.value)
+    assert not (tmp_path / "ran").exists()

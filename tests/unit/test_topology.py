@@ -92,3 +92,16 @@ def test_unknown_names_and_unreadable_files(tmp_path):
 def test_identity_is_only_allowed_by_name():
     with pytest.raises(UsageError, match="disconnected"):
         Topology(np.eye(3))
+
+
+@pytest.mark.parametrize("content", ["strings", "huge header", "3-D"])
+def test_a_matrix_file_of_the_wrong_kind_is_one_line(tmp_path, content):
+    path = tmp_path / "W.npy"
+    if content == "huge header":  # a valid 2x2 identity whose header numpy refuses to parse (too large)
+        header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2), }" + b" " * 200_000 + b"\n"
+        path.write_bytes(b"\x93NUMPY\x02\x00" + len(header).to_bytes(4, "little") + header + np.eye(2).tobytes())
+    else:
+        np.save(path, np.array([["a", "b"], ["c", "d"]]) if content == "strings" else np.ones((2, 2, 1)))
+    with pytest.raises(UsageError) as e:
+        build_topology(str(path), 2)
+    assert len(str(e.value).splitlines()) == 1 and str(path) in str(e.value)
