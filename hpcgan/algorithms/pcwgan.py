@@ -64,6 +64,16 @@ def unit_owners(num_classes: int, replicas: int, size: int) -> np.ndarray:
     return np.arange(units) % size
 
 
+def check_every_label_has_data(dataset, owner: np.ndarray, data: str) -> None:
+    """UsageError, on every rank alike, naming a label without samples and the rank(s) that would
+    train its generator on nothing."""
+    C = dataset.spec.num_classes
+    for c in dataset.empty_labels():
+        ranks = sorted({int(r) for u, r in enumerate(owner) if u % C == c})
+        raise UsageError(f"class {c} of {data} has no samples: pcwgan trains its generator on rank "
+                         f"{', '.join(map(str, ranks))} from that class alone; add its images (or keep labels below K with --labels K)")
+
+
 @dataclass
 class Unit:
     """One (label, replica) generator/critic pair with its own optimizers, noise and data view."""
@@ -120,6 +130,7 @@ class PCWGAN(Algorithm):
         self.num_classes = ctx.dataset.spec.num_classes
         self.replicas = self.cfg.algo.replicas
         self.owner = unit_owners(self.num_classes, self.replicas, self.world.size)
+        check_every_label_has_data(ctx.dataset, self.owner, ctx.cfg.data.data)
         self.units = [self._build_unit(u) for u in np.flatnonzero(self.owner == self.world.rank)]
         self.kept = {c: c for c in range(self.num_classes)}   # label -> kept unit (replica 0 until finish)
         self.eval_noise = torch.Generator(device=self.world.device).manual_seed(

@@ -47,6 +47,10 @@ class Dataset(ABC):
                labels: list[int] | None = None) -> Loader:
         """This rank's stream; ``labels`` restricts it to those classes (per-label views)."""
 
+    def empty_labels(self) -> list[int]:
+        """The labels of no sample (a generated distribution has none)."""
+        return []
+
     def restrict_labels(self, k: int) -> Dataset:
         """The same data with only labels 0..k-1 (``--labels K``); ``spec.num_classes`` = k."""
         raise UsageError(f"{type(self).__name__} cannot be restricted to the first {k} labels")
@@ -166,6 +170,9 @@ class IndexedDataset(Dataset):
     def fetch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples (float, in the model's range) and labels at ``idx``, in that order."""
 
+    def empty_labels(self) -> list[int]:
+        return [c for c, idx in self.by_label.items() if len(idx) == 0]
+
     def indices(self, labels: list[int] | None = None) -> torch.Tensor:
         if labels is None:
             return torch.arange(len(self.labels)) if self.pool is None else self.pool
@@ -192,7 +199,7 @@ class _IndexLoader(Loader):
         self.epoch, self.pos = 0, 0
         self.shard = self._shard(0)
         if len(self.shard) == 0:
-            raise ValueError(f"rank {rank} gets no samples: {len(pool)} samples for {size} ranks")
+            raise UsageError(f"rank {rank} gets no samples: {len(pool)} samples for {size} ranks")
 
     def _shard(self, epoch: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(rank_seed(self.seed, 0, f"epoch{epoch}"))  # same on all ranks

@@ -83,3 +83,21 @@ def test_sliced_wasserstein_separates_shifted_samples():
     a = torch.randn(256, 5, generator=torch.Generator().manual_seed(1))
     assert sliced_wasserstein(a, a.clone(), 32, 0) == 0
     assert sliced_wasserstein(a, a + 1.0, 32, 0) > sliced_wasserstein(a, a + 0.1, 32, 0) > 0
+
+
+def test_a_class_without_images_is_one_line_naming_it_and_its_rank(tmp_path):
+    """Every rank sees the same data, so every rank raises this line together (no rank waits)."""
+    import numpy as np
+
+    from hpcgan.algorithms import resolve_config
+    from hpcgan.data.writer import write_arrays
+
+    data = tmp_path / "img.h5"
+    labels = np.array([0, 0, 0, 0, 2, 2, 2, 2])  # class 1: none
+    write_arrays(data, True, np.zeros((8, 1, 8, 8), dtype=np.uint8), labels, ["a", "b", "c"],
+                 {"source": "test", "split": "train"})
+    cfg = resolve_config({"algo": "pcwgan", "data": f"h5:{data}", "out": str(tmp_path / "r.h5"), "steps": 2,
+                          "batch_size": 2, "width": 8})
+    with pytest.raises(UsageError, match=f"^class 1 of h5:{data} has no samples: pcwgan trains its generator on "
+                                         "rank 0 from that class alone"):
+        Trainer(cfg, init_world(MPI.COMM_SELF, set_threads=False))
