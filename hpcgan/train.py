@@ -46,6 +46,7 @@ from .errors import (CollectiveError, Interrupted, NonFiniteLossError, UsageErro
 from .info import machine, ranks_attrs, versions
 from .log import PROGRESS_EVERY, get_logger
 from .metrics import build_evaluator
+from .resources import check_fits
 from .results.model import save_final_model
 from .results.recorder import COLUMNS, Recorder
 from .signals import StopSignals
@@ -143,6 +144,7 @@ class Trainer:
         seed_everything(cfg.run.seed, world.rank)
         dataset = collectively(world.comm, lambda: build_dataset(cfg.data.data, shard=cfg.data.shard,
                                                                  labels=cfg.data.labels))
+        collectively(world.comm, lambda: check_fits(cfg, dataset.spec, world))  # before any model exists
         self.comm = build_communicator(cfg.comm, world.comm)
         self.algo = ALGORITHMS.get(cfg.algo.algo)(TrainContext(cfg, world, self.comm, dataset))
         self.evaluator = build_evaluator(dataset, device=world.device, data=cfg.data.data)
@@ -312,7 +314,7 @@ class LockstepTrainer(Trainer):
 
     def should_stop(self, step: int, elapsed: float, signals: StopSignals) -> bool:
         run = self.cfg.run
-        done = step >= run.steps if run.budget <= 0 else elapsed >= run.budget
+        done = step >= run.steps if run.budget <= 0 else (step > 0 and elapsed >= run.budget)  # a budget run records a step
         if run.budget <= 0 and self.rows.buffered:
             return done  # between flushes: step counts agree without asking
         # Rank 0's clock and any rank's signal decide for everyone.
@@ -353,7 +355,7 @@ class OwnClockTrainer(Trainer):
     def should_stop(self, step: int, elapsed: float, signals: StopSignals) -> bool:
         run = self.cfg.run
         self.stop_signal = signals.received
-        return (step >= run.steps if run.budget <= 0 else elapsed >= run.budget) or bool(self.stop_signal)
+        return (step >= run.steps if run.budget <= 0 else (step > 0 and elapsed >= run.budget)) or bool(self.stop_signal)
 
     def on_error(self, e: CollectiveError) -> None:
         if isinstance(e, NonFiniteLossError):  # found in this rank's own rows: name the rank

@@ -33,3 +33,12 @@ def test_a_run_keeps_its_model_counts_its_samples_and_logs_by_time(tmp_path, mon
         assert f["eval"].attrs["samples"] == 50
     model = read_final_model(out)
     assert model.step == 3 and model.cfg == cfg and model.models[""].kind == ("conditional" if algo == "cwgan" else "single")
+
+
+def test_a_budget_too_small_for_one_step_still_records_one(tmp_path):
+    out = tmp_path / "b.h5"
+    cfg = RunConfig().replace(run={"out": str(out), "budget": 1e-9}, data={"batch_size": 8}, model={"width": 8})
+    Trainer(cfg, init_world(MPI.COMM_SELF, set_threads=False)).run()
+    assert validate(str(out)) == []
+    with h5py.File(out) as f:
+        assert f["steps"]["step"].shape[0] == 1 and "finished_at" in f.attrs
