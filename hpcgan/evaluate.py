@@ -28,6 +28,7 @@ from .errors import UsageError
 from .log import get_logger
 from .metrics import build_evaluator
 from .results.model import FinalModel, files_digest, merge, read_final_model, results_of
+from .results.reader import unreadable
 from .results.recorder import utc_now
 from .world import World, rank_seed
 
@@ -151,6 +152,9 @@ def _check_results_file(results: Path, model: FinalModel) -> str | None:
     if not results.is_file():
         get_logger().info("%s not found: the metrics are printed only", results)
         return None
+    why = unreadable(results)  # checked against the schema before anything is read
+    if why:
+        return f"{results}: {why}"
     with h5py.File(results, "r") as f:
         algo, finished = f.attrs.get("algorithm"), "finished_at" in f.attrs
         steps = f["steps"]["step"].shape[0] if "steps" in f else -1

@@ -1,4 +1,6 @@
-"""Reading results files back: one :class:`RunResult` per HDF5 file (used by summary and report)."""
+"""Reading results files back: one :class:`RunResult` per HDF5 file (used by summary, report and
+claims). :func:`load_run` checks a file against the schema before reading it, so a damaged or
+crafted file is one :class:`UnreadableResults` line, never a traceback or an unbounded allocation."""
 from __future__ import annotations
 
 import json
@@ -9,7 +11,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .schema import SCHEMA
+from .schema import SCHEMA, first_line, layout_problems
 
 
 def slowest_median(values: np.ndarray) -> float:
@@ -132,19 +134,76 @@ class RunResult:
                        int(a.get("is_splits", 1)))  # files before schema v3: one split
 
 
+class UnreadableResults(ValueError):
+    """A file that is not a results file a reader can use; ``str()`` is one line saying why."""
+
+
+#: Of the memory available now, the most one results file may take once read.
+READ_SHARE = 0.5
+
+
 def load_run(path: str | Path) -> RunResult:
-    """One results file, read whole (small: a row per step)."""
-    with h5py.File(path, "r") as f:
-        attrs = _attrs(f)
-        steps = {k: ds[()] for k, ds in f["steps"].items()}
-        series = {g: {k: ds[()] for k, ds in f[g].items()} for g in SCHEMA.series if g in f}
-        eval_attrs = _attrs(f["eval"]) if "eval" in f else {}
-        final, final_attrs = {}, {}
-        if "final_eval" in f:
-            final = {k: float(ds[()]) for k, ds in f["final_eval"].items()}
-            final_attrs = _attrs(f["final_eval"])
+    """One results file, read whole (small: a row per step) once :func:`check_readable` passed
+    (nothing is read before). UnreadableResults, one line, for a file that fails it; no other
+    exception for any file contents."""
+    with _open(path) as f:
+        try:
+            check_readable(f)
+            attrs = _attrs(f)
+            steps = {k: ds[()] for k, ds in f["steps"].items()}
+            series = {g: {k: ds[()] for k, ds in f[g].items()} for g in SCHEMA.series if g in f}
+            eval_attrs = _attrs(f["eval"]) if "eval" in f else {}
+            final, final_attrs = {}, {}
+            if "final_eval" in f:
+                final = {k: float(ds[()]) for k, ds in f["final_eval"].items()}
+                final_attrs = _attrs(f["final_eval"])
+        except UnreadableResults:
+            raise
+        except Exception as e:  # HDF5 meets damage below the layout (a truncated file)
+            raise UnreadableResults(first_line(e)) from None
     config = json.loads(attrs.get("config_json", "{}"))
     return RunResult(Path(path), attrs, config, steps, series.get("eval", {}), series, eval_attrs, final, final_attrs)
+
+
+def check_readable(f: h5py.File) -> None:
+    """UnreadableResults unless the open file ``f`` is a results file a reader can use: its layout
+    and attribute types pass :func:`~hpcgan.results.schema.layout_problems`, it has step rows, and
+    its data fits in ``READ_SHARE`` of the memory available (a compressed dataset may declare more
+    than the file stores)."""
+    from ..resources import available_memory
+
+    if "steps" not in f:
+        raise UnreadableResults("not a results file (no /steps)")
+    problems = layout_problems(f, strict=False)
+    if problems:
+        more = f" (and {len(problems) - 1} more: hpcgan validate lists them)" if len(problems) > 1 else ""
+        raise UnreadableResults(problems[0] + more)
+    if f["steps"]["step"].shape[0] == 0:
+        raise UnreadableResults("no steps recorded (the run stopped before its first step)")
+    datasets = [*f["steps"].values(), *(ds for g in SCHEMA.series if g in f for ds in f[g].values())]
+    size, room = sum(ds.size * ds.dtype.itemsize for ds in datasets), available_memory()
+    if size > READ_SHARE * room:
+        raise UnreadableResults(f"too large to read here: {size / 2**30:.1f} GiB of data, "
+                                f"{room / 2**30:.1f} GiB of memory available")
+
+
+def unreadable(path: str | Path) -> str | None:
+    """Why ``path`` is not a results file a reader can use (one line), or None."""
+    try:
+        with _open(path) as f:
+            check_readable(f)
+    except UnreadableResults as e:
+        return str(e)
+    except Exception as e:
+        return first_line(e)
+    return None
+
+
+def _open(path: str | Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except Exception as e:  # OSError; ValueError/RuntimeError for some damaged files
+        raise UnreadableResults(first_line(e)) from None
 
 
 def _attrs(obj) -> dict[str, Any]:

@@ -112,109 +112,193 @@ assert tuple(c.name for c in SCHEMA.step_columns) == tuple(StepStats.__dataclass
     "StepStats and SCHEMA.step_columns must list the same columns in the same order"
 
 
+#: Root attributes and step columns every reader of a results file needs (all schema versions have them).
+READ_ATTRS = ("algorithm", "world_size", "scaling", "local_batch", "global_batch")
+READ_COLUMNS = ("step", "wall", "t_compute", "t_compress", "t_comm", "t_update", "t_net_emulated", "bytes_sent")
+#: Settings of config_json that readers use, with their types.
+CONFIG_READ = {("data", "data"): str, ("data", "labels"): int, ("run", "seed"): int, ("run", "eval_samples"): int}
+#: Rows of /steps/step read at a time when checking the row index (bounded memory on any file).
+CHECK_ROWS = 1 << 20
+
+
 def validate(path: str) -> list[str]:
-    """Problems found in a results file against SCHEMA (an empty list means valid)."""
-    problems: list[str] = []
+    """Problems found in a results file against SCHEMA (an empty list means valid). The layout is
+    checked first without reading any data (:func:`layout_problems`); only a sound layout has its
+    row index read, ``CHECK_ROWS`` rows at a time, so no file makes this allocate more than that."""
     try:
         f = h5py.File(path, "r")
-    except OSError as e:
-        return [f"cannot open {path}: {e}"]
+    except Exception as e:  # OSError; ValueError/RuntimeError for some damaged superblocks
+        return [f"cannot open {path}: {first_line(e)}"]
     with f:
-        attrs = dict(f.attrs)
-        if attrs.get("schema_version") != SCHEMA.version:
-            problems.append(f"schema_version is {attrs.get('schema_version')!r}, expected {SCHEMA.version}")
-        for name, kind in {**SCHEMA.root_attrs, **SCHEMA.optional_attrs}.items():
-            if name not in attrs:
-                if name in SCHEMA.root_attrs:
-                    problems.append(f"missing root attribute '{name}'")
-                continue
-            if not _is_kind(attrs[name], kind):
-                problems.append(f"root attribute '{name}' should be {kind.__name__}, is {type(attrs[name]).__name__}")
-        for name in ("config_json", "versions_json", "ranks_json"):
+        try:
+            problems = layout_problems(f, strict=True)
+            if not problems:
+                problems += _check_row_index(f["steps"]["step"])
+        except Exception as e:  # HDF5 meets damage below the layout (a truncated file): one line
+            problems = [f"cannot read {path}: {first_line(e)}"]
+    return problems
+
+
+def layout_problems(f: h5py.File, strict: bool) -> list[str]:
+    """Problems in the layout of an open results file that can be seen without reading its data:
+    attribute types and JSON, the groups, shapes and dtypes of datasets, and datasets that declare
+    more rows than the file stores (resized beyond their data). ``strict`` (validate): every
+    SCHEMA attribute and column must be there; else (readers) only READ_ATTRS and READ_COLUMNS,
+    and whatever else is there must be sound."""
+    attrs = {k: f.attrs[k] for k in f.attrs}
+    problems: list[str] = []
+    if strict and attrs.get("schema_version") != SCHEMA.version:
+        problems.append(f"schema_version is {attrs.get('schema_version')!r}, expected {SCHEMA.version}")
+    for name, kind in {**SCHEMA.root_attrs, **SCHEMA.optional_attrs}.items():
+        if name not in attrs:
+            if name in SCHEMA.root_attrs and (strict or name in READ_ATTRS):
+                problems.append(f"missing root attribute '{name}'")
+        elif not _is_kind(attrs[name], kind):
+            problems.append(f"root attribute '{name}' should be {kind.__name__}, is {type(attrs[name]).__name__}")
+    world = attrs.get("world_size")
+    if _is_kind(world, int) and world < 1:
+        problems.append(f"root attribute 'world_size' is {world}, expected at least 1")
+    for name, shape in (("config_json", dict), ("versions_json", dict), ("ranks_json", list)):
+        if name in attrs or strict:
             try:
-                json.loads(attrs.get(name, ""))
+                if not isinstance(json.loads(attrs.get(name, "")), shape):
+                    problems.append(f"root attribute '{name}' should be a JSON {shape.__name__}")
             except (TypeError, ValueError):
                 problems.append(f"root attribute '{name}' is not JSON")
-        world = attrs.get("world_size")
-        problems += _check_steps(f, world)
-        for group, required in SCHEMA.series.items():
-            problems += _check_series(f, group, required)
-        problems += _check_ranks(attrs.get("ranks_json"), world)
-        problems += _check_final_eval(f)
+    if "config_json" in attrs and not problems:
+        sections = json.loads(attrs["config_json"])
+        if not all(isinstance(v, dict) for v in sections.values()):
+            problems.append("root attribute 'config_json' should map sections to settings")
+        else:
+            problems += [f"root attribute 'config_json' has {sec}.{key} of type {type(sections[sec][key]).__name__}, "
+                         f"expected {kind.__name__}" for (sec, key), kind in CONFIG_READ.items()
+                         if key in sections.get(sec, {}) and not _is_kind(sections[sec][key], kind)]
+    world = world if _is_kind(world, int) else None
+    problems += _check_steps(f, world, strict)
+    for group, required in SCHEMA.series.items():
+        problems += _check_series(f, group, required)
+    if "ranks_json" in attrs:
+        problems += _check_ranks(attrs["ranks_json"], world, strict)
+    problems += _check_final_eval(f)
     return problems
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _is_kind(value: object, kind: type) -> bool:
     if kind is int:
-        return isinstance(value, (int, np.integer))
+        return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
     if kind is float:
-        return isinstance(value, (float, int, np.floating, np.integer))
+        return isinstance(value, (float, int, np.floating, np.integer)) and not isinstance(value, (bool, np.bool_))
     return isinstance(value, (str, bytes))
 
 
-def _check_steps(f: h5py.File, world: object) -> list[str]:
-    if "steps" not in f:
+def stored_problem(ds: h5py.Dataset, name: str) -> str | None:
+    """Why ``ds`` cannot be what it declares: it needs more bytes than the file stores for it
+    (a dataset resized beyond the data written: reading it would allocate the declared size)."""
+    if ds.id.get_create_plist().get_nfilters():  # compressed: stored size says nothing; see readers' bound
+        return None
+    need = int(np.prod(ds.shape, dtype=np.float64)) * ds.dtype.itemsize
+    stored = ds.id.get_storage_size()
+    if need > stored:
+        return f"{name} declares shape {ds.shape} ({need} bytes) but the file stores {stored} bytes of it"
+    return None
+
+
+def _check_steps(f: h5py.File, world: int | None, strict: bool) -> list[str]:
+    if not isinstance(f.get("steps"), h5py.Group):
         return ["missing group /steps"]
-    problems, rows = [], set()
-    for col in SCHEMA.step_columns:
-        if col.name not in f["steps"]:
-            problems.append(f"missing /steps/{col.name}")
+    steps, problems, rows = f["steps"], [], set()
+    for name in steps:
+        ds = steps.get(name)
+        if not isinstance(ds, h5py.Dataset):
+            problems.append(f"/steps/{name} is not a dataset")
             continue
-        ds = f["steps"][col.name]
-        if ds.ndim != 2 or (isinstance(world, (int, np.integer)) and ds.shape[1] != world):
-            problems.append(f"/steps/{col.name} has shape {ds.shape}, expected (n_steps, {world})")
-        if ds.dtype != np.dtype(col.dtype):
-            problems.append(f"/steps/{col.name} has dtype {ds.dtype}, expected {col.dtype}")
-        if ds.attrs.get("unit") != col.unit:
-            problems.append(f"/steps/{col.name} lacks unit attribute '{col.unit}'")
+        col = next((c for c in SCHEMA.step_columns if c.name == name), None)
+        if ds.ndim != 2 or (world is not None and ds.shape[1] != world):
+            problems.append(f"/steps/{name} has shape {ds.shape}, expected (n_steps, {world})")
+            continue
+        if col is not None and ds.dtype != np.dtype(col.dtype) or ds.dtype.kind not in "iuf":
+            problems.append(f"/steps/{name} has dtype {ds.dtype}, expected {col.dtype if col else 'numbers'}")
+        if strict and col is not None and ds.attrs.get("unit") != col.unit:
+            problems.append(f"/steps/{name} lacks unit attribute '{col.unit}'")
+        problems += filter(None, [stored_problem(ds, f"/steps/{name}")])
         rows.add(ds.shape[0])
+    for col in SCHEMA.step_columns:
+        if col.name not in steps and (strict or col.name in READ_COLUMNS):
+            problems.append(f"missing /steps/{col.name}")
     if len(rows) > 1:
         problems.append(f"/steps columns have different lengths {sorted(rows)}")
-    if "step" in f["steps"] and not problems:
-        steps = f["steps"]["step"][()]
-        written = steps >= 0
-        expected = np.broadcast_to(np.arange(steps.shape[0])[:, None], steps.shape)
-        if not np.array_equal(steps[written], expected[written]):
-            problems.append("/steps/step does not match the row index")
     return problems
+
+
+def _check_row_index(ds: h5py.Dataset) -> list[str]:
+    """/steps/step[i] is i wherever a rank wrote it (-1 where it did not), read in bounded chunks."""
+    for lo in range(0, ds.shape[0], CHECK_ROWS):
+        steps = ds[lo:lo + CHECK_ROWS]
+        expected = np.broadcast_to(np.arange(lo, lo + steps.shape[0])[:, None], steps.shape)
+        written = steps >= 0
+        if not np.array_equal(steps[written], expected[written]):
+            return ["/steps/step does not match the row index"]
+    return []
 
 
 def _check_series(f: h5py.File, group: str, required: tuple[str, ...]) -> list[str]:
     if group not in f:
         return []
-    g, problems = f[group], []
-    for name in required:
-        if name not in g:
-            problems.append(f"missing /{group}/{name}")
-    if "step" in g:
-        n = g["step"].shape[0]
-        for name, ds in g.items():
-            if ds.ndim != 1 or ds.shape[0] != n:
-                problems.append(f"/{group}/{name} has shape {ds.shape}, expected ({n},)")
+    g = f[group]
+    if not isinstance(g, h5py.Group):
+        return [f"/{group} is not a group"]
+    problems = [f"missing /{group}/{name}" for name in required if name not in g]
+    n = g["step"].shape[0] if isinstance(g.get("step"), h5py.Dataset) and g["step"].ndim == 1 else None
+    for name in g:
+        ds = g.get(name)
+        if not isinstance(ds, h5py.Dataset) or ds.ndim != 1 or (n is not None and ds.shape[0] != n) \
+                or ds.dtype.kind not in "iuf":
+            shape = ds.shape if isinstance(ds, h5py.Dataset) else "a group"
+            problems.append(f"/{group}/{name} has shape {shape}, expected numbers of shape ({n},)")
+            continue
+        problems += filter(None, [stored_problem(ds, f"/{group}/{name}")])
+    for name, kind in (("samples", int), ("is_splits", int)):
+        if name in g.attrs and not _is_kind(g.attrs[name], kind):
+            problems.append(f"/{group} attribute '{name}' should be {kind.__name__}")
     return problems
 
 
-def _check_ranks(text: object, world: object) -> list[str]:
+def _check_ranks(text: object, world: int | None, strict: bool) -> list[str]:
     try:
         ranks = json.loads(text)
     except (TypeError, ValueError):
         return []  # reported with the other JSON attributes
-    if not isinstance(ranks, list) or (isinstance(world, (int, np.integer)) and len(ranks) != world):
+    if not isinstance(ranks, list) or (world is not None and len(ranks) != world):
         return [f"root attribute 'ranks_json' should list {world} ranks"]
-    missing = sorted({k for r in ranks for k in RANK_KEYS if not isinstance(r, dict) or k not in r})
-    return [f"root attribute 'ranks_json' lacks {', '.join(missing)}"] if missing else []
+    if not all(isinstance(r, dict) for r in ranks):
+        return ["root attribute 'ranks_json' should list one object per rank"]
+    missing = sorted({k for r in ranks for k in RANK_KEYS if k not in r}) if strict else []
+    if missing:
+        return [f"root attribute 'ranks_json' lacks {', '.join(missing)}"]
+    if any(not _is_kind(r.get("threads", 1), int) for r in ranks):
+        return ["root attribute 'ranks_json' has a rank whose threads is not an integer"]
+    return []
 
 
 def _check_final_eval(f: h5py.File) -> list[str]:
     if "final_eval" not in f:
         return []
-    g, problems = f["final_eval"], []
+    g = f["final_eval"]
+    if not isinstance(g, h5py.Group):
+        return ["/final_eval is not a group"]
+    problems = []
     for name, kind in SCHEMA.final_eval_attrs.items():
         if name not in g.attrs:
             problems.append(f"/final_eval lacks attribute '{name}'")
         elif not _is_kind(g.attrs[name], kind):
             problems.append(f"/final_eval attribute '{name}' should be {kind.__name__}")
-    for name, ds in g.items():
+    for name in g:
+        ds = g.get(name)
         if not isinstance(ds, h5py.Dataset) or ds.shape != () or ds.dtype != np.float64:
             problems.append(f"/final_eval/{name} should be a float64 scalar")
     return problems

@@ -71,14 +71,24 @@ def test_written_folder_reads_back_with_weights_only_and_is_checked_against_its_
         read_final_model(results)
 
     save_final_model(results, parts, CFG, 7, MPI.COMM_SELF)
-    with h5py.File(results, "w") as f:
-        f.attrs.update(algorithm="pcwgan", finished_at="now")
-        f["steps/step"] = torch.arange(9).reshape(9, 1).numpy()
+    finished_run(results, "pcwgan", 9)
     assert "stale model folder" in _check_results_file(results, read_final_model(results))
-    with h5py.File(results, "a") as f:
-        del f["steps/step"]
-        f["steps/step"] = torch.arange(7).reshape(7, 1).numpy()
+    finished_run(results, "pcwgan", 7)
     assert _check_results_file(results, read_final_model(results)) is None
+    with h5py.File(results, "a") as f:
+        f.attrs["world_size"] = "one"
+    assert "root attribute 'world_size' should be int" in _check_results_file(results, read_final_model(results))
+
+
+def finished_run(path, algo: str, rows: int) -> None:
+    from helpers import schema_attrs
+    from hpcgan.results.recorder import Recorder
+    from hpcgan.results.schema import StepStats
+
+    rec = Recorder(path, MPI.COMM_SELF, {**schema_attrs(), "algorithm": algo}, mode="force")
+    for i in range(rows):
+        rec.record(StepStats(step=i, d_loss=0.0, g_loss=0.0))
+    rec.close(finished=True)
 
 
 class Payload:
