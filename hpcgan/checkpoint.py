@@ -7,23 +7,29 @@ numpy's global RNG state, a tuple holding an ndarray, is stored as a tensor (:fu
 
 Writing is two-phase over ``comm`` (the control channel of the ranks that checkpoint together; one rank alone for ranks
 that train on their own clocks): each rank writes ``rank{r}.pt.tmp``, the ranks agree that every
-write succeeded, and only then each renames its file into place. A failed write on any rank (disk
-full, permissions) removes every temporary file and raises a WriteError naming the file on every
-rank; the previous checkpoints stay. A job killed between two ranks' renames leaves checkpoints of
-different steps, which ``--resume`` refuses (see :func:`check_resumable`).
+write succeeded, and only then each moves its last checkpoint to ``rank{r}.pt.prev`` and renames
+the new one into place. A failed write on any rank (disk full, permissions) removes every
+temporary file and raises a WriteError naming the file on every rank; the previous checkpoints
+stay. A job killed between two ranks' renames leaves ranks one generation apart: ``--resume``
+(:func:`load_resumable`) continues from the newest step every rank has, kept as ``.pt`` or ``.prev``.
+
+Every checkpoint carries its run's identity (:func:`new_identity`: a random run id, the digest of
+the configuration it started with, the seed), as does the results file; a resume refuses
+checkpoints of different runs, and the recorder refuses a results file of another run.
 """
 from __future__ import annotations
 
 import json
 import os
 import pickle
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .errors import UsageError, WriteError, agree, write_failure
+from .errors import UsageError, WriteError, agree, collectively, write_failure
 
 #: Keys every checkpoint holds (besides the algorithm's, loader's and RNG states).
 FORMAT = 1
@@ -65,7 +71,29 @@ def save(path: Path, state: dict[str, Any], comm) -> None:
     except Exception:
         tmp.unlink(missing_ok=True)
         raise
+    if path.exists():
+        os.replace(path, previous(path))
     os.replace(tmp, path)
+
+
+def previous(path: Path) -> Path:
+    """Where the generation before ``path`` is kept."""
+    return path.with_name(path.name + ".prev")
+
+
+#: The keys of a run's identity, in checkpoints and in the results file's root attributes.
+IDENTITY = ("seed", "config_digest", "run_id")
+
+
+def new_identity(cfg, comm) -> dict[str, Any]:
+    """Collective: the identity of a run starting now (one random id, drawn on rank 0)."""
+    return {"seed": int(cfg.run.seed), "config_digest": cfg.digest(),
+            "run_id": comm.bcast(uuid.uuid4().hex if comm.rank == 0 else None, root=0)}
+
+
+def identity_of(state: dict[str, Any]) -> dict[str, Any]:
+    """The identity a checkpoint carries ({} for checkpoints written before identities)."""
+    return {k: state[k] for k in IDENTITY} if all(k in state for k in IDENTITY) else {}
 
 
 def read_plain(path: Path, what: str) -> Any:
@@ -111,9 +139,39 @@ def check_resumable(state: dict[str, Any], path: Path, config_json: str, world_s
         raise UsageError(f"cannot resume {path}: settings differ from the checkpoint: {', '.join(diff)}")
 
 
-def check_same_step(steps: list[int], out: str | Path) -> None:
-    """UsageError unless the lockstep ranks' checkpoints (steps per rank) are of one step."""
-    if len(set(steps)) > 1:
-        listed = ", ".join(f"rank {r}: {s}" for r, s in enumerate(steps))
-        raise UsageError(f"cannot resume: the checkpoints in {folder(out)} are of different steps ({listed}); the "
-                         "job was killed while writing them. Start the run again with --force")
+def load_resumable(path: Path, config_json: str, comm, peers, out: str | Path,
+                   resumable: set[str]) -> dict[str, Any]:
+    """Collective over ``comm`` (all ranks): the checkpoint this rank continues from. Each rank
+    reads its generations (``path`` and :func:`previous`), each checked by :func:`check_resumable`,
+    and takes the newest step that all its ``peers`` (the ranks it checkpoints with) have
+    (:func:`newest_common_step`). Every rank's choice must be of one run (:func:`identity_of`)."""
+    def load_mine() -> list[dict[str, Any]]:
+        found = [p for p in (path, previous(path)) if p.is_file()]
+        states = [load(p) for p in found] or [load(path)]  # none: load() names the missing file
+        for state, p in zip(states, found):
+            check_resumable(state, p, config_json, comm.size, resumable)
+        return states
+    states = collectively(comm, load_mine)
+    step = newest_common_step(peers.allgather([int(s["step"]) for s in states]), out)
+    state = next(s for s in states if int(s["step"]) == step)
+    check_one_run(comm.allgather(identity_of(state).get("run_id")), out)
+    return state
+
+
+def newest_common_step(steps: list[list[int]], out: str | Path) -> int:
+    """The newest step of which every rank of a group that checkpoints together has a checkpoint
+    (``steps``: per rank, the steps of its generations); UsageError if there is none."""
+    common = set.intersection(*(set(s) for s in steps))
+    if not common:
+        listed = ", ".join(f"rank {r}: {sorted(s, reverse=True)}" for r, s in enumerate(steps))
+        raise UsageError(f"cannot resume: the checkpoints in {folder(out)} have no step in common ({listed}); "
+                         "start the run again with --force")
+    return max(common)
+
+
+def check_one_run(run_ids: list[str | None], out: str | Path) -> None:
+    """UsageError unless every rank's checkpoint is of one run (``run_ids`` per rank)."""
+    if len(set(run_ids)) > 1:
+        differing = [r for r, i in enumerate(run_ids) if i != run_ids[0]]
+        raise UsageError(f"cannot resume: the checkpoints in {folder(out)} are of different runs (ranks {differing} "
+                         "differ from rank 0's run_id); start the run again with --force")

@@ -47,7 +47,9 @@ from .info import machine, ranks_attrs, versions
 from .log import PROGRESS_EVERY, get_logger
 from .metrics import build_evaluator
 from .resources import check_fits
+from .results.lock import RunLock
 from .results.model import save_final_model
+from .results.outputs import claim_outputs
 from .results.recorder import COLUMNS, Recorder
 from .signals import StopSignals
 from .world import World, seed_everything
@@ -141,6 +143,7 @@ class Trainer:
             cfg = cfg.replace(run={"resume": True})
         self.check(cfg)
         self.cfg = cfg
+        claim_outputs(cfg.run.out, cfg.run.force, cfg.run.resume, world.comm)  # earlier runs' files: --force only
         seed_everything(cfg.run.seed, world.rank)
         dataset = collectively(world.comm, lambda: build_dataset(cfg.data.data, shard=cfg.data.shard,
                                                                  labels=cfg.data.labels))
@@ -152,10 +155,11 @@ class Trainer:
         self.start_step, self.elapsed0, self.last_ckpt = 0, 0.0, -1
         self.last_eval_step, self.last_eval = -1, {}
         self.stop_signal = 0
+        self.identity = checkpoint.new_identity(cfg, world.comm)  # on resume, the checkpoint's
         if cfg.run.resume:
             self._load_checkpoint()
         mode = "resume" if cfg.run.resume else ("force" if cfg.run.force else "create")
-        attrs = run_attrs(cfg, world, self.algo)
+        attrs = {**run_attrs(cfg, world, self.algo), **self.identity}
         self.recorder = Recorder(cfg.run.out, world.comm, attrs, cfg.run.flush_every, mode, self.first_row())
         self.rows = self.open_rows(attrs)
 
@@ -260,20 +264,15 @@ class Trainer:
         state = {"step": step, "elapsed": elapsed, "world_size": self.world.size, "algo": self.cfg.algo.algo,
                  "config_json": self.cfg.to_json(), "algorithm": self.algo.state_dict(),
                  "loader": self.loader.state_dict(), "torch_rng": torch.get_rng_state(),
-                 "numpy_rng": checkpoint.numpy_rng_state()}
+                 "numpy_rng": checkpoint.numpy_rng_state(), **self.identity}
         checkpoint.save(checkpoint_path(self.cfg, self.world.rank), state, self.peers)
         self.last_ckpt = step
 
     def _load_checkpoint(self) -> None:
         """Collective: every rank's checkpoint, checked to continue this run on these ranks."""
-        path = checkpoint_path(self.cfg, self.world.rank)
-
-        def load() -> dict[str, Any]:
-            state = checkpoint.load(path)
-            checkpoint.check_resumable(state, path, self.cfg.to_json(), self.world.size, RESUMABLE_CHANGES)
-            return state
-        state = collectively(self.world.comm, load)
-        self.check_resumed_step(int(state["step"]))
+        state = checkpoint.load_resumable(checkpoint_path(self.cfg, self.world.rank), self.cfg.to_json(),
+                                          self.world.comm, self.peers, self.cfg.run.out, RESUMABLE_CHANGES)
+        self.identity = checkpoint.identity_of(state)
         self.algo.load_state_dict(state["algorithm"])
         self.loader.load_state_dict(state["loader"])
         torch.set_rng_state(state["torch_rng"])
@@ -299,9 +298,6 @@ class Trainer:
         self.log.info("done: %d steps, median %.2f ms/step (rank 0), %d bytes sent by all ranks -> %s",
                       steps, 1e3 * med, sent, self.cfg.run.out)
 
-    def check_resumed_step(self, step: int) -> None:
-        """Collective: UsageError if this rank's checkpoint step cannot continue with the others'."""
-
 
 class LockstepTrainer(Trainer):
     """Every rank takes every step together (collectives inside the step): the ranks stop at the
@@ -314,7 +310,7 @@ class LockstepTrainer(Trainer):
 
     def should_stop(self, step: int, elapsed: float, signals: StopSignals) -> bool:
         run = self.cfg.run
-        done = step >= run.steps if run.budget <= 0 else (step > 0 and elapsed >= run.budget)  # a budget run records a step
+        done = step >= run.steps if run.budget <= 0 else (step > 0 and elapsed >= run.budget)  # >= 1 row
         if run.budget <= 0 and self.rows.buffered:
             return done  # between flushes: step counts agree without asking
         # Rank 0's clock and any rank's signal decide for everyone.
@@ -322,9 +318,6 @@ class LockstepTrainer(Trainer):
         self.world.comm.allreduce_(flags, op="max")
         self.stop_signal = int(flags[1])
         return bool(flags.any())
-
-    def check_resumed_step(self, step: int) -> None:
-        checkpoint.check_same_step(self.world.comm.allgather(step), self.cfg.run.out)
 
 
 class OwnClockTrainer(Trainer):
@@ -355,7 +348,8 @@ class OwnClockTrainer(Trainer):
     def should_stop(self, step: int, elapsed: float, signals: StopSignals) -> bool:
         run = self.cfg.run
         self.stop_signal = signals.received
-        return (step >= run.steps if run.budget <= 0 else (step > 0 and elapsed >= run.budget)) or bool(self.stop_signal)
+        done = step >= run.steps if run.budget <= 0 else (step > 0 and elapsed >= run.budget)  # >= 1 row
+        return done or bool(self.stop_signal)
 
     def on_error(self, e: CollectiveError) -> None:
         if isinstance(e, NonFiniteLossError):  # found in this rank's own rows: name the rank
@@ -381,4 +375,5 @@ class OwnClockTrainer(Trainer):
 
 
 def train(cfg: RunConfig, world: World) -> Path:
-    return Trainer(cfg, world).run()
+    with RunLock(cfg.run.out, world.comm):  # one run per --out, taken before --force deletes anything
+        return Trainer(cfg, world).run()

@@ -24,6 +24,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ..checkpoint import IDENTITY
 from ..comm.control import ControlChannel, control_of
 from ..errors import NonFiniteLossError, UsageError, WriteError, write_failure
 from .schema import SCHEMA, StepStats
@@ -106,10 +107,12 @@ class Recorder:
 
     def _check_resumable(self, f: h5py.File, attrs: dict[str, Any], resume_step: int) -> None:
         """UsageError unless ``f`` is this run's file: same ranks and algorithm, rows up to the checkpoint."""
-        for key in ("world_size", "algorithm"):
-            if key in attrs and f.attrs.get(key) != attrs[key]:
-                raise UsageError(f"cannot resume {self.path}: its {key} is {f.attrs.get(key)!r}, this run's is "
-                                 f"{attrs[key]!r}")
+        for key in ("world_size", "algorithm", *IDENTITY):  # IDENTITY: the checkpoint's run (seed, config, id)
+            theirs = f.attrs.get(key)
+            theirs = theirs.item() if isinstance(theirs, np.generic) else theirs
+            if key in attrs and theirs != attrs[key]:
+                raise UsageError(f"cannot resume {self.path}: its {key} is {theirs!r}, this run's is "
+                                 f"{attrs[key]!r}" + ("; it is another run's results file" if key in IDENTITY else ""))
         rows = f["steps"]["step"].shape[0] if "steps" in f and "step" in f["steps"] else 0
         if rows < resume_step:
             raise UsageError(f"cannot resume {self.path}: it has {rows} rows but the checkpoint is at step "

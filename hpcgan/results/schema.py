@@ -80,6 +80,7 @@ SCHEMA = Schema(
         "spectral_gap": float, "world_size": int, "scaling": str, "local_batch": int,
         "global_batch": int, "warmup_steps": int, "config_json": str, "versions_json": str,
         "machine": str, "hostnames": str, "ranks_json": str, "slurm_job_id": str, "started_at": str,
+        "run_id": str, "config_digest": str, "seed": int,  # the run's identity, also in its checkpoints
     },
     optional_attrs={"finished_at": str, "stopped_reason": str},
     step_columns=(

@@ -53,6 +53,20 @@ if os.environ.get("TEST_DISK_FULL_AFTER"):  # the filesystem fills up after N fl
         calls[0] += 1
         return 0 if calls[0] > int(os.environ["TEST_DISK_FULL_AFTER"]) else 1 << 40
     recorder.free_bytes = free_bytes
+if os.environ.get("TEST_KILL_AFTER_AGREE"):  # rank:n -- kill -9 after the n-th checkpoint agreement, before renaming
+    import signal
+    import hpcgan.checkpoint as checkpoint
+    where, nth = map(int, os.environ["TEST_KILL_AFTER_AGREE"].split(":"))
+    agree, agreed = checkpoint.agree, [0]
+
+    def agree_then_die(comm, error):
+        agree(comm, error)
+        agreed[0] += 1
+        if rank == where and agreed[0] == nth:
+            import time
+            time.sleep(1)  # the other ranks rename theirs meanwhile, then wait for this one at the next flush
+            os.kill(os.getpid(), signal.SIGKILL)
+    checkpoint.agree = agree_then_die
 if os.environ.get("TEST_CWD_RANK1") and rank == 1:  # this rank's node sees another file system
     os.chdir(os.environ["TEST_CWD_RANK1"])
 
@@ -225,16 +239,17 @@ def test_resuming_a_two_rank_run_on_one_rank_is_refused(launch, tmp_path):
     assert out.read_bytes() == before
 
 
-def test_checkpoints_of_different_steps_are_refused(launch, tmp_path):
+def test_a_kill_between_the_checkpoint_agreement_and_the_rename_resumes_from_the_step_every_rank_has(launch, tmp_path):
     out, ckpt = tmp_path / "c.h5", tmp_path / "c.h5.ckpt"
-    checkpointed(launch, out, 10)
-    shutil.copy(ckpt / "rank1.pt", tmp_path / "rank1.step10")
-    checkpointed(launch, out, 20, "--resume")
-    shutil.copy(tmp_path / "rank1.step10", ckpt / "rank1.pt")  # as if killed between the two ranks' renames
+    r, _ = run(launch, 2, *RUN, "--steps", "30", "--ckpt-every", "10", "--out", str(out),
+               env={"TEST_KILL_AFTER_AGREE": "1:2"})  # rank 1 dies agreeing on step 20, before its rename
+    assert r.returncode != 0 and checkpoint_steps(out) == [20, 10], r.stderr
+    assert torch.load(ckpt / "rank0.pt.prev", weights_only=True)["step"] == 10
     r, _ = run(launch, 2, *RUN, "--steps", "30", "--ckpt-every", "10", "--resume", "--out", str(out))
-    assert r.returncode == 2, r.stderr
-    [line] = error_lines(r.stderr)
-    assert "different steps (rank 0: 20, rank 1: 10)" in line
+    assert r.returncode == 0, r.stderr
+    assert validate(str(out)) == [] and checkpoint_steps(out) == [30, 30]
+    with h5py.File(out) as f:
+        assert f["steps"]["step"].shape[0] == 30 and "finished_at" in f.attrs
 
 
 # -- a full disk -----------------------------------------------------------------------------------

@@ -111,6 +111,7 @@ def test_a_damaged_or_foreign_checkpoint_is_named(tmp_path, world):
     with pytest.raises(UsageError, match=f"cannot read checkpoint {path}: not an hpcgan checkpoint"):
         checkpoint.load(path)
     path.unlink()
+    checkpoint.previous(path).unlink()  # the generation before (step 2)
     with pytest.raises(UsageError, match=f"no checkpoint {path}"):
         Trainer(cfg.replace(run={"steps": 6, "resume": True}), world)
 
@@ -130,7 +131,7 @@ def test_a_failed_checkpoint_write_says_why_keeps_the_last_one_and_cleans_up(tmp
     with pytest.raises(WriteError, match=f"cannot write checkpoint {path}: no space left on device"):
         checkpoint.save(path, {"step": 9}, MPI.COMM_SELF)
     assert path.read_bytes() == before
-    assert sorted(p.name for p in path.parent.iterdir()) == ["rank0.pt"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["rank0.pt", "rank0.pt.prev"]  # no .tmp
 
 
 def test_a_failed_checkpoint_write_stops_the_run_with_one_reason(tmp_path, world, monkeypatch):
@@ -155,8 +156,11 @@ def test_resume_refuses_another_world_size_algorithm_or_mixed_steps(tmp_path, wo
         checkpoint.check_resumable({**state, "world_size": 2}, path, cfg.to_json(), 1, set())
     with pytest.raises(UsageError, match="checkpoint of --algo dqgan, not sync"):
         checkpoint.check_resumable({**state, "algo": "dqgan"}, path, cfg.to_json(), 1, set())
-    with pytest.raises(UsageError, match=r"different steps \(rank 0: 20, rank 1: 10\)"):
-        checkpoint.check_same_step([20, 10], cfg.run.out)
+    assert checkpoint.newest_common_step([[20, 10], [10]], cfg.run.out) == 10  # killed between renames
+    with pytest.raises(UsageError, match=r"no step in common \(rank 0: \[20, 10\], rank 1: \[40, 30\]\)"):
+        checkpoint.newest_common_step([[20, 10], [40, 30]], cfg.run.out)
+    with pytest.raises(UsageError, match=r"of different runs \(ranks \[1\] differ"):
+        checkpoint.check_one_run(["a", "b"], cfg.run.out)
     torch.save({**state, "world_size": 2}, path)
     before = (tmp_path / "run.h5").read_bytes()
     with pytest.raises(UsageError, match="2 rank"):
@@ -164,12 +168,26 @@ def test_resume_refuses_another_world_size_algorithm_or_mixed_steps(tmp_path, wo
     assert (tmp_path / "run.h5").read_bytes() == before
 
 
-def test_resume_refuses_a_results_file_of_another_run(tmp_path, world):
-    cfg = tiny("sync", tmp_path / "run.h5", steps=4)
+@pytest.mark.parametrize("other, why", [({"seed": 1}, "its seed is 1, this run's is 0"),
+                                        ({}, "its run_id is '[0-9a-f]{32}', this run's is '[0-9a-f]{32}'")])
+def test_resume_refuses_a_results_file_of_another_run(tmp_path, world, other, why, monkeypatch):
+    """Another run's results file of as many rows next to this run's checkpoints: a different seed,
+    or the very same settings (--out included) run in another folder."""
+    import shutil
+
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    cfg = tiny("sync", "run.h5", steps=4)
     Trainer(cfg, world).run()
-    Trainer(tiny("sync", tmp_path / "run.h5", steps=2, ckpt_every=0, force=True), world).run()  # 2 rows now
-    with pytest.raises(UsageError, match="has 2 rows but the checkpoint is at step 4"):
+    monkeypatch.chdir(tmp_path / "b")
+    Trainer(tiny("sync", "run.h5", steps=4, **other), world).run()
+    shutil.copy(tmp_path / "b/run.h5", tmp_path / "a/run.h5")
+    monkeypatch.chdir(tmp_path / "a")
+    before = (tmp_path / "a/run.h5").read_bytes()
+    with pytest.raises(UsageError, match=f"cannot resume run.h5: {why}; it is another run's results"):
         Trainer(cfg.replace(run={"steps": 6, "resume": True}), world)
+    assert (tmp_path / "a/run.h5").read_bytes() == before
 
 
 def test_force_never_deletes_an_input_of_the_run(tmp_path, world):
