@@ -11,6 +11,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ..errors import UsageError
 from .schema import SCHEMA, first_line, layout_problems
 
 
@@ -134,8 +135,9 @@ class RunResult:
                        int(a.get("is_splits", 1)))  # files before schema v3: one split
 
 
-class UnreadableResults(ValueError):
-    """A file that is not a results file a reader can use; ``str()`` is one line saying why."""
+class UnreadableResults(UsageError):
+    """A file that is not a results file a reader can use; ``str()`` is one line saying why (a
+    UsageError, so a command that meets one unhandled says that line, and a ValueError)."""
 
 
 #: Of the memory available now, the most one results file may take once read.
