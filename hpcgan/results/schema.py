@@ -74,7 +74,8 @@ class Schema:
 
 
 SCHEMA = Schema(
-    version=4,  # 2: /steps/cpu; 3: /steps/{real,fake}_samples, ranks_json, /final_eval; 4: /steps/t_comm_hidden
+    version=4,  # 2: /steps/cpu; 3: /steps/{real,fake}_samples, ranks_json, /final_eval; 4: /steps/t_comm_hidden,
+    #             the run identity (run_id, config_digest, seed)
     root_attrs={
         "schema_version": int, "algorithm": str, "backend": str, "compressor": str, "topology": str,
         "spectral_gap": float, "world_size": int, "scaling": str, "local_batch": int,
