@@ -71,7 +71,8 @@ def check_every_label_has_data(dataset, owner: np.ndarray, data: str) -> None:
     for c in dataset.empty_labels():
         ranks = sorted({int(r) for u, r in enumerate(owner) if u % C == c})
         raise UsageError(f"class {c} of {data} has no samples: pcwgan trains its generator on rank "
-                         f"{', '.join(map(str, ranks))} from that class alone; add its images (or keep labels below K with --labels K)")
+                         f"{', '.join(map(str, ranks))} from that class alone; add its images (or keep labels "
+                         "below K with --labels K)")
 
 
 @dataclass

@@ -13,8 +13,9 @@ created private (0700), and a folder or ``.so`` that is a symbolic link, belongs
 that others may write is never used (a shared ``$HPCGAN_CACHE`` is one such). Each build's SHA-256
 is recorded beside it (``<name>-<key>.so.sha256``, written after the library) and checked before
 loading, so a library that is not the one this user built there (0 bytes after a full disk, a file
-copied in from elsewhere) is never loaded. A ``.so`` that fails either check is rebuilt; a folder that fails it is replaced, for this process, by a private temporary
-folder (removed once the library is loaded).
+copied in from elsewhere) is never loaded. A ``.so`` that fails either check is rebuilt; a folder
+that fails the first is replaced, for this process, by a private temporary folder (removed once
+the library is loaded).
 
 ``$HPCGAN_NATIVE=0`` disables the kernels; without a working compiler they are unavailable too.
 Either way callers fall back to their torch implementation (:func:`load` returns None and says
