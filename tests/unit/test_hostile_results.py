@@ -31,7 +31,7 @@ MEMORY_BOUND = 64 << 20
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory) -> Path:
-    """A real finished run with /steps, /eval and /final_eval-free layout: 6 steps, 2 evaluations."""
+    """A real finished run: 6 steps (/steps) and 2 evaluations (/eval)."""
     out = tmp_path_factory.mktemp("good") / "good.h5"
     Trainer(resolve_config({"algo": "sync", "out": str(out), "steps": 6, "eval_every": 3, "eval_samples": 64,
                             "batch_size": 8, "width": 8, "flush_every": 2}),
