@@ -28,6 +28,7 @@ import traceback
 from mpi4py import MPI
 
 from .errors import CollectiveError, UsageError, collectively
+from .signals import hold_early
 
 class _Parser(argparse.ArgumentParser):
     """Flag mistakes become a UsageError, so only rank 0 reports them."""
@@ -72,7 +73,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .world import init_world
 
     cfg = resolve_config(given_values(args))  # before any model or communicator exists
-    train(cfg, init_world())
+    train(cfg, init_world(device=cfg.run.device))
     return 0
 
 
@@ -294,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     from .log import setup_logging
 
     setup_logging(rank)
+    if (sys.argv[1:] if argv is None else argv)[:1] == ["train"]:
+        hold_early()  # a stop signal during the slow start-up is not lost (hpcgan.signals)
     exits = world.Dup()  # the exit agreement never meets a collective of the command
     os._exit = _reporting_exit(rank, size)
     try:
