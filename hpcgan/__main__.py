@@ -77,6 +77,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preflight(args: argparse.Namespace) -> int:
+    from .preflight import preflight
+
+    return preflight(args.device, args.cuda_aware_mpi, args.allow_shared_gpu)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from .results.schema import validate
 
@@ -203,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
                            description=train_description(), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(train, defaults=defaults_help())
     train.set_defaults(fn=cmd_train)
+    pre = sub.add_parser("preflight", help="check the launch before training: MPI world = Slurm step, one GPU "
+                         "per rank, device and CUDA-aware MPI as asked (jobs run it first)")
+    pre.add_argument("--device", default="auto", help="auto, cuda (every rank needs a GPU) or cpu")
+    pre.add_argument("--cuda-aware-mpi", default="auto", help="auto, yes (the library must read GPU memory) or no")
+    pre.add_argument("--allow-shared-gpu", action="store_true", help="ranks may share a GPU")
+    pre.set_defaults(fn=cmd_preflight)
     val = sub.add_parser("validate", help="check results files against the HDF5 schema")
     val.add_argument("files", nargs="+")
     val.set_defaults(fn=cmd_validate)
