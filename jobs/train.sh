@@ -10,9 +10,11 @@
 #            10 minutes of it spread over STEPS, at least one per run; 0 = none). The --signal
 #            warning always checkpoints when checkpoints are on.
 #   CUDA_AWARE_MPI (auto), PREFLIGHT (1: `hpcgan preflight` first; 0 skips it), REQUEUE (1)
-# Steps: 1. preflight on the same tasks (one line per problem, stop there); 2. train; 3. a run that
+# Steps: 1. preflight on the same tasks (one line per problem, stop there); 2. train; 3. a step that
 # stopped at the time-limit warning (SIGUSR1: exit 138) requeues this job (`scontrol requeue`),
-# which keeps its job id, so the next start continues the run from its checkpoints.
+# which keeps its job id, so the next start continues the run from its checkpoints (without
+# checkpoints, CKPT_EVERY=0, it starts again). A warning that comes between the two steps, when no
+# step runs, is lost (Slurm signals the steps once): the job then ends at its limit.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 algo="${1:?usage: $0 ALGO [hpcgan train flags]}"; shift
@@ -49,14 +51,14 @@ if [[ -z "${CKPT_EVERY:-}" ]]; then
 fi
 
 [[ "${DRY_RUN:-0}" == 1 ]] || mkdir -p "$(dirname "$out")"
-if [[ "${PREFLIGHT:-1}" == 1 ]]; then
-    hpcgan_srun "$ntasks" preflight --device "$DEVICE" --cuda-aware-mpi "${CUDA_AWARE_MPI:-auto}"
-fi
 rc=0
+if [[ "${PREFLIGHT:-1}" == 1 ]]; then
+    hpcgan_srun "$ntasks" preflight --device "$DEVICE" --cuda-aware-mpi "${CUDA_AWARE_MPI:-auto}" || rc=$?
+fi
 aware=(); [[ -z "${CUDA_AWARE_MPI:-}" ]] || aware=(--cuda-aware-mpi "$CUDA_AWARE_MPI")  # not every algorithm takes it
-hpcgan_srun "$ntasks" train --algo "$algo" --data "$data" "${model[@]}" --steps "$steps" \
+(( rc )) || hpcgan_srun "$ntasks" train --algo "$algo" --data "$data" "${model[@]}" --steps "$steps" \
     --batch-size "${BATCH:-64}" --device "$DEVICE" "${aware[@]}" --ckpt-every "$CKPT_EVERY" --out "$out" "$@" || rc=$?
-if (( rc == 128 + 10 )) && [[ -n "${SLURM_JOB_ID:-}" && "${REQUEUE:-1}" == 1 && "$CKPT_EVERY" != 0 ]]; then
+if (( rc == 128 + 10 )) && [[ -n "${SLURM_JOB_ID:-}" && "${REQUEUE:-1}" == 1 ]]; then
     echo "hpcgan: stopped at the time-limit warning: requeueing job $SLURM_JOB_ID to continue $out" >&2
     scontrol requeue "$SLURM_JOB_ID"
 fi

@@ -6,6 +6,7 @@
 #                                `export SLURM_CONF=...` (the clients sbatch/srun/squeue need it)
 #   tools/slurm_local.sh stop    stop every daemon that `start` started (by the pids it recorded)
 #   tools/slurm_local.sh check   exit 0 if `start` can work here, else print why on one line, exit 1
+#   tools/slurm_local.sh status  exit 0 if the daemons `start` started are running
 # Everything lives in HPCGAN_SLURM_DIR (default /tmp/hpcgan-slurm): slurm.conf, state, spool, logs,
 # pid files. The node is sized to this machine's cores (slurmd -C); ProctrackType=proctrack/linuxproc
 # and TaskPlugin=task/none need no cgroups, MpiDefault=none (jobs ask srun --mpi=pmi2 for MPICH).
@@ -46,6 +47,8 @@ SlurmctldHost=$host
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# a requeued job may start again after cred_expire + 1 s (default 120)
+AuthInfo=cred_expire=10
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool
 SlurmctldPidFile=$dir/slurmctld.pid
@@ -69,7 +72,7 @@ InactiveLimit=0
 MailProg=/bin/true
 SlurmdTimeout=60
 $node State=UNKNOWN
-PartitionName=local Nodes=$host Default=YES MaxTime=INFINITE State=UP
+PartitionName=local Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 EOF
 }
 
@@ -129,6 +132,9 @@ stop() {
 case "${1:-}" in
     start) start ;;
     stop) stop ;;
+    status) for name in slurmctld slurmd; do
+                [[ -f "$dir/$name.pid" ]] && kill -0 "$(cat "$dir/$name.pid")" 2>/dev/null || exit 1
+            done ;;
     check) reason="$(why_not)"; [[ -z "$reason" ]] || { echo "$reason"; exit 1; } ;;
-    *) echo "usage: $0 start|stop|check" >&2; exit 2 ;;
+    *) echo "usage: $0 start|stop|status|check" >&2; exit 2 ;;
 esac
