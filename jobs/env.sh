@@ -85,7 +85,7 @@ hpcgan_srun_flags() {
         echo "hpcgan: $n tasks is not a multiple of $what" >&2; return 2
     fi
     local flags=(--nodes=$(( n / tpn )) --ntasks="$n" --ntasks-per-node="$tpn" --cpus-per-task="$CPUS_PER_TASK"
-                 --cpu-bind=cores)
+                 --cpu-bind=cores --kill-on-bad-exit=1)  # a task that dies (MPI_Init failed) ends the step
     case "$DEVICE:${GPU_BIND:-}" in
         cpu:*) ;;
         *:) flags+=(--gpus-per-node="$tpn") ;;

@@ -42,9 +42,11 @@ class Slurm:
                               env={**self.env, **(env or {})})
 
     def job_env(self, **env: str) -> dict[str, str]:
-        """What a job of the tests runs with: CPU mode, the embedded MPICH over PMI-2, this checkout."""
+        """What a job of the tests runs with: CPU mode, the embedded MPICH over PMI-2, this checkout.
+        UCX_TLS=self,sm: all ranks share this one node; under load, MPICH's UCX address exchange over
+        the network interfaces failed once in MPI_Init ("failed to unpack address, invalid bandwidth")."""
         return {"DEVICE": "cpu", "SRUN_MPI": "pmi2", "HPCGAN_ROOT": str(ROOT), "HPCGAN_PYTHON": sys.executable,
-                "PYTHONPATH": str(ROOT), **env}
+                "PYTHONPATH": str(ROOT), "UCX_TLS": "self,sm", **env}
 
     def sbatch(self, *argv: str, env: dict[str, str] | None = None) -> str:
         r = self.run("sbatch", "--parsable", *argv, env=env, cwd=ROOT)

@@ -78,7 +78,8 @@ def test_algorithm_script_dry_run_prints_preflight_then_the_training_line(algo):
     r = dry(f"{algo}.sbatch", "--lr", "1e-4", SLURM_NNODES="2")
     assert r.returncode == 0, r.stderr
     preflight, train = (line.rstrip() for line in r.stdout.splitlines())
-    flags = "srun --nodes=2 --ntasks=8 --ntasks-per-node=4 --cpus-per-task=7 --cpu-bind=cores --gpus-per-node=4 "
+    flags = ("srun --nodes=2 --ntasks=8 --ntasks-per-node=4 --cpus-per-task=7 --cpu-bind=cores --kill-on-bad-exit=1 "
+             "--gpus-per-node=4 ")
     assert preflight == f"{flags}{sys.executable} -m mpi4py -m hpcgan preflight --device cuda --cuda-aware-mpi auto"
     assert train.startswith(f"{flags}{sys.executable} -m mpi4py -m hpcgan train --algo {algo} ")
     # the real workload unless the toy is asked for; GPUs required; checkpoints on; results under HPCGAN_RESULTS
@@ -146,7 +147,8 @@ def test_cpu_mode_has_no_gpu_flags_and_takes_tasks_per_node_from_the_allocation(
             SLURM_CPUS_ON_NODE="12")
     assert r.returncode == 0, r.stderr
     train = train_line(r)
-    assert train.startswith("srun --nodes=2 --ntasks=6 --ntasks-per-node=3 --cpus-per-task=4 --cpu-bind=cores /")
+    assert train.startswith("srun --nodes=2 --ntasks=6 --ntasks-per-node=3 --cpus-per-task=4 --cpu-bind=cores "
+                            "--kill-on-bad-exit=1 /")
     assert "--device cpu " in train and "gpu" not in train.split(" -m hpcgan ")[0]
 
 
@@ -188,7 +190,8 @@ def test_a_sweep_array_task_runs_its_algorithm_at_its_rank_count(tmp_path):
     r = dry("sweep_task.sbatch", **env)
     assert r.returncode == 0, r.stderr
     [line] = r.stdout.strip().splitlines()
-    assert line.startswith("srun --nodes=2 --ntasks=8 --ntasks-per-node=4 --cpus-per-task=7 --cpu-bind=cores ")
+    assert line.startswith("srun --nodes=2 --ntasks=8 --ntasks-per-node=4 --cpus-per-task=7 --cpu-bind=cores "
+                           "--kill-on-bad-exit=1 --gpus-per-node=4 ")
     assert " -m hpcgan train " in line and "--algo dqgan " in line and "--scaling weak " in line
     assert "--device cuda" in line
     assert "--ckpt-every 200 " in line
