@@ -79,8 +79,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_preflight(args: argparse.Namespace) -> int:
     from .preflight import preflight
+    from .signals import held
 
-    return preflight(args.device, args.cuda_aware_mpi, args.allow_shared_gpu)
+    status = preflight(args.device, args.cuda_aware_mpi, args.allow_shared_gpu)
+    # Slurm's time-limit warning during the check: say so by the status, so the job requeues
+    signum = MPI.COMM_WORLD.allreduce(held(), op=MPI.MAX)
+    return 128 + signum if signum else status
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -307,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     from .log import setup_logging
 
     setup_logging(rank)
-    if (sys.argv[1:] if argv is None else argv)[:1] == ["train"]:
+    if (sys.argv[1:] if argv is None else argv)[:1] in (["train"], ["preflight"]):
         hold_early()  # a stop signal during the slow start-up is not lost (hpcgan.signals)
     exits = world.Dup()  # the exit agreement never meets a collective of the command
     os._exit = _reporting_exit(rank, size)

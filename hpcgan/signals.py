@@ -42,6 +42,11 @@ def hold_early(signals: tuple[int, ...] = STOP_SIGNALS) -> None:
             _held[s] = signal.signal(s, _remember)
 
 
+def held() -> int:
+    """The first stop signal :func:`hold_early` caught and no :class:`StopSignals` took over; 0 if none."""
+    return _pending[0] if _pending else 0
+
+
 class StopSignals:
     def __init__(self, signals: tuple[int, ...] = STOP_SIGNALS):
         self.signals = signals

@@ -200,8 +200,8 @@ def run_sweep(jobs: list[Job], out: Path, launcher: str = DEFAULT_LAUNCHER, time
     cores per rank than N-rank runs.
     """
     log = get_logger()
-    tasks = [(j.name, j.ranks, j.path, ["train", *config_to_argv(continued(j.cfg), fields_of(ALGORITHMS.get(j.algo)))])
-             for j in jobs]
+    tasks = [(j.name, j.ranks, j.path,
+              ["train", *config_to_argv(continued(j.cfg), fields_of(ALGORITHMS.get(j.algo)))]) for j in jobs]
     if comm_bench:
         for n in sorted({j.ranks for j in jobs if j.ranks > 1}):
             for bench, flags in (("comm", COMM_BENCH_ARGS), ("sharing", SHARING_BENCH_ARGS)):
@@ -219,7 +219,7 @@ def run_sweep(jobs: list[Job], out: Path, launcher: str = DEFAULT_LAUNCHER, time
             print(shlex.join(launch_argv(launcher, n, args)))
         return 0
     out.mkdir(parents=True, exist_ok=True)
-    failed, t0 = [], time.perf_counter()
+    failed, stopped, t0 = [], 0, time.perf_counter()
     bar = tqdm(pending, desc="sweep", unit="run", file=sys.stderr, disable=None)
     for name, n, path, args in bar:
         bar.set_postfix_str(name)
@@ -233,12 +233,13 @@ def run_sweep(jobs: list[Job], out: Path, launcher: str = DEFAULT_LAUNCHER, time
                       _tail(path.with_suffix(".log")))
             if code in STOPPED_BY_SIGNAL:
                 log.error("sweep: %s was stopped by a signal: the job's time is up; not launching the rest", name)
-                return code
+                stopped = code
+                break
     bar.close()
     log.info("sweep: %d run(s) launched, %d skipped, %d failed, %.1f s wall -> %s", len(pending),
              len(tasks) - len(pending), len(failed),
              time.perf_counter() - t0, out)
-    return 1 if failed else 0
+    return stopped or (1 if failed else 0)
 
 
 def write_manifest(out: Path, jobs: list[Job], scaling: str, launcher: str, threads: int) -> None:
