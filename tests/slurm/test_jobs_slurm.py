@@ -5,6 +5,7 @@ limit runs out and comes back, and the refusal of tasks that are MPI worlds of o
 Runs are tiny (the 2-D toy, tens of steps): this checks the plumbing, never timings."""
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -48,6 +49,9 @@ def test_every_batch_script_runs_two_tasks_and_writes_a_valid_file(slurm, algori
     assert validate(str(out)) == []
     with h5py.File(out) as f:
         assert f.attrs["world_size"] == 2 and f.attrs["slurm_job_id"] == job and "finished_at" in f.attrs
+        run = json.loads(f.attrs["config_json"])["run"]
+    # checkpoints from the time limit (squeue): 30 minutes = 3 checkpoints over the 12 steps
+    assert run["ckpt_every"] == 4 and run["device"] == "cpu"
 
 
 def test_a_sweep_is_one_job_array_per_rank_count_each_task_sized_to_it(slurm, tmp_path):
