@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, Slurm
+from slurm_cluster import ROOT, Slurm
 from hpcgan.results.schema import validate
 
 JOBS = ROOT / "jobs"
