@@ -115,8 +115,8 @@ def run_out_of_time(slurm: Slurm, job: str, log: Path, timeout: float = 600) -> 
         if 60 * minutes - r <= 90:
             break
         time.sleep(1)
-    r = slurm.run("scontrol", "update", f"JobId={job}", f"TimeLimit={minutes}")
-    assert r.returncode == 0, r.stderr
+    update = slurm.run("scontrol", "update", f"JobId={job}", f"TimeLimit={minutes}")
+    assert update.returncode == 0, update.stderr
 
 
 def test_a_job_out_of_time_checkpoints_is_requeued_and_ends_as_an_uninterrupted_run(slurm, tmp_path):
