@@ -1,7 +1,9 @@
 # hpcgan: `make demo` and `make test` set everything up on a fresh machine.
 # MPI=mpich (default): MPICH from PyPI inside .venv, with its mpiexec.
 # MPI=system: the site MPI (its module loaded, mpicc on PATH; MPICC=cc on Cray): no mpich package in
-# .venv to shadow it, mpi4py compiled against it, and its mpiexec on PATH (or set MPIEXEC).
+# .venv to shadow it, mpi4py compiled against it (never a cached wheel built for another MPI), and
+# its mpiexec on PATH (or set MPIEXEC). Loading another MPI and running `make MPI=system` again
+# rebuilds mpi4py: .venv/.mpi-identity keeps `$MPICC -show` and the library's version string.
 PYTHON ?= python3
 MPI    ?= mpich
 VENV   := .venv
@@ -9,6 +11,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(MPI)
 ifeq ($(MPI),system)
 MPIEXEC ?= mpiexec
+MPICC   ?= mpicc
+MPI_ID  := $(VENV)/.mpi-identity
 else ifeq ($(MPI),mpich)
 MPIEXEC ?= $(BIN)/mpiexec
 else
@@ -23,22 +27,32 @@ DEMO   := results/demo
 MOG    := --data mog8:0.1 --z-dim 2 --optimizer oadam --lr 5e-4 --beta1 0.0 --beta2 0.9 --batch-size 128
 SEEDS  := 0 1 2
 
-.PHONY: install demo claims test test-unit test-mpi horovod horovod-if-possible bench-comm gpu-check clean
+.PHONY: install demo claims test test-unit test-mpi test-slurm horovod horovod-if-possible bench-comm gpu-check clean
 
 install: $(STAMP)
 
-# Re-runs only when pyproject.toml or MPI changes: a second `make` installs nothing.
-$(STAMP): pyproject.toml
+# Re-runs only when pyproject.toml or MPI changes (MPI=system: also when the loaded MPI does): a
+# second `make` installs nothing.
+$(STAMP): pyproject.toml $(MPI_ID)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 ifeq ($(MPI),system)
 	$(BIN)/python -m pip uninstall -q -y mpich mpi4py
-	$(BIN)/python -m pip install -q --no-binary mpi4py -e '.[test]'
+	MPICC=$(MPICC) $(BIN)/python -m pip install -q --no-cache-dir --no-binary mpi4py -e '.[test]'
 else
 	$(BIN)/python -m pip install -q -e '.[mpich,test]'
 endif
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
+
+ifeq ($(MPI),system)
+# Written on every make, but its date changes only with its content, so the stamp (and mpi4py) is
+# rebuilt exactly when the loaded MPI is another one.
+$(MPI_ID): FORCE
+	@mkdir -p $(VENV) && MPICC=$(MPICC) tools/mpi_identity.sh > $@.new
+	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; echo "make: MPI is now: $$(sed -n 3p $@)"; fi
+FORCE:
+endif
 
 # sync and DQGAN (1-bit + EF) like against like: the same optimizer, steps and seeds (3 each); the
 # summary gives each one's quality as mean ± 95% CI over its seeds. DPOSG and pcwgan run one seed.
@@ -62,7 +76,7 @@ demo: $(STAMP)
 claims: $(STAMP)
 	$(BIN)/python -m hpcgan claims --out results/claims
 
-test: test-unit test-mpi
+test: test-unit test-mpi test-slurm
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit tests/system
@@ -76,6 +90,12 @@ test-mpi: $(STAMP) horovod-if-possible
 	$(MPIEXEC) -n 3 $(BIN)/python -m pytest -q --with-mpi --timeout=120 --timeout-method=thread tests/mpi/test_h5_shards_mpi.py tests/mpi/test_gossip_ring_mpi.py
 	$(MPIEXEC) -n 4 $(BIN)/python -m pytest -q --with-mpi --timeout=120 --timeout-method=thread tests/mpi/test_gossip_ring_mpi.py
 	for b in torch horovod; do HPCGAN_TEST_BACKEND=$$b $(MPITEST) tests/mpi/test_comm_mpi.py tests/mpi/test_comm_staging_mpi.py tests/mpi/test_exchange_mpi.py || exit 1; done
+
+# jobs/ through a real single-node Slurm (tools/slurm_local.sh: Debian's packages, installed if
+# missing; needs root): batch scripts, job arrays, the time-limit requeue. Skipped, with the reason,
+# where it cannot start; every daemon it started is stopped again, also when a test fails.
+test-slurm: $(STAMP)
+	$(BIN)/python -m pytest -q -rs --timeout=1500 tests/slurm
 
 # Horovod 0.28.1 from source for this torch + MPI; the wheel is cached in ~/.cache/hpcgan.
 horovod: $(STAMP)

@@ -28,6 +28,7 @@ import traceback
 from mpi4py import MPI
 
 from .errors import CollectiveError, UsageError, collectively
+from .signals import hold_early
 
 class _Parser(argparse.ArgumentParser):
     """Flag mistakes become a UsageError, so only rank 0 reports them."""
@@ -72,8 +73,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .world import init_world
 
     cfg = resolve_config(given_values(args))  # before any model or communicator exists
-    train(cfg, init_world())
+    train(cfg, init_world(device=cfg.run.device))
     return 0
+
+
+def cmd_preflight(args: argparse.Namespace) -> int:
+    from .preflight import preflight
+    from .signals import held
+
+    status = preflight(args.device, args.cuda_aware_mpi, args.allow_shared_gpu)
+    # Slurm's time-limit warning during the check: say so by the status, so the job requeues
+    signum = MPI.COMM_WORLD.allreduce(held(), op=MPI.MAX)
+    return 128 + signum if signum else status
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -203,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
                            description=train_description(), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(train, defaults=defaults_help())
     train.set_defaults(fn=cmd_train)
+    pre = sub.add_parser("preflight", help="check the launch before training: MPI world = Slurm step, one GPU "
+                         "per rank, device and CUDA-aware MPI as asked (jobs run it first)")
+    pre.add_argument("--device", default="auto", help="auto, cuda (every rank needs a GPU) or cpu")
+    pre.add_argument("--cuda-aware-mpi", default="auto", help="auto, yes (the library must read GPU memory) or no")
+    pre.add_argument("--allow-shared-gpu", action="store_true", help="ranks may share a GPU")
+    pre.set_defaults(fn=cmd_preflight)
     val = sub.add_parser("validate", help="check results files against the HDF5 schema")
     val.add_argument("files", nargs="+")
     val.set_defaults(fn=cmd_validate)
@@ -295,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     from .log import setup_logging
 
     setup_logging(rank)
+    if (sys.argv[1:] if argv is None else argv)[:1] in (["train"], ["preflight"]):
+        hold_early()  # a stop signal during the slow start-up is not lost (hpcgan.signals)
     exits = world.Dup()  # the exit agreement never meets a collective of the command
     os._exit = _reporting_exit(rank, size)
     try:

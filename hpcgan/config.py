@@ -222,6 +222,9 @@ class RunSettings(Section):
     eval_every: int = opt(0, "evaluate quality every N steps (0 = only at the end)", ge=0)
     eval_samples: int = opt(2500, "samples drawn for each quality evaluation", ge=1)
     ckpt_every: int = opt(0, "checkpoint every N steps (0 = never)", ge=0)
+    device: str = opt("auto", "where ranks compute: cuda (refuse to start without a usable GPU), cpu, or auto "
+                      "(a GPU when CUDA works, else the CPU with a warning where GPUs were expected)",
+                      ("auto", "cuda", "cpu"))
 
 
 SECTIONS = {

@@ -11,8 +11,11 @@ batch of the 1-rank baseline, b:
 * strong scaling keeps the global work constant: global batch = b, local batch = b/N (N must
   divide b).
 
-Resumable: a file that has ``finished_at`` and validates is skipped; anything else (crashed,
-killed, invalid) is rerun with ``--force``. For the cost model the sweep also runs, once per rank
+Resumable: a file that has ``finished_at`` and validates is skipped; a run stopped with a
+checkpoint (``<out>.ckpt/``: a time-limit signal, a preemption) continues with ``--resume``;
+anything else (crashed, killed, invalid) is rerun with ``--force``. A run stopped by a signal
+(SIGUSR1, SIGTERM: the job's time is up) ends the sweep with its status, so a job script can
+requeue it (jobs/sweep_task.sbatch). For the cost model the sweep also runs, once per rank
 count N >= 2, ``hpcgan bench comm`` (``comm_nN.hdf5``: mpi backend, dense fp32 allreduce only,
 4 B to 1 MiB, :data:`COMM_BENCH_ARGS`; see :mod:`hpcgan.benchmarks.comm`) and ``hpcgan bench
 sharing`` (``sharing_nN.hdf5``, :data:`SHARING_BENCH_ARGS`: how ranks that share cores slow down).
@@ -23,6 +26,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -33,6 +37,7 @@ from typing import Any
 import h5py
 from tqdm import tqdm
 
+from . import checkpoint
 from .algorithms import ALGORITHMS, fields_of, resolve_config
 from .config import SECTION_OF, RunConfig, add_config_arguments, config_to_argv, flag, given_values
 from .errors import UsageError
@@ -150,6 +155,17 @@ def is_done(path: Path) -> bool:
     return finished and not validate(str(path))
 
 
+#: Exit statuses of a run stopped by SIGUSR1 (Slurm's time-limit warning) or SIGTERM (the limit).
+STOPPED_BY_SIGNAL = (128 + signal.SIGUSR1, 128 + signal.SIGTERM)
+
+
+def continued(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with ``--resume`` instead of ``--force`` when its run left a checkpoint."""
+    if cfg.run.force and checkpoint.folder(cfg.run.out).is_dir():
+        return cfg.replace(run={"force": False, "resume": True})
+    return cfg
+
+
 def launch_argv(launcher: str, n: int, hpcgan_args: list[str]) -> list[str]:
     """``<launcher with {n}> python -m mpi4py -m hpcgan <args>``."""
     if "{n}" not in launcher:
@@ -184,8 +200,8 @@ def run_sweep(jobs: list[Job], out: Path, launcher: str = DEFAULT_LAUNCHER, time
     cores per rank than N-rank runs.
     """
     log = get_logger()
-    tasks = [(j.name, j.ranks, j.path, ["train", *config_to_argv(j.cfg, fields_of(ALGORITHMS.get(j.algo)))])
-             for j in jobs]
+    tasks = [(j.name, j.ranks, j.path,
+              ["train", *config_to_argv(continued(j.cfg), fields_of(ALGORITHMS.get(j.algo)))]) for j in jobs]
     if comm_bench:
         for n in sorted({j.ranks for j in jobs if j.ranks > 1}):
             for bench, flags in (("comm", COMM_BENCH_ARGS), ("sharing", SHARING_BENCH_ARGS)):
@@ -203,7 +219,7 @@ def run_sweep(jobs: list[Job], out: Path, launcher: str = DEFAULT_LAUNCHER, time
             print(shlex.join(launch_argv(launcher, n, args)))
         return 0
     out.mkdir(parents=True, exist_ok=True)
-    failed, t0 = [], time.perf_counter()
+    failed, stopped, t0 = [], 0, time.perf_counter()
     bar = tqdm(pending, desc="sweep", unit="run", file=sys.stderr, disable=None)
     for name, n, path, args in bar:
         bar.set_postfix_str(name)
@@ -215,17 +231,26 @@ def run_sweep(jobs: list[Job], out: Path, launcher: str = DEFAULT_LAUNCHER, time
             failed.append(name)
             log.error("%-22s FAILED (exit %d); last lines of %s:\n%s", name, code, path.with_suffix(".log"),
                       _tail(path.with_suffix(".log")))
+            if code in STOPPED_BY_SIGNAL:
+                log.error("sweep: %s was stopped by a signal: the job's time is up; not launching the rest", name)
+                stopped = code
+                break
     bar.close()
     log.info("sweep: %d run(s) launched, %d skipped, %d failed, %.1f s wall -> %s", len(pending),
              len(tasks) - len(pending), len(failed),
              time.perf_counter() - t0, out)
-    return 1 if failed else 0
+    return stopped or (1 if failed else 0)
 
 
 def write_manifest(out: Path, jobs: list[Job], scaling: str, launcher: str, threads: int) -> None:
     """sweep_<scaling>.json: what was asked for (the runs' own attrs remain the source of truth)."""
     out.mkdir(parents=True, exist_ok=True)
+    path = out / f"sweep_{scaling}.json"
+    runs = {r["name"]: r for r in (json.loads(path.read_text())["runs"] if path.exists() else [])}
+    runs.update({j.name: {"name": j.name, "algo": j.algo, "ranks": j.ranks, "repeat": j.repeat, "file": j.path.name}
+                 for j in jobs})  # a sweep split over jobs (Slurm array tasks) lists every part's runs
     manifest = {"scaling": scaling, "launcher": launcher, "threads_per_rank": threads or "default",
-                "runs": [{"name": j.name, "algo": j.algo, "ranks": j.ranks, "repeat": j.repeat,
-                          "file": j.path.name} for j in jobs]}
-    (out / f"sweep_{scaling}.json").write_text(json.dumps(manifest, indent=1))
+                "runs": list(runs.values())}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    tmp.replace(path)

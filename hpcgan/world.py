@@ -16,6 +16,7 @@ import torch
 
 from .comm.control import ControlChannel, control_of
 from .errors import UsageError
+from .log import get_logger
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,45 @@ def threads_per_rank(usable: int, node_cores: int, local_size: int) -> int:
     return max(1, node_cores // local_size)
 
 
-def pick_device(local_rank: int) -> torch.device:
-    """CUDA device local_rank mod visible GPUs when CUDA works, else the CPU. More ranks than GPUs
-    on a node share them round-robin (the mpi backend stages through host memory, the torch
-    backend then uses gloo: NCCL needs one GPU per rank)."""
-    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+#: Signs that this process was meant to have a GPU: a CUDA_VISIBLE_DEVICES or a Slurm GPU allocation.
+GPU_EXPECTED_VARIABLES = ("CUDA_VISIBLE_DEVICES", "SLURM_GPUS_ON_NODE", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS",
+                          "SLURM_GPUS_PER_NODE")
+
+
+def cuda_unusable_reason() -> str:
+    """Why torch cannot use a GPU here ('' when it can): a CPU-only torch, or no device it can use
+    (no GPU in the allocation, or a driver older than the one the wheel was built for)."""
+    if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+        return f"torch {torch.__version__} is built without CUDA"
+    if not torch.cuda.is_available() or torch.cuda.device_count() == 0:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        return (f"torch {torch.__version__} (CUDA {torch.version.cuda}) finds no usable GPU "
+                f"(CUDA_VISIBLE_DEVICES={visible if visible is not None else 'unset'}; a driver older than "
+                "the wheel's CUDA also shows as none: see nvidia-smi)")
+    return ""
+
+
+def pick_device(local_rank: int, want: str = "auto", env=os.environ) -> torch.device:
+    """The device for ``--device want``: CUDA device local_rank mod visible GPUs when CUDA works,
+    else the CPU. More ranks than GPUs on a node share them round-robin (the mpi backend stages
+    through host memory, the torch backend then uses gloo: NCCL needs one GPU per rank).
+
+    1. ``cpu``: the CPU, whatever GPUs there are.
+    2. CUDA usable: GPU local_rank mod count (``cuda`` and ``auto``).
+    3. ``cuda`` without usable CUDA: UsageError (one line, exit 2): a GPU run never runs on the CPU.
+    4. ``auto`` without usable CUDA: the CPU, with a warning where a GPU was expected
+       (:data:`GPU_EXPECTED_VARIABLES` set).
+    """
+    if want == "cpu":
+        return torch.device("cpu")
+    why = cuda_unusable_reason()
+    if not why:
         return torch.device("cuda", local_rank % torch.cuda.device_count())
+    if want == "cuda":
+        raise UsageError(f"--device cuda, but {why}; pass --device cpu to run on the CPU")
+    expected = [v for v in GPU_EXPECTED_VARIABLES if env.get(v) not in (None, "", "NoDevFiles")]
+    if expected:
+        get_logger().warning("--device auto: running on the CPU although %s is set: %s", expected[0], why)
     return torch.device("cpu")
 
 
@@ -82,9 +116,10 @@ def check_launch(world_size: int, env=os.environ) -> None:
             "(`srun --mpi=list` shows the choices)")
 
 
-def init_world(comm=None, set_threads: bool = True) -> World:
+def init_world(comm=None, set_threads: bool = True, device: str = "auto") -> World:
     """Bootstrap from ``comm`` (a control channel or an mpi4py communicator; default: every rank of
-    the job): local rank, device pinning, thread count.
+    the job): local rank, device pinning (``device``: the ``--device`` choice, :func:`pick_device`),
+    thread count.
 
     Threads = cores this process may use / ranks on this node (at least 1), so oversubscribed runs
     do not fight over cores; the environment variable ``HPCGAN_THREADS`` overrides it (``hpcgan
@@ -93,7 +128,7 @@ def init_world(comm=None, set_threads: bool = True) -> World:
     comm = control_of(comm)
     check_launch(comm.size)
     local_rank, local_size = comm.node()
-    device = pick_device(local_rank)
+    device = pick_device(local_rank, device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     threads = threads_per_rank(usable_cores(), os.cpu_count() or 1, local_size)

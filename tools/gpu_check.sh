@@ -77,12 +77,13 @@ PY
 run() {
     local name="$1"; shift
     step "$name" 150 "$mpiexec" -n 2 "$python" -m mpi4py -m hpcgan train --out "$out/$name.h5" --force \
-        --log-every 10 "$@"
+        --device cuda --log-every 10 "$@"
     step "$name.file" 30 "$python" -c "$check_file" "$out/$name.h5"
 }
 
 mpitest=("$mpiexec" -n 2 "$python" -m pytest -q -rs --with-mpi --timeout=120 --timeout-method=thread)
 step info 60 "$mpiexec" -n 2 "$python" -m mpi4py -m hpcgan info
+step preflight 60 "$mpiexec" -n 2 "$python" -m mpi4py -m hpcgan preflight --device cuda --allow-shared-gpu
 step unit-cuda-tests 120 "$python" -m pytest -q -rs tests/unit/test_compress_cuda.py tests/unit/test_timer.py
 step comm-cuda-tests-mpi 150 "${mpitest[@]}" tests/mpi/test_comm_staging_mpi.py
 step comm-cuda-tests-torch 150 env HPCGAN_TEST_BACKEND=torch "${mpitest[@]}" tests/mpi/test_comm_staging_mpi.py

@@ -1,6 +1,7 @@
-"""jobs/: every script parses (bash -n), the dry runs print the exact srun lines, and with a fake
-`srun` on PATH the scripts behave as on a cluster whose MPI mpi4py was not built for (every task an
-MPI singleton): the run refuses with one line, and a sweep carries on past it and lists it."""
+"""jobs/: every script parses (bash -n), the dry runs print the exact srun and sbatch lines, and with
+a fake `srun` on PATH the scripts behave as on a cluster whose MPI mpi4py was not built for (every
+task an MPI singleton): preflight names the problem, and the run itself refuses with one line.
+tests/slurm/ runs the same scripts through a real Slurm."""
 import os
 import re
 import stat
@@ -26,7 +27,7 @@ def clean_env(**env: str) -> dict[str, str]:
 
 
 def dry(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
-    env = clean_env(**{"DRY_RUN": "1", "GPUS_PER_NODE": "4", "CPUS_PER_TASK": "7", **env})
+    env = clean_env(**{"DRY_RUN": "1", "GPUS_PER_NODE": "4", "CPUS_PER_TASK": "7", "HPCGAN_RESULTS": "/r", **env})
     env = {k: v for k, v in env.items() if v is not None}
     return subprocess.run(["bash", str(JOBS / script), *args], capture_output=True, text=True, env=env, timeout=120)
 
@@ -67,22 +68,40 @@ def test_script_parses(script):
     assert r.returncode == 0, r.stderr
 
 
+def train_line(r: subprocess.CompletedProcess) -> str:
+    [line] = [line.rstrip() for line in r.stdout.splitlines() if " -m hpcgan train " in line]
+    return line
+
+
 @pytest.mark.parametrize("algo", ALGOS)
-def test_algorithm_script_dry_run_prints_the_srun_line(algo):
+def test_algorithm_script_dry_run_prints_preflight_then_the_training_line(algo):
     r = dry(f"{algo}.sbatch", "--lr", "1e-4", SLURM_NNODES="2")
     assert r.returncode == 0, r.stderr
-    line = r.stdout.strip()
-    assert line.startswith("srun --nodes=2 --ntasks=8 --ntasks-per-node=4 --cpus-per-task=7 --cpu-bind=cores "
-                           f"--gpus-per-node=4 {sys.executable} -m mpi4py -m hpcgan train --algo {algo} ")
-    assert line.endswith("--lr 1e-4")
+    preflight, train = (line.rstrip() for line in r.stdout.splitlines())
+    flags = ("srun --nodes=2 --ntasks=8 --ntasks-per-node=4 --cpus-per-task=7 --cpu-bind=cores --kill-on-bad-exit=1 "
+             "--gpus-per-node=4 ")
+    assert preflight == f"{flags}{sys.executable} -m mpi4py -m hpcgan preflight --device cuda --cuda-aware-mpi auto"
+    assert train.startswith(f"{flags}{sys.executable} -m mpi4py -m hpcgan train --algo {algo} ")
+    # the real workload unless the toy is asked for; GPUs required; checkpoints on; results under HPCGAN_RESULTS
+    assert "--data h5:" in train and "/data/cifar10.h5 --model dcgan32 " in train and "--device cuda " in train
+    assert "--ckpt-every 200 " in train and "--out /r/local/" in train  # 10 checkpoints when the limit is unknown
+    assert train.endswith("--lr 1e-4")
+    assert ("--compressor sign" in train) == (algo == "dqgan")
 
 
-@pytest.mark.parametrize("script", sorted(p.name for p in JOBS.iterdir() if p.suffix == ".sbatch")
-                         + ["sweep_weak.sh", "sweep_strong.sh"])
-def test_batch_headers_request_gpus_a_warning_signal_and_requeue(script):
-    header = [line.split()[1] for line in (JOBS / script).read_text().splitlines() if line.startswith("#SBATCH ")]
-    assert any(h.startswith(("--gpus-per-node=", "--gres=gpu:")) for h in header), header
-    assert "--requeue" in header and any(re.fullmatch(r"--signal=USR1@\d+", h) for h in header), header
+def test_the_toy_only_when_asked_and_scratch_for_results():
+    train = train_line(dry("sync.sbatch", DATA="mog8", HPCGAN_RESULTS=None, SCRATCH="/scratch/me"))
+    assert "--data mog8 " in train and "--model" not in train and "--out /scratch/me/hpcgan/results/local/sync.h5" in train
+    train = train_line(dry("sync.sbatch", DATA="h5:/d/c.h5", MODEL="resnet32"))
+    assert "--data h5:/d/c.h5 --model resnet32 " in train
+
+
+def test_a_missing_dataset_is_one_line_before_anything_runs(tmp_path):
+    env = clean_env(GPUS_PER_NODE="1", HPCGAN_DATA=str(tmp_path), PATH="/nonexistent:" + os.environ["PATH"])
+    r = subprocess.run(["bash", str(JOBS / "sync.sbatch")], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.splitlines()[-1].startswith(f"hpcgan: error: no dataset at {tmp_path}/cifar10.h5: ")
+    assert "DATA=mog8" in r.stderr
 
 
 def test_gpu_bind_pmi_plugin_and_uneven_task_counts():
@@ -108,7 +127,8 @@ def test_gpus_per_node_comes_from_the_allocation(allocation, per_node):
 
 
 def test_gpus_per_node_without_an_allocation_is_an_error_and_an_override_is_announced():
-    r = dry("sync.sbatch", GPUS_PER_NODE=None)
+    env = clean_env(DATA="mog8")
+    r = subprocess.run(["bash", str(JOBS / "sync.sbatch")], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 2 and r.stdout == ""
     assert "cannot tell how many GPUs each node has" in r.stderr and "set GPUS_PER_NODE" in r.stderr
     r = dry("sync.sbatch", GPUS_PER_NODE="2", SLURM_GPUS_ON_NODE="8")
@@ -116,10 +136,31 @@ def test_gpus_per_node_without_an_allocation_is_an_error_and_an_override_is_anno
     assert r.stderr.count("GPUS_PER_NODE=2 as set explicitly (the allocation: 8)") == 1, r.stderr
 
 
-def test_tasks_that_are_mpi_singletons_refuse_with_one_line_each(fake_srun, tmp_path):
+def test_a_dry_run_on_a_cpu_node_shows_the_batch_headers_gpus():
+    r = dry("dqgan.sbatch", GPUS_PER_NODE=None)
+    assert r.returncode == 0, r.stderr
+    assert "showing GPUS_PER_NODE=4" in r.stderr and " --gpus-per-node=4 " in train_line(r)
+
+
+def test_cpu_mode_has_no_gpu_flags_and_takes_tasks_per_node_from_the_allocation():
+    r = dry("sync.sbatch", DEVICE="cpu", GPUS_PER_NODE=None, CPUS_PER_TASK=None, SLURM_NTASKS="6", SLURM_NNODES="2",
+            SLURM_CPUS_ON_NODE="12")
+    assert r.returncode == 0, r.stderr
+    train = train_line(r)
+    assert train.startswith("srun --nodes=2 --ntasks=6 --ntasks-per-node=3 --cpus-per-task=4 --cpu-bind=cores "
+                            "--kill-on-bad-exit=1 /")
+    assert "--device cpu " in train and "gpu" not in train.split(" -m hpcgan ")[0]
+
+
+def test_tasks_that_are_mpi_singletons_are_named_by_preflight_and_refused_by_train(fake_srun, tmp_path):
     out = tmp_path / "run" / "sync.h5"
-    env = clean_env(PATH=fake_srun, GPUS_PER_NODE="2", CPUS_PER_TASK="1", NTASKS="2", OUT=str(out), STEPS="3")
+    env = clean_env(PATH=fake_srun, DEVICE="cpu", TASKS_PER_NODE="2", CPUS_PER_TASK="1", NTASKS="2", OUT=str(out),
+                    STEPS="3", DATA="mog8")
     r = subprocess.run(["bash", str(JOBS / "sync.sbatch")], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 1 and not out.exists()  # preflight stopped the job before training
+    assert r.stdout.count("hpcgan: preflight: MPI sees a world of 1 rank(s) but the Slurm step has 2 tasks") == 2
+    r = subprocess.run(["bash", str(JOBS / "sync.sbatch")], capture_output=True, text=True,
+                       env={**env, "PREFLIGHT": "0"}, timeout=300)
     assert r.returncode != 0
     errors = [line for line in r.stderr.splitlines() if line.startswith("hpcgan: error:")]
     assert len(errors) == 2, r.stderr  # one line per task
@@ -127,35 +168,33 @@ def test_tasks_that_are_mpi_singletons_refuse_with_one_line_each(fake_srun, tmp_
     assert not out.exists()
 
 
-def test_sweep_continues_past_a_failed_rank_count_and_lists_it_with_its_log(fake_srun, tmp_path):
-    out = tmp_path / "s"
-    env = clean_env(PATH=fake_srun, GPUS_PER_NODE="2", CPUS_PER_TASK="1", RANKS="2,1", ALGOS="sync", REPEATS="1",
-                    STEPS="3", BATCH="8", OUT=str(out))
-    r = subprocess.run(["bash", str(JOBS / "sweep_strong.sh"), "--no-comm-bench", "--log-every", "1"],
-                       capture_output=True, text=True, env=env, timeout=600)
-    assert r.returncode == 1, r.stdout + r.stderr
-    assert validate(str(out / "sync_strong_n1_r0.h5")) == []  # N=1 ran after N=2 had failed
-    with h5py.File(out / "sync_strong_n1_r0.h5") as f:
-        assert "finished_at" in f.attrs
-    failed_log = out / "sync_strong_n2_r0.log"
-    tail = r.stdout.split("sweep: runs failed at 1 of 2 rank counts (N = 2):\n")[1].rstrip().splitlines()
-    assert tail == [f"  sync_strong_n2_r0 (exit 1): {failed_log}"], r.stdout
-    assert "srun started 2 tasks" in failed_log.read_text()
-    assert (out / "sweep_strong_n1.log").exists() and (out / "sweep_strong_n2.log").exists()
-
-
-def test_sweep_dry_run_prints_one_srun_line_per_run(tmp_path):
-    scaling, batches = "strong", ("64", "8")  # weak differs only in the batch rule, tested in test_sweep_plan
-    r = dry(f"sweep_{scaling}.sh", "--no-comm-bench", RANKS="1,8", ALGOS="sync", REPEATS="1", OUT=str(tmp_path / "s"))
+def test_a_sweep_submits_one_job_array_per_rank_count_sized_to_it(tmp_path):
+    r = dry("sweep_strong.sh", "--no-comm-bench", RANKS="1,8", ALGOS="sync,dqgan,dposg", OUT=str(tmp_path / "s"),
+            CPUS_PER_TASK=None)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
-    assert len(lines) == 2
-    assert lines[0].startswith("srun --nodes=1 --ntasks=1 --ntasks-per-node=1 --cpus-per-task=7 --cpu-bind=cores "
-                               "--gpus-per-node=1 ")
-    assert lines[1].startswith("srun --nodes=2 --ntasks=8 --ntasks-per-node=4 --cpus-per-task=7 --cpu-bind=cores ")
-    for line, b in zip(lines, batches):
-        assert f" -m mpi4py -m hpcgan train " in line and f"--batch-size {b} " in line
-        assert f"--scaling {scaling} " in line
+    assert len(lines) == 2 and not (tmp_path / "s").exists()
+    for line, size in zip(lines, ("--nodes=1 --ntasks=1 --ntasks-per-node=1 --gpus-per-node=1 ",
+                                  "--nodes=2 --ntasks=8 --ntasks-per-node=4 --gpus-per-node=4 ")):
+        assert " sbatch --parsable --array=0-2 " in line and size in line, line
+        assert "--cpus-per-task" not in line  # the compute node's cores, not this host's
+        assert line.rstrip().endswith("jobs/sweep_task.sbatch --no-comm-bench")
+    assert "SWEEP_N=8" in lines[1] and "SWEEP_SCALING=strong" in lines[1]
+    cpu = dry("sweep_weak.sh", RANKS="2", DEVICE="cpu", CPUS_PER_TASK="1", OUT=str(tmp_path / "s")).stdout
+    assert "--ntasks=2 --ntasks-per-node=2 --cpus-per-task=1 --gpus-per-node=0 " in cpu and "sweep_task.sbatch" in cpu
+
+
+def test_a_sweep_array_task_runs_its_algorithm_at_its_rank_count(tmp_path):
+    env = {"SWEEP_SCALING": "weak", "SWEEP_N": "8", "SLURM_ARRAY_TASK_ID": "1", "ALGOS": "sync,dqgan",
+           "REPEATS": "1", "OUT": str(tmp_path / "s"), "DATA": "mog8"}
+    r = dry("sweep_task.sbatch", **env)
+    assert r.returncode == 0, r.stderr
+    [line] = r.stdout.strip().splitlines()
+    assert line.startswith("srun --nodes=2 --ntasks=8 --ntasks-per-node=4 --cpus-per-task=7 --cpu-bind=cores "
+                           "--kill-on-bad-exit=1 --gpus-per-node=4 ")
+    assert " -m hpcgan train " in line and "--algo dqgan " in line and "--scaling weak " in line
+    assert "--device cuda" in line
+    assert "--ckpt-every 200 " in line
 
 
 def test_local_study_dry_run_is_a_measurement_of_four_algorithms_both_scalings(tmp_path):

@@ -24,3 +24,17 @@ def test_a_second_signal_of_the_same_kind_takes_its_default_action():
             "    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(5)\n    print('survived')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.split() == [str(int(signal.SIGTERM))] and r.returncode == -signal.SIGTERM
+
+
+def test_a_signal_during_start_up_is_held_for_the_training_loop():
+    """Slurm sends its --signal warning once: one that comes before StopSignals exists (imports,
+    data loading) must reach the loop, not kill the process or vanish; the original handlers come
+    back afterwards."""
+    code = ("import os, signal\nfrom hpcgan.signals import StopSignals, hold_early\n"
+            "before = signal.getsignal(signal.SIGUSR1)\n"
+            "hold_early()\nos.kill(os.getpid(), signal.SIGUSR1)\n"
+            "with StopSignals() as stop:\n    print(stop.received, flush=True)\n"
+            "print(signal.getsignal(signal.SIGUSR1) is before)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(int(signal.SIGUSR1)), "True"]

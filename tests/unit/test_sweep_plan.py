@@ -123,3 +123,16 @@ def test_algo_flags_apply_to_their_algorithm_only():
             sweep.parse_algo_flags(bad)
     with pytest.raises(UsageError, match="algo-flags"):
         sweep.parse_algo_flags(["dposg: --no-such-flag"])
+
+
+def test_a_checkpointed_run_resumes_and_a_signal_stops_the_sweep(tmp_path, capsys):
+    """A requeued array task continues its stopped run (--resume, not --force), and a run stopped
+    by the time-limit warning (exit 138) is the last one launched: the job is about to end."""
+    jobs = sweep.plan({"steps": 5}, ["sync"], [1, 2], "weak", 1, tmp_path)
+    (tmp_path / "sync_weak_n1_r0.h5.ckpt").mkdir()
+    assert sweep.run_sweep(jobs, tmp_path, "echo {n}", comm_bench=False, dry_run=True) == 0
+    first, second = capsys.readouterr().out.splitlines()
+    assert " --resume " in first and " --force " not in first and " --force " in second
+    code = sweep.run_sweep(jobs, tmp_path, "sh -c 'echo ran; exit 138' {n}", comm_bench=False)
+    assert code == 138
+    assert (tmp_path / "sync_weak_n1_r0.log").exists() and not (tmp_path / "sync_weak_n2_r0.log").exists()
