@@ -160,8 +160,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     comm = MPI.COMM_WORLD
     net = NetworkModel(args.latency, args.bandwidth, "chosen for the projection")
-    path = collectively(comm, lambda: write_report(args.paths, Path(args.out), net, args.metric)
-                        if comm.rank == 0 else None)
+    path = collectively(comm, lambda: write_report(args.paths, Path(args.out), net, args.metric, args.overlap,
+                                                   args.target) if comm.rank == 0 else None)
     if comm.rank == 0:
         print(path)
     return 0
@@ -277,7 +277,18 @@ def add_sweep_parsers(sub) -> None:
     rep.add_argument("--bandwidth", type=float, default=25e9, help="projection network bandwidth B [bytes/s]")
     rep.add_argument("--metric", help="quality metric of every table and plot (default per dataset: fid, else "
                      "proxy_fid, else modes_covered)")
+    rep.add_argument("--overlap", type=_fraction, help="fraction of communication hidden behind compute in the "
+                     "time-to-quality projection (default: measured from t_comm_hidden, else 0)")
+    rep.add_argument("--target", type=float, help="quality Q of the time-to-quality table (default: the worst "
+                     "configuration's mean final quality)")
     rep.set_defaults(fn=cmd_report)
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1], got {text}")
+    return value
 
 
 #: How long ranks that raised a CollectiveError wait for every other rank to raise it too before

@@ -4,17 +4,25 @@ Every run of a dataset is compared on the same metric: the one asked for (``hpcg
 where the dataset's runs have it, else the dataset's headline metric (:func:`hpcgan.metrics.names.headline`: fid, else proxy_fid,
 else modes_covered, the first its runs have). Each run contributes its final quality
 (:meth:`~hpcgan.results.reader.RunResult.quality`: ``hpcgan eval`` of its final model when there is
-one, else its last evaluation during training). Runs of one (dataset, algorithm, scaling, ranks)
-configuration are its repeats (seeds): mean ± 95% Student-t CI over them. A finished run that
-lacks the metric is listed with the reason and the command that would add it.
+one, else its last evaluation during training). Runs of one configuration (dataset, and the
+:func:`~hpcgan.analysis.runs.label`: algorithm, compressor, topology, ranks; and the scaling mode of
+a sweep) are its repeats (seeds): mean ± 95% Student-t CI over them. A finished run that lacks the
+metric is listed with the reason and the command that would add it.
+
+Saturation: a metric on which every run of a dataset sits at its best possible value (every arm
+covers 8 of 8 modes) ranks nothing. The dataset is then compared on the next finer metric of the
+same evaluation (:data:`hpcgan.metrics.names.FINER`: hq_fraction, then mode_kl; FID after IS), and
+the table's ``notes`` say so.
 """
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ..metrics.names import METRICS, Metric, base_name, headline
+from ..metrics.names import BEST, FINER, METRICS, Metric, base_name, headline
 from ..results.reader import RunResult
+from .runs import label, oversubscription
 from .scaling import Estimate, repeat_of
 
 
@@ -27,6 +35,18 @@ class QualityRow:
     metric: str
     runs: list[RunResult]
     estimate: Estimate      # over the runs (seeds)
+    label: str = ""         # algorithm, compressor, topology, ranks (runs.label)
+
+    @property
+    def oversubscribed(self) -> str | None:
+        """Why the runs' ranks shared cores or GPUs (None if they did not)."""
+        return next(filter(None, map(oversubscription, self.runs)), None)
+
+    @property
+    def name(self) -> str:
+        """The label, with the scaling mode of a sweep and ⚠ when oversubscribed."""
+        scaling = f" ({self.scaling})" if self.scaling not in ("none", "") else ""
+        return self.label + scaling + (" ⚠" if self.oversubscribed else "")
 
     @property
     def evaluations(self) -> str:
@@ -42,22 +62,55 @@ class QualityTable:
     metrics: dict[str, Metric]                    # dataset -> its metric
     rows: list[QualityRow]
     missing: list[tuple[RunResult, str]]          # finished runs left out, and why
+    notes: dict[str, str] = field(default_factory=dict)   # dataset -> why its metric is not the usual one
 
 
-def choose_metrics(runs: list[RunResult], requested: str | None = None) -> dict[str, Metric]:
-    """dataset -> the metric its runs are compared on: ``requested`` where a run of the dataset has
-    it, else the dataset's headline metric (datasets with no metric at all are left out)."""
+def choose_metrics(runs: list[RunResult], requested: str | None = None) -> tuple[dict[str, Metric], dict[str, str]]:
+    """(dataset -> the metric its runs are compared on, dataset -> note): ``requested`` where a run
+    of the dataset has it, else the dataset's headline metric (datasets with no metric at all are
+    left out); a saturated choice gives way to the next finer metric, and the note says so."""
     if requested:
         METRICS.get(base_name(requested))  # a UsageError listing the valid names
-    by_data: dict[str, set[str]] = defaultdict(set)
+    by_data: dict[str, list[RunResult]] = defaultdict(list)
     for r in runs:
-        by_data[r.dataset] |= set(r.quality().values)
-    out = {}
-    for data, have in by_data.items():
+        by_data[r.dataset].append(r)
+    out, notes = {}, {}
+    for data, mine in by_data.items():
+        have = set().union(*(r.quality().values for r in mine))
         name = requested if requested in have else headline(have)  # no run of the dataset has it: its headline
-        if name is not None:
-            out[data] = Metric(name, *_info(name))
-    return out
+        if name is None:
+            continue
+        best, saturated = saturation(name, mine)
+        if saturated:
+            finer = next((f for f in FINER.get(name, ()) if f in have and not saturation(f, mine)[1]), None)
+            value = f"{best:g}" + (f" of {best:g}" if name == "modes_covered" else "")
+            notes[data] = (f"{name} is saturated: every run sits at its best value ({value}), so it cannot rank "
+                           "the methods; " + (f"ranked on the next finer metric, {finer}." if finer else
+                                              "no finer metric was recorded (`hpcgan eval` adds them)."))
+            name = finer or name
+        out[data] = Metric(name, *_info(name))
+    return out, notes
+
+
+def saturation(metric: str, runs: list[RunResult]) -> tuple[float, bool]:
+    """(the metric's best possible value on the runs' dataset, whether every run that has the
+    metric sits at it). modes_covered's best is the dataset's mode count."""
+    best = BEST.get(base_name(metric))
+    if base_name(metric) == "modes_covered":
+        best = _mode_count(runs[0])
+    values = [r.quality().values[metric] for r in runs if metric in r.quality().values]
+    return (math.nan if best is None else best), (best is not None and bool(values)
+                                                 and all(abs(v - best) <= 1e-9 for v in values))
+
+
+def _mode_count(run: RunResult) -> float | None:
+    from ..data import build_dataset
+    from ..errors import UsageError
+
+    try:
+        return float(build_dataset(run.config["data"]["data"]).spec.num_classes)
+    except (UsageError, KeyError, TypeError, OSError):
+        return None
 
 
 def _info(name: str) -> tuple[bool, str, str]:
@@ -67,20 +120,20 @@ def _info(name: str) -> tuple[bool, str, str]:
 
 def quality_table(runs: list[RunResult], requested: str | None = None) -> QualityTable:
     finished = [r for r in runs if r.finished]
-    metrics = choose_metrics(finished, requested)
+    metrics, notes = choose_metrics(finished, requested)
     groups: dict[tuple, list[RunResult]] = defaultdict(list)
     missing = []
     for r in finished:
         metric = metrics.get(r.dataset)
         have = r.quality().values
         if metric is not None and metric.name in have:
-            groups[(r.dataset, str(r.attrs["algorithm"]), str(r.attrs["scaling"]), r.world_size)].append(r)
+            groups[(r.dataset, str(r.attrs["algorithm"]), str(r.attrs["scaling"]), r.world_size, label(r))].append(r)
         else:
             missing.append((r, _why_missing(r, metric.name if metric else None, have)))
     rows = [QualityRow(d, a, s, n, metrics[d].name, sorted(g, key=repeat_of),
-                       Estimate.of([r.quality().values[metrics[d].name] for r in g]))
-            for (d, a, s, n), g in sorted(groups.items())]
-    return QualityTable(metrics, rows, missing)
+                       Estimate.of([r.quality().values[metrics[d].name] for r in g]), lab)
+            for (d, a, s, n, lab), g in sorted(groups.items())]
+    return QualityTable(metrics, rows, missing, notes)
 
 
 def _why_missing(run: RunResult, metric: str | None, have: dict[str, float]) -> str:
