@@ -33,7 +33,8 @@ class _Parser(argparse.ArgumentParser):
     """Flag mistakes become a UsageError, so only rank 0 reports them."""
 
     def error(self, message: str):
-        raise UsageError(f"{self.prog}: {message}")
+        where = self.prog.removeprefix("hpcgan").strip()  # "train" for a subcommand; the prefix names hpcgan
+        raise UsageError(f"{where}: {message}" if where else message)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -80,6 +81,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from .results.schema import validate
 
     status = 0
+    missing = [path for path in args.files if not os.path.exists(path)]
+    if missing:
+        raise UsageError(f"no such file: {', '.join(missing)}")
     if MPI.COMM_WORLD.rank == 0:
         for path in args.files:
             problems = validate(path)
@@ -150,6 +154,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             write_manifest(out, mine, scaling, args.launcher, args.threads)
     return run_sweep([j for mine in jobs.values() for j in mine], out, args.launcher, args.run_timeout,
                      args.comm_bench, args.dry_run, args.threads)
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    from .grid import run
+
+    if MPI.COMM_WORLD.size > 1:
+        raise UsageError("hpcgan grid draws on one process; do not start it with mpiexec")
+    return run(args)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -227,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--epochs", type=int, default=10, help="proxy training epochs")
     ev.add_argument("--out", help="also write the metrics as JSON")
     ev.set_defaults(fn=cmd_eval)
+    from .grid import add_arguments as grid_arguments
+
+    grid_arguments(sub.add_parser("grid", help="draw samples of a run's final model: an image grid, or a scatter "
+                                  "over a 2-D mixture's modes")).set_defaults(fn=cmd_grid)
     add_sweep_parsers(sub)
     add_claims_parser(sub)
     return parser

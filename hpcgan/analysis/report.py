@@ -13,17 +13,14 @@ ranks shared cores or GPUs. Every table and figure names the machine the runs ra
 from __future__ import annotations
 
 import math
-import sys
 from collections import defaultdict
 from pathlib import Path
-
-from tqdm import tqdm
 
 from ..netmodel import NetworkModel
 from . import costmodel as cm
 from .plots import plot_phases, plot_quality, plot_scaling, plot_time_to_quality, slug
 from ..errors import UsageError
-from ..log import get_logger
+from ..log import Progress, get_logger
 from ..results.reader import RunResult, find_runs
 from .quality import QualityTable, quality_table
 from .scaling import Row, scaling_rows
@@ -50,8 +47,11 @@ def _ms(x: float) -> str:
 def load_runs(paths: list[str | Path]) -> tuple[list[RunResult], list[tuple[Path, str]], list[Path]]:
     """(runs, unreadable files with why, other HDF5 files: benchmark output) under ``paths``."""
     files = find_runs(paths)
-    kinds = {f: is_results_file(f) for f in tqdm(files, desc="loading runs", unit="file", file=sys.stderr,
-                                                 disable=None)}
+    progress, kinds = Progress("loading runs", len(files), "files"), {}
+    for i, f in enumerate(files):
+        kinds[f] = is_results_file(f)
+        progress.update(i + 1)
+    progress.close()
     runs, unreadable = read_runs([f for f, kind in kinds.items() if kind is not False])
     return runs, unreadable, [f for f, kind in kinds.items() if kind is False]
 
@@ -255,7 +255,10 @@ def write_report(paths: list[str | Path], out: Path, net: NetworkModel, metric: 
         md += [f"Skipped (unreadable): {'; '.join(f'{p.name}: {why}' for p, why in unreadable)}.", ""]
     figures = []
     scalings = sorted({r.scaling for r in rows})
-    for scaling in tqdm(scalings, desc="report", unit="section", file=sys.stderr, disable=None):
+    datasets = sorted({r.dataset for r in quality.rows})
+    progress = Progress("report", len(scalings) + len(datasets) + 2, "sections")
+    for scaling in scalings:
+        progress.update(scalings.index(scaling))
         mine = [r for r in rows if r.scaling == scaling]
         md += scaling_section(scaling, mine)
         if any(r.speedup is not None for r in mine):
@@ -264,14 +267,18 @@ def write_report(paths: list[str | Path], out: Path, net: NetworkModel, metric: 
     bench_files = sorted({f for p in map(Path, paths) if p.is_dir() for pattern in BENCH_FILES
                           for f in p.rglob(pattern)} | set(others))
     md += quality_section(quality)
-    for data in sorted({r.dataset for r in quality.rows}):
+    for i, data in enumerate(datasets):
+        progress.update(len(scalings) + i)
         figures += plot_quality(quality, data, out / f"quality_{slug(data)}.png", machine)
+    progress.update(len(scalings) + len(datasets))
     answers = time_to_quality(quality, net, overlap, target)
     md += ttq_section(answers, net, target is not None)
     if any(a.reached for a in answers):
         figures += plot_time_to_quality(answers, out / "time_to_quality.png", machine, net.describe())
+    progress.update(len(scalings) + len(datasets) + 1)
     section, _ = costmodel_section(rows, bench_files, net)
     md += section
+    progress.close()
     md += ["## Figures", "", "Each figure also as PDF (same name).", "",
            *[f"![{f.stem}]({f.name})" for f in figures if f.suffix == ".png"], ""]
     path = out / "report.md"
