@@ -27,14 +27,7 @@ import traceback
 
 from mpi4py import MPI
 
-from .errors import CollectiveError, UsageError, collectively
-
-class _Parser(argparse.ArgumentParser):
-    """Flag mistakes become a UsageError, so only rank 0 reports them."""
-
-    def error(self, message: str):
-        where = self.prog.removeprefix("hpcgan").strip()  # "train" for a subcommand; the prefix names hpcgan
-        raise UsageError(f"{where}: {message}" if where else message)
+from .errors import CollectiveError, UsageError, UsageParser, collectively
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -207,8 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .config import add_config_arguments
     from .metrics.stats import IS_SPLITS
 
-    parser = _Parser(prog="hpcgan", description="MPI benchmark suite for distributed GAN training")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = UsageParser(prog="hpcgan", description="MPI benchmark suite for distributed GAN training")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=UsageParser)
     sub.add_parser("info", help="versions, MPI library and the rank -> host/device map").set_defaults(fn=cmd_info)
     train = sub.add_parser("train", help="train one configuration, write one results file",
                            description=train_description(), formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -25,7 +25,6 @@ steps, t_hpcgan, t_plain, ratio, same_params}`` [s] and ``/targets`` (:mod:`.tar
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import tempfile
 import time
@@ -42,7 +41,7 @@ from ..algorithms.base import resolve_config
 from ..comm import build_communicator
 from ..config import RunConfig
 from ..data import Dataset, build_dataset
-from ..errors import UsageError
+from ..errors import UsageError, UsageParser
 from ..gan.losses import LOSSES, simultaneous_gradients
 from ..gan.models import build_models, latent
 from ..info import machine
@@ -126,7 +125,7 @@ def run_case(case: str, args, world: World, folder: Path) -> dict:
 
 @BENCHMARKS.register("overhead")
 def bench_overhead(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="hpcgan bench overhead", description=__doc__.split("\n\n")[0])
+    p = UsageParser(prog="hpcgan bench overhead", description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", default="mog8:mlp,digits:dcgan32", help="comma list of DATA:MODEL")
     p.add_argument("--backend", default="mpi", choices=("mpi", "torch"), help="transport of both steps")
     p.add_argument("--steps", type=int, default=40, help="timed iterations per case (each runs both steps)")

@@ -6,7 +6,6 @@ amortized over its interval, next to the time of an empty loop iteration for sca
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from mpi4py import MPI
 from ..log import Progress
 from ..results.schema import StepStats
 from ..results.recorder import Recorder
+from ..errors import UsageParser
 from .base import BENCHMARKS
 
 
@@ -26,7 +26,7 @@ PROGRESS_CHECK = 1000
 
 @BENCHMARKS.register("recorder")
 def bench_recorder(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="hpcgan bench recorder")
+    p = UsageParser(prog="hpcgan bench recorder")
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--flush-every", type=int, nargs="+", default=[10, 50, 200])
     args = p.parse_args(argv)

@@ -30,6 +30,8 @@ def test_usage_errors_and_missing_inputs_are_one_line_with_one_prefix_and_exit_2
     assert line.startswith("hpcgan: error: argument command: invalid choice: 'nosuch'") and line.count("hpcgan") == 1
     assert main(["train", "--steps", "x"]) == 2
     assert one_error_line(capsys) == "hpcgan: error: train: argument --steps: invalid int value: 'x'"
+    assert main(["bench", "recorder", "--bogus"]) == 2
+    assert one_error_line(capsys) == "hpcgan: error: bench recorder: unrecognized arguments: --bogus"
     assert main(["validate", str(tmp_path / "missing.h5")]) == 2
     assert one_error_line(capsys) == f"hpcgan: error: no such file: {tmp_path / 'missing.h5'}"
     assert main(["grid", str(tmp_path / "missing.h5"), str(tmp_path / "x.png")]) == 2
