@@ -29,12 +29,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..metrics.names import BEST, base_name  # noqa: E402
+from ..metrics.names import base_name  # noqa: E402
 from ..results.reader import RunResult  # noqa: E402
 from .quality import QualityRow, QualityTable, saturation  # noqa: E402
-from .runs import comm_split  # noqa: E402
 from .scaling import PHASE_COLUMNS, Estimate, Row, setup_of  # noqa: E402
-from .ttq import TimeToQuality, duration  # noqa: E402
+from .ttq import TimeToQuality  # noqa: E402
 
 #: One column of a two-column paper [in].
 COLUMN_IN = 3.5
