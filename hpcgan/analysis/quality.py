@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from ..metrics.names import BEST, FINER, METRICS, Metric, base_name, headline
 from ..results.reader import RunResult
-from .runs import label, oversubscription
+from .runs import MARK, label, oversubscription
 from .scaling import Estimate, repeat_of
 
 
@@ -46,7 +46,7 @@ class QualityRow:
     def name(self) -> str:
         """The label, with the scaling mode of a sweep and ⚠ when oversubscribed."""
         scaling = f" ({self.scaling})" if self.scaling not in ("none", "") else ""
-        return self.label + scaling + (" ⚠" if self.oversubscribed else "")
+        return self.label + scaling + (f" {MARK}" if self.oversubscribed else "")
 
     @property
     def evaluations(self) -> str:
@@ -83,7 +83,7 @@ def choose_metrics(runs: list[RunResult], requested: str | None = None) -> tuple
         best, saturated = saturation(name, mine)
         if saturated:
             finer = next((f for f in FINER.get(name, ()) if f in have and not saturation(f, mine)[1]), None)
-            value = f"{best:g}" + (f" of {best:g}" if name == "modes_covered" else "")
+            value = f"{best:g}" + (f" of {best:g}" if base_name(name) == "modes_covered" else "")
             notes[data] = (f"{name} is saturated: every run sits at its best value ({value}), so it cannot rank "
                            "the methods; " + (f"ranked on the next finer metric, {finer}." if finer else
                                               "no finer metric was recorded (`hpcgan eval` adds them)."))
@@ -107,8 +107,9 @@ def _mode_count(run: RunResult) -> float | None:
     from ..data import build_dataset
     from ..errors import UsageError
 
+    data = run.config.get("data", {})
     try:
-        return float(build_dataset(run.config["data"]["data"]).spec.num_classes)
+        return float(build_dataset(data["data"], labels=int(data.get("labels", 0))).spec.num_classes)
     except (UsageError, KeyError, TypeError, OSError):
         return None
 

@@ -147,7 +147,8 @@ def ttq_section(answers: list[TimeToQuality], net: NetworkModel, target_given: b
     sources = sorted({a.overlap_source for a in answers})
     out += ["Inputs:", "",
             "- measured on this machine: steps to Q per seed (from the quality curve: evaluations during training, "
-            "then `hpcgan eval`; linear interpolation between the evaluations around the crossing), the compute time C "
+            "then `hpcgan eval`; linear interpolation between the evaluations around the crossing; at Q by the first "
+            "evaluation: that evaluation's step, an upper bound), the compute time C "
             "per step (step time minus exposed communication, slowest rank), and the payload each rank sends per step;",
             f"- modelled: the communication time at N ranks, each algorithm's formula (docs/ALGORITHMS.md §5) on the "
             f"network {net.describe()}; step time T(N) = C + T_comm(N) - min(f·T_comm(N), C);",

@@ -32,7 +32,7 @@ import numpy as np
 from scipy import stats
 
 from ..results.reader import RunResult
-from .runs import bytes_per_rank_step, comm_split, method, oversubscription
+from .runs import MARK, bytes_per_rank_step, comm_split, method, oversubscription
 
 PHASE_COLUMNS = ("t_compute", "t_compress", "t_comm", "t_update", "t_net_emulated")
 #: Efficiency above this is flagged as suspect (superlinear scaling is rare; a slow baseline is not).
@@ -130,7 +130,7 @@ class Row:
     def name(self) -> str:
         """Algorithm, compressor, topology and ranks, with ⚠ when oversubscribed."""
         return f"{self.method or self.algo} · {self.ranks} rank{'s' if self.ranks != 1 else ''}" + \
-            (" ⚠" if self.oversubscribed else "")
+            (f" {MARK}" if self.oversubscribed else "")
 
 
 def setup_of(run: RunResult) -> str:

@@ -4,7 +4,8 @@ For each configuration of the quality table (:mod:`hpcgan.analysis.quality`) and
 
 1. steps to Q (measured): the first step at which the seed's quality curve (its evaluations during
    training, then ``hpcgan eval`` of the final model) reaches Q, linearly interpolated between the
-   two evaluations around the crossing; a seed that never reaches Q counts as not reached;
+   two evaluations around the crossing (at Q by its first evaluation: that evaluation's step, an
+   upper bound); a seed that never reaches Q counts as not reached;
 2. step time at N ranks (modelled): T(N) = C + T_comm(N) - min(f T_comm(N), C)
    (:func:`hpcgan.analysis.costmodel.step_time`), with C the seed's measured non-communication time
    per step (weak scaling: the per-rank work stays as measured), T_comm(N) the algorithm's own
