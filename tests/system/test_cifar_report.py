@@ -52,7 +52,7 @@ def test_five_algorithms_on_cifar_format_data_report_one_metric(hpcgan, tmp_path
 
     md = write_report([runs], tmp_path / "report", NetworkModel(2e-6, 25e9, "chosen")).read_text()
     print(md)
-    quality = md[md.index("## Quality"):md.index("## Cost model")]
+    quality = md[md.index("## Quality"):md.index("## Time to quality")]
     assert "proxy_fid (lower is better)" in quality and "Not in the quality table" not in quality
     rows = [line for line in quality.splitlines() if re.match(r"\| (sync|dqgan|dposg|pcwgan|cwgan) ·", line)]
     assert sorted(line.split(" · ")[0][2:] for line in rows) == sorted(ALGOS)
