@@ -129,7 +129,7 @@ def _y_limits(ax, metric: str, dataset_runs: list[RunResult], values: list[float
     at the data's minimum; end fractions and mode counts at their ceiling."""
     finite = [v for v in values if math.isfinite(v)]
     top = max(finite, default=1.0)
-    best, _ = saturation(metric, dataset_runs)
+    best, _ = saturation(metric, dataset_runs)  # the axis ends at the best value
     name = base_name(metric)
     if name in ("modes_covered", "hq_fraction") and math.isfinite(best):
         ax.set_ylim(0, best * 1.05)

@@ -9,10 +9,12 @@ one, else its last evaluation during training). Runs of one configuration (datas
 a sweep) are its repeats (seeds): mean ± 95% Student-t CI over them. A finished run that lacks the
 metric is listed with the reason and the command that would add it.
 
-Saturation: a metric on which every run of a dataset sits at its best possible value (every arm
-covers 8 of 8 modes) ranks nothing. The dataset is then compared on the next finer metric of the
-same evaluation (:data:`hpcgan.metrics.names.FINER`: hq_fraction, then mode_kl; FID after IS), and
-the table's ``notes`` say so.
+Saturation: a metric cannot rank configurations that all sit at its best possible value (sync and
+DQGAN both covering 8 of 8 modes on every seed). It is saturated on a dataset when every run sits
+there, or when two or more configurations do on every seed (the best ones tie, whatever the
+others reach). The dataset is then compared on the next finer metric of the same evaluation
+(:data:`hpcgan.metrics.names.FINER`: hq_fraction, then mode_kl; FID after IS); the table's
+``notes`` say so and ``saturated`` keeps the coarse metric's name, so the report still shows it.
 """
 from __future__ import annotations
 
@@ -45,8 +47,7 @@ class QualityRow:
     @property
     def name(self) -> str:
         """The label, with the scaling mode of a sweep and ⚠ when oversubscribed."""
-        scaling = f" ({self.scaling})" if self.scaling not in ("none", "") else ""
-        return self.label + scaling + (f" {MARK}" if self.oversubscribed else "")
+        return _configuration(self.runs[0]) + (f" {MARK}" if self.oversubscribed else "")
 
     @property
     def evaluations(self) -> str:
@@ -63,44 +64,60 @@ class QualityTable:
     rows: list[QualityRow]
     missing: list[tuple[RunResult, str]]          # finished runs left out, and why
     notes: dict[str, str] = field(default_factory=dict)   # dataset -> why its metric is not the usual one
+    saturated: dict[str, str] = field(default_factory=dict)   # dataset -> the saturated metric it replaced
 
 
-def choose_metrics(runs: list[RunResult], requested: str | None = None) -> tuple[dict[str, Metric], dict[str, str]]:
-    """(dataset -> the metric its runs are compared on, dataset -> note): ``requested`` where a run
-    of the dataset has it, else the dataset's headline metric (datasets with no metric at all are
-    left out); a saturated choice gives way to the next finer metric, and the note says so."""
+def choose_metrics(runs: list[RunResult], requested: str | None = None
+                   ) -> tuple[dict[str, Metric], dict[str, str], dict[str, str]]:
+    """(dataset -> the metric its runs are compared on, dataset -> note, dataset -> the saturated
+    metric replaced): ``requested`` where a run of the dataset has it, else the dataset's headline
+    metric (datasets with no metric at all are left out); a saturated choice gives way to the next
+    finer metric, and the note says so."""
     if requested:
         METRICS.get(base_name(requested))  # a UsageError listing the valid names
     by_data: dict[str, list[RunResult]] = defaultdict(list)
     for r in runs:
         by_data[r.dataset].append(r)
-    out, notes = {}, {}
+    out, notes, replaced = {}, {}, {}
     for data, mine in by_data.items():
         have = set().union(*(r.quality().values for r in mine))
         name = requested if requested in have else headline(have)  # no run of the dataset has it: its headline
         if name is None:
             continue
-        best, saturated = saturation(name, mine)
-        if saturated:
+        best, at_best = saturation(name, mine)
+        if at_best:
             finer = next((f for f in FINER.get(name, ()) if f in have and not saturation(f, mine)[1]), None)
             value = f"{best:g}" + (f" of {best:g}" if base_name(name) == "modes_covered" else "")
-            notes[data] = (f"{name} is saturated: every run sits at its best value ({value}), so it cannot rank "
-                           "the methods; " + (f"ranked on the next finer metric, {finer}." if finer else
-                                              "no finer metric was recorded (`hpcgan eval` adds them)."))
-            name = finer or name
+            notes[data] = (f"{name} is saturated: {', '.join(at_best)} sit at its best value ({value}) on every "
+                           "seed, so it cannot rank them; " + (
+                               f"ranked on the next finer metric, {finer} ({name} is shown next to it)." if finer
+                               else "no finer metric was recorded (`hpcgan eval` adds them)."))
+            if finer:
+                replaced[data], name = name, finer
         out[data] = Metric(name, *_info(name))
-    return out, notes
+    return out, notes, replaced
 
 
-def saturation(metric: str, runs: list[RunResult]) -> tuple[float, bool]:
-    """(the metric's best possible value on the runs' dataset, whether every run that has the
-    metric sits at it). modes_covered's best is the dataset's mode count."""
+def saturation(metric: str, runs: list[RunResult]) -> tuple[float, list[str]]:
+    """(the metric's best possible value on the runs' dataset, the configurations that sit at it on
+    every seed when that saturates the metric: all runs do, or two or more configurations do; else
+    []). modes_covered's best is the dataset's mode count."""
     best = BEST.get(base_name(metric))
     if base_name(metric) == "modes_covered":
         best = _mode_count(runs[0])
-    values = [r.quality().values[metric] for r in runs if metric in r.quality().values]
-    return (math.nan if best is None else best), (best is not None and bool(values)
-                                                 and all(abs(v - best) <= 1e-9 for v in values))
+    if best is None:
+        return math.nan, []
+    at: dict[str, list[bool]] = defaultdict(list)
+    for r in runs:
+        if metric in r.quality().values:
+            at[_configuration(r)].append(abs(r.quality().values[metric] - best) <= 1e-9)
+    top = sorted(c for c, hits in at.items() if all(hits))
+    return best, (top if top and (len(top) >= 2 or len(top) == len(at)) else [])
+
+
+def _configuration(run: RunResult) -> str:
+    scaling = str(run.attrs.get("scaling", "none"))
+    return label(run) + (f" ({scaling})" if scaling not in ("none", "") else "")
 
 
 def _mode_count(run: RunResult) -> float | None:
@@ -121,7 +138,7 @@ def _info(name: str) -> tuple[bool, str, str]:
 
 def quality_table(runs: list[RunResult], requested: str | None = None) -> QualityTable:
     finished = [r for r in runs if r.finished]
-    metrics, notes = choose_metrics(finished, requested)
+    metrics, notes, replaced = choose_metrics(finished, requested)
     groups: dict[tuple, list[RunResult]] = defaultdict(list)
     missing = []
     for r in finished:
@@ -134,7 +151,7 @@ def quality_table(runs: list[RunResult], requested: str | None = None) -> Qualit
     rows = [QualityRow(d, a, s, n, metrics[d].name, sorted(g, key=repeat_of),
                        Estimate.of([r.quality().values[metrics[d].name] for r in g]), lab)
             for (d, a, s, n, lab), g in sorted(groups.items())]
-    return QualityTable(metrics, rows, missing, notes)
+    return QualityTable(metrics, rows, missing, notes, replaced)
 
 
 def _why_missing(run: RunResult, metric: str | None, have: dict[str, float]) -> str:

@@ -23,7 +23,7 @@ from ..errors import UsageError
 from ..log import Progress, get_logger
 from ..results.reader import RunResult, find_runs
 from .quality import QualityTable, quality_table
-from .scaling import Row, scaling_rows
+from .scaling import Estimate, Row, scaling_rows
 from .runs import overlap_fraction
 from .ttq import TimeToQuality, fmt_time, time_to_quality
 from .summary import is_results_file, read_runs, skipped_lines
@@ -113,10 +113,13 @@ def quality_section(table: QualityTable) -> list[str]:
             out += [f"**{table.notes[data]}**", ""]
         out += [f"{metric.doc}. Mean ± 95% CI over seeds (runs of the same configuration); the final model's "
                 "`hpcgan eval` where it ran, else the last evaluation during training.", ""]
-        out += _table(["configuration", "seeds", metric.name, "per seed", "evaluation"],
+        coarse = table.saturated.get(data)
+        out += _table(["configuration", "seeds", metric.name, "per seed", *([coarse] if coarse else []), "evaluation"],
                       [[r.name, str(r.estimate.n),
                         r.estimate.fmt() + ("" if r.estimate.n > 1 else " (1 seed: no spread)"),
-                        ", ".join(f"{run.quality().values[metric.name]:.4g}" for run in r.runs), r.evaluations]
+                        ", ".join(f"{run.quality().values[metric.name]:.4g}" for run in r.runs),
+                        *([Estimate.of([run.quality().values.get(coarse, math.nan) for run in r.runs]).fmt()]
+                          if coarse else []), r.evaluations]
                        for r in rows])
         over = [f"- ⚠ {r.name.removesuffix(' ⚠')}: oversubscribed ({r.oversubscribed}); its wall times include "
                 "waits for a core or GPU" for r in rows if r.oversubscribed]
@@ -157,8 +160,8 @@ def ttq_section(answers: list[TimeToQuality], net: NetworkModel, target_given: b
             "stays, the global batch grows; usually optimistic), no network contention, C unchanged at N. "
             "± = 95% Student-t CI over the seeds that reached Q.", ""]
     if any(a.row.oversubscribed for a in answers):
-        out += ["⚠: the compute time C of oversubscribed configurations includes waits for a core: their times at N "
-                "are pessimistic.", ""]
+        out += ["⚠: oversubscribed configurations waited for cores inside and outside their communication, so their "
+                "measured C is unreliable in either direction, and so are their times at N.", ""]
     return out
 
 

@@ -63,7 +63,12 @@ def test_a_saturated_metric_gives_way_to_the_next_finer_one():
     table = quality_table(runs)
     assert table.metrics["mog8:0.1"].name == "hq_fraction", "8 of 8 modes for every arm ranks nothing"
     assert "modes_covered is saturated" in table.notes["mog8:0.1"] and "8 of 8" in table.notes["mog8:0.1"]
-    runs[0].eval["modes_covered"][-1] = 7  # one seed short of the ceiling: the headline ranks again
+    assert table.saturated == {"mog8:0.1": "modes_covered"}
+    weak = mog_run("pcwgan", 0, [2, 3, 3, 3], [0.1, 0.2, 0.3, 0.3])
+    table = quality_table(runs + [weak])
+    assert table.metrics["mog8:0.1"].name == "hq_fraction", "the best two tie at 8 of 8, whatever pcwgan reaches"
+    assert "dqgan · sign · 2 ranks, sync · 2 ranks sit at its best value" in table.notes["mog8:0.1"]
+    runs[0].eval["modes_covered"][-1] = 7  # one seed short of the ceiling: only one configuration at the top
     assert quality_table(runs).metrics["mog8:0.1"].name == "modes_covered" and not quality_table(runs).notes
 
 
@@ -111,6 +116,7 @@ def test_report_has_figures_as_png_and_pdf_at_column_width_and_the_time_to_quali
     monkeypatch.setattr("hpcgan.analysis.report.load_runs", lambda paths: (runs, [], []))
     md = write_report(["x"], tmp_path, NetworkModel(2e-6, 25e9, "chosen")).read_text()
     assert "modes_covered is saturated" in md and "### mog8:0.1: hq_fraction" in md
+    assert "| configuration | seeds | hq_fraction | per seed | modes_covered | evaluation |" in md
     assert "## Time to quality at scale" in md and "time to Q at N=2000" in md and "dposg · ring · 4 ranks ⚠" in md
     assert "- measured on this machine:" in md and "- modelled:" in md and "comm hidden [ms]" in md
     for name in ("quality_mog8_0.1", "time_to_quality", "phases_none"):
