@@ -289,7 +289,7 @@ def add_sweep_parsers(sub) -> None:
     rep.add_argument("--overlap", type=_fraction, help="fraction of communication hidden behind compute in the "
                      "time-to-quality projection (default: measured from t_comm_hidden, else 0)")
     rep.add_argument("--target", type=float, help="quality Q of the time-to-quality table (default: the worst "
-                     "configuration's mean final quality)")
+                     "mean final quality of the configurations evaluated during training)")
     rep.set_defaults(fn=cmd_report)
 
 

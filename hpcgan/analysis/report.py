@@ -139,11 +139,11 @@ def ttq_section(answers: list[TimeToQuality], net: NetworkModel, target_given: b
         sign = "≥" if t.higher_is_better else "≤"
         out += [f"### {data}: time to {t.metric} {sign} {t.value:.4g}", "",
                 f"Q = {t.value:.4g}" + (" (`--target`)." if target_given else
-                                        ": the worst configuration's mean final quality (`--target` sets another)."),
+                                        ": the worst mean final quality of the configurations evaluated during training (`--target` sets another)."),
                 ""]
         out += _table(["configuration", "seeds at Q", "steps to Q", "step time here [ms]", "overlap f",
                        *[f"T_step at N={n} [ms]" for n in ranks], *[f"time to Q at N={n}" for n in ranks]],
-                      [[a.row.name, f"{a.reached}/{len(a.row.runs)}", a.steps.fmt(digits=3),
+                      [[a.row.name, f"{a.reached}/{len(a.row.runs)}", a.steps.fmt(digits=4),
                         f"{1e3 * sum(r.step_time() for r in a.row.runs) / len(a.row.runs):.3g}",
                         f"{a.overlap:.2f}", *[a.step_time[n].fmt(1e3) for n in ranks], *[fmt_time(a.time[n]) for n in ranks]]
                        for a in mine])

@@ -16,8 +16,9 @@ For each configuration of the quality table (:mod:`hpcgan.analysis.quality`) and
 Assumed: the steps to Q measured at the run's rank count hold at N (weak scaling keeps the per-rank
 batch, so the global batch grows with N: usually optimistic for the steps), no contention.
 
-Q per dataset: the given value, else the worst configuration's mean final quality (each
-configuration reaches it on average, so every row has a time).
+Q per dataset: the given value, else the worst mean final quality among the configurations with a
+quality curve (two or more evaluations per seed; pcwgan evaluates once, at its end), which each of
+them reaches on average.
 """
 from __future__ import annotations
 
@@ -88,10 +89,13 @@ def steps_to(run: RunResult, target: Target) -> float:
 
 
 def choose_targets(table: QualityTable, given: float | None = None) -> dict[str, Target]:
-    """Q per dataset: ``given``, else the worst configuration's mean final quality."""
+    """Q per dataset: ``given``, else the worst mean final quality of the configurations with a
+    curve (all of them when none has one)."""
     out = {}
     for data, metric in table.metrics.items():
-        means = [r.estimate.mean for r in table.rows if r.dataset == data and math.isfinite(r.estimate.mean)]
+        rows = [r for r in table.rows if r.dataset == data and math.isfinite(r.estimate.mean)]
+        curved = [r for r in rows if all(len(quality_curve(run, metric.name)[0]) >= 2 for run in r.runs)]
+        means = [r.estimate.mean for r in curved or rows]
         if not means:
             continue
         worst = min(means) if metric.higher_is_better else max(means)
