@@ -57,7 +57,7 @@ def _look(i: int) -> dict:
     return {"color": PALETTE[i % len(PALETTE)], "marker": MARKERS[i % len(MARKERS)]}
 
 
-def wrap_label(name: str, width: int = 16) -> str:
+def wrap_label(name: str, width: int = 10) -> str:
     """A configuration label broken at its " · " separators into lines of about ``width`` characters."""
     lines: list[str] = []
     for part in name.split(" · "):
@@ -175,7 +175,9 @@ def plot_quality(table: QualityTable, dataset: str, path: Path, machine: str) ->
         sent = [b for row in rows for b in mean_curve(row)["bytes"] if b > 0]
         if sent and max(sent) > 20 * min(sent):  # compressed and dense traffic differ by orders of magnitude
             ax_b.set_xscale("log")
-            ax_b.set_xlabel("bytes sent per rank, cumulative [MB, log scale]")
+            silent = [r.name for r in rows if not any(b > 0 for b in mean_curve(r)["bytes"])]
+            ax_b.set_xlabel("bytes sent per rank, cumulative [MB, log scale]"
+                            + (f"\n(not shown, sends nothing: {', '.join(silent)})" if silent else ""))
         ax_f.set_xticks(range(len(rows)), [wrap_label(r.name) for r in rows], fontsize=6.5)
         ax_f.set_xlim(-0.6, len(rows) - 0.4)
         ax_f.set_xlabel("configuration: final evaluation, mean ± 95% CI (dots: seeds)")
@@ -280,8 +282,10 @@ def plot_time_to_quality(answers: list[TimeToQuality], path: Path, machine: str,
             "mean ± 95% CI over seeds", 55))
         fig.legend(loc="outside upper center", frameon=False, title=title)
         runs = [run for a in answers for run in a.row.runs]
+        never = [a.row.name for a in answers if not a.reached]
         fig.text(0.5, 0, footer(runs, machine, f"Network: {network}. Steps to Q and compute time measured; "
-                                     "step time at N modelled."), ha="center", va="top", fontsize=6.5)
+                                "step time at N modelled." + (f" Q not reached by: {', '.join(never)}." if never else "")),
+                 ha="center", va="top", fontsize=6.5)
         return _save(fig, path)
 
 
