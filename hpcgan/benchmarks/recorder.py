@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
+from ..errors import UsageParser
 from ..log import Progress
 from ..results.schema import StepStats
 from ..results.recorder import Recorder
-from ..errors import UsageParser
 from .base import BENCHMARKS
 
 
