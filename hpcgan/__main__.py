@@ -27,14 +27,8 @@ import traceback
 
 from mpi4py import MPI
 
-from .errors import CollectiveError, UsageError, collectively
+from .errors import CollectiveError, UsageError, UsageParser, collectively
 from .signals import hold_early
-
-class _Parser(argparse.ArgumentParser):
-    """Flag mistakes become a UsageError, so only rank 0 reports them."""
-
-    def error(self, message: str):
-        raise UsageError(f"{self.prog}: {message}")
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -91,6 +85,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from .results.schema import validate
 
     status = 0
+    missing = [path for path in args.files if not os.path.exists(path)]
+    if missing:
+        raise UsageError(f"no such file: {', '.join(missing)}")
     if MPI.COMM_WORLD.rank == 0:
         for path in args.files:
             problems = validate(path)
@@ -163,6 +160,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                      args.comm_bench, args.dry_run, args.threads)
 
 
+def cmd_grid(args: argparse.Namespace) -> int:
+    from .grid import run
+
+    if MPI.COMM_WORLD.size > 1:
+        raise UsageError("hpcgan grid draws on one process; do not start it with mpiexec")
+    return run(args)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -171,8 +176,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     comm = MPI.COMM_WORLD
     net = NetworkModel(args.latency, args.bandwidth, "chosen for the projection")
-    path = collectively(comm, lambda: write_report(args.paths, Path(args.out), net, args.metric)
-                        if comm.rank == 0 else None)
+    path = collectively(comm, lambda: write_report(args.paths, Path(args.out), net, args.metric, args.overlap,
+                                                   args.target) if comm.rank == 0 else None)
     if comm.rank == 0:
         print(path)
     return 0
@@ -207,8 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .config import add_config_arguments
     from .metrics.stats import IS_SPLITS
 
-    parser = _Parser(prog="hpcgan", description="MPI benchmark suite for distributed GAN training")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = UsageParser(prog="hpcgan", description="MPI benchmark suite for distributed GAN training")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=UsageParser)
     sub.add_parser("info", help="versions, MPI library and the rank -> host/device map").set_defaults(fn=cmd_info)
     train = sub.add_parser("train", help="train one configuration, write one results file",
                            description=train_description(), formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -245,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--epochs", type=int, default=10, help="proxy training epochs")
     ev.add_argument("--out", help="also write the metrics as JSON")
     ev.set_defaults(fn=cmd_eval)
+    from .grid import add_arguments as grid_arguments
+
+    grid_arguments(sub.add_parser("grid", help="draw samples of a run's final model: an image grid, or a scatter "
+                                  "over a 2-D mixture's modes")).set_defaults(fn=cmd_grid)
     add_sweep_parsers(sub)
     add_claims_parser(sub)
     return parser
@@ -295,7 +304,18 @@ def add_sweep_parsers(sub) -> None:
     rep.add_argument("--bandwidth", type=float, default=25e9, help="projection network bandwidth B [bytes/s]")
     rep.add_argument("--metric", help="quality metric of every table and plot (default per dataset: fid, else "
                      "proxy_fid, else modes_covered)")
+    rep.add_argument("--overlap", type=_fraction, help="fraction of communication hidden behind compute in the "
+                     "time-to-quality projection (default: measured from t_comm_hidden, else 0)")
+    rep.add_argument("--target", type=float, help="quality Q of the time-to-quality table (default: the worst "
+                     "mean final quality of the configurations evaluated during training)")
     rep.set_defaults(fn=cmd_report)
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1], got {text}")
+    return value
 
 
 #: How long ranks that raised a CollectiveError wait for every other rank to raise it too before

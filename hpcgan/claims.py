@@ -37,7 +37,7 @@ from .log import get_logger
 from .results.reader import RunResult, load_run, slowest_median
 from .sweep import DEFAULT_LAUNCHER, is_done, launch_argv, run_logged
 
-#: mog8 settings under which quality is a reliable signal (README, "The papers' claims")
+#: mog8 settings under which quality is a reliable signal (docs/CLAIMS.md)
 MOG = ("--data", "mog8:0.1", "--z-dim", "2", "--batch-size", "128", "--beta1", "0.0", "--beta2", "0.9",
        "--eval-samples", "2500")
 DIGITS = ("--data", "digits", "--model", "dcgan32", "--width", "16", "--z-dim", "32", "--batch-size", "32",

@@ -10,6 +10,7 @@ a fault: that rank prints its traceback and aborts the job.
 """
 from __future__ import annotations
 
+import argparse
 import errno
 import os
 import re
@@ -71,6 +72,15 @@ class RankError(CollectiveError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class UsageParser(argparse.ArgumentParser):
+    """An argument parser whose mistakes become a UsageError: one ``hpcgan: error: ...`` line from
+    rank 0 and exit 2, naming the subcommand ("train: argument --steps: ...") but not hpcgan twice."""
+
+    def error(self, message: str):
+        where = self.prog.removeprefix("hpcgan").strip()
+        raise UsageError(f"{where}: {message}" if where else message)
 
 
 def signal_name(signum: int) -> str:

@@ -41,7 +41,7 @@ from . import checkpoint
 from .algorithms import ALGORITHMS, fields_of, resolve_config
 from .config import SECTION_OF, RunConfig, add_config_arguments, config_to_argv, flag, given_values
 from .errors import UsageError
-from .log import get_logger
+from .log import PROGRESS_EVERY, get_logger
 from .results.schema import validate
 
 #: ``hpcgan bench comm`` flags of the per-rank-count cost-model measurement: what
@@ -175,16 +175,24 @@ def launch_argv(launcher: str, n: int, hpcgan_args: list[str]) -> list[str]:
 
 
 def run_logged(argv: list[str], log: Path, timeout: float, threads: int = 0) -> int:
-    """Run ``argv`` with its output in ``log`` (the command line first); its exit status, 124 on timeout."""
+    """Run ``argv`` with its output in ``log`` (the command line first); its exit status, 124 on timeout.
+    While it runs, a line every PROGRESS_EVERY seconds says how long it has run and repeats the
+    last line of its log (its own progress)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"HPCGAN_THREADS": str(threads)} if threads else {})}
     with open(log, "w") as f:
         f.write(shlex.join(argv) + "\n")
         f.flush()
-        try:
-            return subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, env=env, timeout=timeout).returncode
-        except subprocess.TimeoutExpired:
-            f.write(f"\nhpcgan sweep: killed after {timeout:.0f} s\n")
-            return 124
+        proc, t0 = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=env), time.monotonic()
+        while True:
+            try:
+                return proc.wait(timeout=max(0.0, min(PROGRESS_EVERY, timeout - (time.monotonic() - t0))))
+            except subprocess.TimeoutExpired:
+                if time.monotonic() - t0 >= timeout:
+                    proc.kill()
+                    proc.wait()
+                    f.write(f"\nhpcgan sweep: killed after {timeout:.0f} s\n")
+                    return 124
+                get_logger().info("%s: running for %.0f s; %s", log.stem, time.monotonic() - t0, _tail(log, 1))
 
 
 def _tail(path: Path, lines: int = 8) -> str:

@@ -44,7 +44,7 @@ from .data import build_dataset
 from .errors import (CollectiveError, Interrupted, NonFiniteLossError, UsageError, agree, collectively,
                      signal_name)
 from .info import machine, ranks_attrs, versions
-from .log import PROGRESS_EVERY, get_logger
+from .log import PROGRESS_EVERY, Eta, get_logger
 from .metrics import build_evaluator
 from .resources import check_fits
 from .results.lock import RunLock
@@ -287,7 +287,7 @@ class Trainer:
         self.logged_at = time.perf_counter()
         recent = float(np.median(walls[-self.cfg.run.log_every:]))
         total = self.cfg.run.steps if self.cfg.run.budget <= 0 else math.nan
-        eta = f"  eta {recent * (total - step):.0f}s" if math.isfinite(total) else ""
+        eta = self.__dict__.setdefault("eta", Eta()).line(step, total, fallback=recent)  # recent pace, waits included
         self.log.info("step %d  d_loss %.4f  g_loss %.4f  %.2f ms/step%s", step, stats.d_loss,
                       stats.g_loss, 1e3 * recent, eta)
 

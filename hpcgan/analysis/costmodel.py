@@ -24,9 +24,18 @@ backend; n = size bytes, ring t = 2(M-1)(alpha + n/(M B)), as docs/ALGORITHMS.md
 comparison with the runs uses the fit at the same M when there is one (:func:`fit_per_ranks`),
 else the pooled fit.
 
+Overlap: a fraction f of the communication can run behind compute (bucketed allreduce during
+backward, a gossip round during the next step's forward). The hidden part cannot exceed the compute
+it hides behind, so
+
+    T(M) = C(M) + T_comm(M) - min(f T_comm(M), C(M))        (f = 0: no overlap, T = C + T_comm)
+
+(:func:`step_time`). Runs measure f: ``t_comm_hidden`` / (``t_comm`` + ``t_comm_hidden``) from
+results schema v4 (:func:`hpcgan.analysis.runs.overlap_fraction`); older files hid nothing.
+
 Projection to many ranks: C(M) = C(1) for weak scaling (per-rank work constant) and C(1)/M for
 strong scaling (ideal compute scaling, an optimistic bound); the network is the one given (default
-25 GB/s, 2 us), not the fitted one; no contention, no overlap of compute and communication.
+25 GB/s, 2 us), not the fitted one; no contention; overlap f as given (default 0).
 """
 from __future__ import annotations
 
@@ -177,13 +186,22 @@ def workload(runs: list[RunResult]) -> Workload:
     return Workload(parameter_counts(big), payload_per_rank(big), big.config)
 
 
+def step_time(c: float, t_comm: float, overlap: float = 0.0) -> float:
+    """T = C + T_comm - min(f T_comm, C): ``overlap`` f of the communication hides behind the
+    compute C, never more than C (module docstring)."""
+    if not 0.0 <= overlap <= 1.0:
+        raise ValueError(f"overlap fraction must be in [0, 1], got {overlap}")
+    return c + t_comm - min(overlap * t_comm, c)
+
+
 def project(algo: str, net: NetworkModel, work: Workload, c1: float, scaling: str,
-            ranks: list[int]) -> list[tuple[int, float, float]]:
-    """(M, predicted step time, predicted efficiency) for each M, from C(1) = ``c1``."""
+            ranks: list[int], overlap: float = 0.0) -> list[tuple[int, float, float]]:
+    """(M, predicted step time, predicted efficiency) for each M, from C(1) = ``c1``, with a
+    fraction ``overlap`` of the communication hidden behind compute."""
     out = []
-    t1 = c1 + comm_time(algo, net, 1, work)
+    t1 = step_time(c1, comm_time(algo, net, 1, work), overlap)
     for m in ranks:
         c = c1 if scaling == "weak" else c1 / m
-        t = c + comm_time(algo, net, m, work)
+        t = step_time(c, comm_time(algo, net, m, work), overlap)
         out.append((m, t, t1 / t if scaling == "weak" else t1 / (m * t)))
     return out

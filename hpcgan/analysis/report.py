@@ -1,29 +1,31 @@
 """``hpcgan report results/<sweep> --out reports/<sweep>``: report.md and PNG plots of a sweep.
 
-Sections: scaling tables per algorithm and rank count (step time, throughput in samples consumed,
-speedup, efficiency with 95% CIs over repeats, the spread of step times, and warnings: see
-:mod:`hpcgan.analysis.scaling`), phase breakdown with bytes per step, final quality on one metric
-per dataset with its spread over seeds (:mod:`hpcgan.analysis.quality`), the cost model's predicted
-vs measured step times (:mod:`hpcgan.analysis.costmodel`), and its projection to many ranks on a
-given network. Every table names the machine the runs ran on.
+Sections: scaling tables per configuration and rank count (step time, throughput in samples
+consumed, speedup, efficiency with 95% CIs over repeats, the spread of step times, and warnings:
+see :mod:`hpcgan.analysis.scaling`), phase breakdown with exposed and hidden communication and
+bytes per rank per step, final quality on one metric per dataset with its spread over seeds
+(:mod:`hpcgan.analysis.quality`; a saturated metric gives way to a finer one), time to quality at
+64, 512 and 2000 ranks (:mod:`hpcgan.analysis.ttq`), the cost model's predicted vs measured step
+times (:mod:`hpcgan.analysis.costmodel`), and its projection to many ranks on a given network.
+Configurations are named by algorithm, compressor, topology and ranks; ⚠ marks every row whose
+ranks shared cores or GPUs. Every table and figure names the machine the runs ran on.
 """
 from __future__ import annotations
 
 import math
-import sys
 from collections import defaultdict
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ..netmodel import NetworkModel
 from . import costmodel as cm
-from .plots import plot_phases, plot_quality, plot_scaling
+from .plots import plot_phases, plot_quality, plot_scaling, plot_time_to_quality, slug
 from ..errors import UsageError
-from ..log import get_logger
+from ..log import Progress, get_logger
 from ..results.reader import RunResult, find_runs
 from .quality import QualityTable, quality_table
-from .scaling import Row, scaling_rows
+from .scaling import Estimate, Row, scaling_rows
+from .runs import overlap_fraction
+from .ttq import TimeToQuality, fmt_time, time_to_quality
 from .summary import is_results_file, read_runs, skipped_lines
 
 PROJECTION_RANKS = [1, 2, 4, 8, 64, 512, 2000]
@@ -46,8 +48,11 @@ def _ms(x: float) -> str:
 def load_runs(paths: list[str | Path]) -> tuple[list[RunResult], list[tuple[Path, str]], list[Path]]:
     """(runs, unreadable files with why, other HDF5 files: benchmark output) under ``paths``."""
     files = find_runs(paths)
-    kinds = {f: is_results_file(f) for f in tqdm(files, desc="loading runs", unit="file", file=sys.stderr,
-                                                 disable=None)}
+    progress, kinds = Progress("loading runs", len(files), "files"), {}
+    for i, f in enumerate(files):
+        kinds[f] = is_results_file(f)
+        progress.update(i + 1)
+    progress.close()
     runs, unreadable = read_runs([f for f, kind in kinds.items() if kind is not False])
     return runs, unreadable, [f for f, kind in kinds.items() if kind is False]
 
@@ -61,9 +66,9 @@ def scaling_section(scaling: str, rows: list[Row]) -> list[str]:
             "variation of step times within a run (worst repeat) / between repeats. ⚠: see the warnings below "
             "the tables.", ""]
     warnings = []
-    for algo in sorted({r.algo for r in rows}):
-        mine = [r for r in rows if r.algo == algo]
-        out += [f"### {algo}", ""]
+    for method in sorted({r.method for r in rows}):
+        mine = [r for r in rows if r.method == method]
+        out += [f"### {method}", ""]
         out += _table(["ranks", "local batch", "global batch", "repeats", "setup", "step time [ms]", "CV",
                        "real samples/s", "generated/s", "speedup", "efficiency"],
                       [[str(r.ranks), str(r.local_batch), str(r.global_batch), str(len(r.runs)), r.setup(),
@@ -71,7 +76,7 @@ def scaling_section(scaling: str, rows: list[Row]) -> list[str]:
                         r.throughput.fmt(digits=4), r.generated.fmt(digits=4),
                         r.speedup.fmt() if r.speedup else "- (no 1-rank run)",
                         (r.efficiency.fmt() if r.efficiency else "-") + (" ⚠" if r.flags else "")] for r in mine])
-        warnings += [f"- ⚠ {algo}, {r.ranks} rank(s): {flag}" for r in mine for flag in r.flags]
+        warnings += [f"- ⚠ {r.name.removesuffix(' ⚠')}: {flag}" for r in mine for flag in r.flags]
     if warnings:
         out += ["Warnings:", "", *warnings, ""]
     widths = [r.efficiency.half_width for r in rows if r.efficiency is not None and r.ranks > 1]
@@ -79,16 +84,17 @@ def scaling_section(scaling: str, rows: list[Row]) -> list[str]:
         worst = max(widths)
         out += [(f"Efficiency 95% CI half-width: at most {worst:.3f}" if math.isfinite(worst) else
                  "Efficiency CIs need >= 2 repeats") + f" (target ≤ {TARGET_HALF_WIDTH} to rank the methods).", ""]
-    out += ["Phase breakdown (median over timed steps, mean over ranks and repeats) and bytes per step (all ranks):",
-            ""]
+    out += ["Phase breakdown (median over timed steps, mean over ranks and repeats). Exposed communication: the "
+            "step waited for it (`t_comm`); hidden: it ran behind compute (`t_comm_hidden`, results schema v4; "
+            "0 in older files) and is not part of the step time. Bytes: what one rank hands to the transport per "
+            "step (mean over ranks), comparable across rank counts.", ""]
     body = []
     for r in rows:
-        ph = r.phases()
-        body.append([r.algo, str(r.ranks), *(_ms(ph[c]) for c in ("t_compute", "t_compress", "t_comm", "t_update",
-                                                                  "t_net_emulated")),
-                     f"{r.bytes_per_step() / 1e3:.1f}"])
-    out += _table(["algo", "ranks", "compute [ms]", "compress [ms]", "comm [ms]", "update [ms]", "net emul. [ms]",
-                   "KB/step"], body)
+        ph, (_, hidden) = r.phases(), r.comm_split()
+        body.append([r.name, *(_ms(ph[c]) for c in ("t_compute", "t_compress", "t_comm")), _ms(hidden),
+                     *(_ms(ph[c]) for c in ("t_update", "t_net_emulated")), f"{r.bytes_per_rank_step() / 1e3:.1f}"])
+    out += _table(["configuration", "compute [ms]", "compress [ms]", "comm exposed [ms]", "comm hidden [ms]",
+                   "update [ms]", "net emul. [ms]", "KB/rank/step"], body)
     return out
 
 
@@ -102,15 +108,61 @@ def quality_section(table: QualityTable) -> list[str]:
         return out + ["No run has a quality metric (see below).", ""] + _missing(table)
     for data, metric in sorted(table.metrics.items()):
         rows = [r for r in table.rows if r.dataset == data]
-        out += [f"### {data}: {metric.name} ({metric.better})", "", f"{metric.doc}. Mean ± 95% CI over seeds "
-                "(runs of the same configuration); the final model's `hpcgan eval` where it ran, else the last "
-                "evaluation during training.", ""]
-        out += _table(["algo", "scaling", "ranks", "seeds", metric.name, "per seed", "evaluation"],
-                      [[r.algo, r.scaling, str(r.ranks), str(r.estimate.n),
+        out += [f"### {data}: {metric.name} ({metric.better})", ""]
+        if data in table.notes:
+            out += [f"**{table.notes[data]}**", ""]
+        out += [f"{metric.doc}. Mean ± 95% CI over seeds (runs of the same configuration); the final model's "
+                "`hpcgan eval` where it ran, else the last evaluation during training.", ""]
+        coarse = table.saturated.get(data)
+        out += _table(["configuration", "seeds", metric.name, "per seed", *([coarse] if coarse else []), "evaluation"],
+                      [[r.name, str(r.estimate.n),
                         r.estimate.fmt() + ("" if r.estimate.n > 1 else " (1 seed: no spread)"),
-                        ", ".join(f"{run.quality().values[metric.name]:.4g}" for run in r.runs), r.evaluations]
+                        ", ".join(f"{run.quality().values[metric.name]:.4g}" for run in r.runs),
+                        *([Estimate.of([run.quality().values.get(coarse, math.nan) for run in r.runs]).fmt()]
+                          if coarse else []), r.evaluations]
                        for r in rows])
+        over = [f"- ⚠ {r.name.removesuffix(' ⚠')}: oversubscribed ({r.oversubscribed}); its wall times include "
+                "waits for a core or GPU" for r in rows if r.oversubscribed]
+        out += over + ([""] if over else [])
     return out + _missing(table)
+
+
+def ttq_section(answers: list[TimeToQuality], net: NetworkModel, target_given: bool = False) -> list[str]:
+    """How long each configuration takes to reach Q at N ranks, and which inputs are measured."""
+    out = ["## Time to quality at scale", ""]
+    if not answers:
+        return out + ["No configuration with a quality curve and a known algorithm.", ""]
+    ranks = sorted(answers[0].time)
+    for data in sorted({a.target.dataset for a in answers}):
+        mine = [a for a in answers if a.target.dataset == data]
+        t = mine[0].target
+        sign = "≥" if t.higher_is_better else "≤"
+        out += [f"### {data}: time to {t.metric} {sign} {t.value:.4g}", "",
+                f"Q = {t.value:.4g}" + (" (`--target`)." if target_given else
+                                        ": the worst mean final quality of the configurations evaluated during training (`--target` sets another)."),
+                ""]
+        out += _table(["configuration", "seeds at Q", "steps to Q", "step time here [ms]", "overlap f",
+                       *[f"T_step at N={n} [ms]" for n in ranks], *[f"time to Q at N={n}" for n in ranks]],
+                      [[a.row.name, f"{a.reached}/{len(a.row.runs)}", a.steps.fmt(digits=4),
+                        f"{1e3 * sum(r.step_time() for r in a.row.runs) / len(a.row.runs):.3g}",
+                        f"{a.overlap:.2f}", *[a.step_time[n].fmt(1e3) for n in ranks], *[fmt_time(a.time[n]) for n in ranks]]
+                       for a in mine])
+    sources = sorted({a.overlap_source for a in answers})
+    out += ["Inputs:", "",
+            "- measured on this machine: steps to Q per seed (from the quality curve: evaluations during training, "
+            "then `hpcgan eval`; linear interpolation between the evaluations around the crossing; at Q by the first "
+            "evaluation: that evaluation's step, an upper bound), the compute time C "
+            "per step (step time minus exposed communication, slowest rank), and the payload each rank sends per step;",
+            f"- modelled: the communication time at N ranks, each algorithm's formula (docs/ALGORITHMS.md §5) on the "
+            f"network {net.describe()}; step time T(N) = C + T_comm(N) - min(f·T_comm(N), C);",
+            f"- overlap f: {'; '.join(sources)};",
+            "- assumed: the steps to Q measured at the runs' rank count hold at N (weak scaling: the per-rank batch "
+            "stays, the global batch grows; usually optimistic), no network contention, C unchanged at N. "
+            "± = 95% Student-t CI over the seeds that reached Q.", ""]
+    if any(a.row.oversubscribed for a in answers):
+        out += ["⚠: oversubscribed configurations waited for cores inside and outside their communication, so their "
+                "measured C is unreliable in either direction, and so are their times at N.", ""]
+    return out
 
 
 def _missing(table: QualityTable) -> list[str]:
@@ -119,7 +171,8 @@ def _missing(table: QualityTable) -> list[str]:
     return ["Not in the quality table or plot:", "", *[f"- {r.path.name}: {why}" for r, why in table.missing], ""]
 
 
-def costmodel_section(rows: list[Row], files: list[Path], proj: NetworkModel) -> tuple[list[str], list[float]]:
+def costmodel_section(rows: list[Row], files: list[Path], proj: NetworkModel,
+                      overlap: float | None = None) -> tuple[list[str], list[float]]:
     out = ["## Cost model: predicted vs measured step time", ""]
     fitted, per_m, sharing = cm.fit_network(files), cm.fit_per_ranks(files), cm.read_sharing(files)
     if fitted is None:
@@ -149,25 +202,30 @@ def costmodel_section(rows: list[Row], files: list[Path], proj: NetworkModel) ->
             err = (pred - meas) / meas
             if math.isfinite(err) and r.ranks > 1:
                 errors.append(err)
-            body.append([scaling, algo, str(r.ranks), _ms(c), _ms(t_comm), _ms(pred), _ms(meas),
+            body.append([scaling, r.name, _ms(c), _ms(t_comm), _ms(pred), _ms(meas),
                          f"{100 * err:+.1f}%" if math.isfinite(err) else "no model"])
-    out += _table(["scaling", "algo", "ranks", "C(M) [ms]", "T_comm model [ms]", "predicted [ms]", "measured [ms]",
+    out += _table(["scaling", "configuration", "C(M) [ms]", "T_comm model [ms]", "predicted [ms]", "measured [ms]",
                    "error"], body)
     if errors:
         worst = max(abs(e) for e in errors)
         within = sum(abs(e) <= TARGET_ERROR for e in errors)
         out += [f"{within} of {len(errors)} predictions within {100 * TARGET_ERROR:.0f}%; largest |error| "
                 f"{100 * worst:.1f}%.", ""]
-    out += projection_section(by_algo, proj)
+    out += projection_section(by_algo, proj, overlap)
     return out, errors
 
 
-def projection_section(by_algo: dict[tuple[str, str], list[Row]], net: NetworkModel) -> list[str]:
+def projection_section(by_algo: dict[tuple[str, str], list[Row]], net: NetworkModel,
+                       overlap: float | None = None) -> list[str]:
+    """Step time and efficiency at up to 2000 ranks, with ``overlap`` (default: measured, else 0)."""
+    measured = overlap_fraction([run for group in by_algo.values() for row in group for run in row.runs])
+    f = overlap if overlap is not None else measured if measured is not None else 0.0
+    how = "given" if overlap is not None else "measured from t_comm_hidden" if measured is not None else "none recorded"
     out = [f"## Projection to {PROJECTION_RANKS[-1]} ranks", "",
            f"Network: {net.describe()}. Assumptions: C(1) as measured here at 1 rank (weak: constant per rank; "
-           "strong: C(1)/M, ideal compute scaling); the models of docs/ALGORITHMS.md §5 with no contention, no "
-           "compute/communication overlap, payloads as measured in the sweep; dposg degree-independent "
-           "(neighbours served in parallel).", ""]
+           "strong: C(1)/M, ideal compute scaling); the models of docs/ALGORITHMS.md §5 with no contention, a "
+           f"fraction f = {f:.2f} of communication hidden behind compute ({how}), payloads as measured in the "
+           "sweep; dposg degree-independent (neighbours served in parallel).", ""]
     header = ["scaling", "algo", "d", "payload/rank [KB]", *[f"M={m}" for m in PROJECTION_RANKS]]
     body = []
     for (scaling, algo), group in sorted(by_algo.items()):
@@ -176,14 +234,17 @@ def projection_section(by_algo: dict[tuple[str, str], list[Row]], net: NetworkMo
             continue
         work = cm.workload([run for row in group for run in row.runs])
         c1 = sum(cm.local_time(run) for run in ones[0].runs) / len(ones[0].runs)
-        cells = [f"{_ms(t)} ms / {e:.2f}" for _, t, e in cm.project(algo, net, work, c1, scaling, PROJECTION_RANKS)]
+        cells = [f"{_ms(t)} ms / {e:.2f}" for _, t, e in cm.project(algo, net, work, c1, scaling, PROJECTION_RANKS, f)]
         body.append([scaling, algo, str(work.d), f"{work.payload / 1e3:.1f}", *cells])
     return out + ["Cells: predicted step time / efficiency.", ""] + _table(header, body)
 
 
-def write_report(paths: list[str | Path], out: Path, net: NetworkModel, metric: str | None = None) -> Path:
-    """Write ``out/report.md`` and the PNG plots (quality on ``metric``, default: each dataset's
-    headline metric); returns the markdown path. Unreadable files are skipped and listed."""
+def write_report(paths: list[str | Path], out: Path, net: NetworkModel, metric: str | None = None,
+                 overlap: float | None = None, target: float | None = None) -> Path:
+    """Write ``out/report.md`` and the figures (PNG and PDF; quality on ``metric``, default: each
+    dataset's headline metric unless saturated); returns the markdown path. Time to quality uses
+    ``overlap`` (default: measured, else 0) and the quality ``target`` (default: see ttq). Unreadable
+    files are skipped and listed."""
     runs, unreadable, others = load_runs(paths)
     if not runs:
         raise UsageError(f"no readable results files under {', '.join(map(str, paths))}"
@@ -205,20 +266,32 @@ def write_report(paths: list[str | Path], out: Path, net: NetworkModel, metric: 
         md += [f"Skipped (unreadable): {'; '.join(f'{p.name}: {why}' for p, why in unreadable)}.", ""]
     figures = []
     scalings = sorted({r.scaling for r in rows})
-    for scaling in tqdm(scalings, desc="report", unit="section", file=sys.stderr, disable=None):
+    datasets = sorted({r.dataset for r in quality.rows})
+    progress = Progress("report", len(scalings) + len(datasets) + 2, "sections")
+    for scaling in scalings:
+        progress.update(scalings.index(scaling))
         mine = [r for r in rows if r.scaling == scaling]
         md += scaling_section(scaling, mine)
         if any(r.speedup is not None for r in mine):
-            figures.append(plot_scaling(mine, scaling, out / f"scaling_{scaling}.png", machine))
-        figures.append(plot_phases(mine, scaling, out / f"phases_{scaling}.png", machine))
+            figures += plot_scaling(mine, scaling, out / f"scaling_{scaling}.png", machine)
+        figures += plot_phases(mine, scaling, out / f"phases_{scaling}.png", machine)
     bench_files = sorted({f for p in map(Path, paths) if p.is_dir() for pattern in BENCH_FILES
                           for f in p.rglob(pattern)} | set(others))
     md += quality_section(quality)
-    if quality.rows:
-        figures.append(plot_quality(quality, out / "quality.png", machine))
-    section, _ = costmodel_section(rows, bench_files, net)
+    for i, data in enumerate(datasets):
+        progress.update(len(scalings) + i)
+        figures += plot_quality(quality, data, out / f"quality_{slug(data)}.png", machine)
+    progress.update(len(scalings) + len(datasets))
+    answers = time_to_quality(quality, net, overlap, target)
+    md += ttq_section(answers, net, target is not None)
+    if any(a.reached for a in answers):
+        figures += plot_time_to_quality(answers, out / "time_to_quality.png", machine, net.describe())
+    progress.update(len(scalings) + len(datasets) + 1)
+    section, _ = costmodel_section(rows, bench_files, net, overlap)
     md += section
-    md += ["## Figures", "", *[f"![{f.stem}]({f.name})" for f in figures], ""]
+    progress.close()
+    md += ["## Figures", "", "Each figure also as PDF (same name).", "",
+           *[f"![{f.stem}]({f.name})" for f in figures if f.suffix == ".png"], ""]
     path = out / "report.md"
     path.write_text("\n".join(md))
     return path

@@ -14,12 +14,13 @@ repeats of a configuration with a 95% Student-t confidence interval
 
     mean +- t_{0.975, R-1} * s / sqrt(R)      (s = sample standard deviation; none when R = 1).
 
-A repeat without a 1-rank partner is compared with the mean 1-rank time.
+A repeat without a 1-rank partner is compared with the mean 1-rank time. Runs of one algorithm
+with different compressors or topologies are different configurations (:func:`~hpcgan.analysis.runs.method`).
 
 Each row carries the warnings a reader needs before trusting it (:func:`row_flags`): efficiency
 above :data:`MAX_EFFICIENCY`, step times that vary by more than :data:`MAX_CV` within a run or
-between repeats, and a 1-rank baseline that ran with other threads per rank or devices than the
-N-rank runs (from each file's ``ranks_json``).
+between repeats, a 1-rank baseline that ran with other threads per rank or devices than the
+N-rank runs, and ranks that shared cores or GPUs (oversubscribed; all from each file's ``ranks_json``).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ import numpy as np
 from scipy import stats
 
 from ..results.reader import RunResult
+from .runs import MARK, bytes_per_rank_step, comm_split, method, oversubscription
 
 PHASE_COLUMNS = ("t_compute", "t_compress", "t_comm", "t_update", "t_net_emulated")
 #: Efficiency above this is flagged as suspect (superlinear scaling is rare; a slow baseline is not).
@@ -70,6 +72,7 @@ class Row:
     algo: str
     ranks: int
     runs: list[RunResult]
+    method: str = ""                             # algorithm, compressor, topology (runs.method)
     step_time: Estimate = field(init=False)
     throughput: Estimate = field(init=False)     # real samples / s
     generated: Estimate = field(init=False)      # generator samples / s
@@ -111,6 +114,24 @@ class Row:
     def bytes_per_step(self) -> float:
         return float(np.mean([r.bytes_per_step() for r in self.runs]))
 
+    def bytes_per_rank_step(self) -> float:
+        return float(np.mean([bytes_per_rank_step(r) for r in self.runs]))
+
+    def comm_split(self) -> tuple[float, float]:
+        """(exposed, hidden) communication per step [s], mean over repeats."""
+        e, h = zip(*(comm_split(r) for r in self.runs))
+        return float(np.mean(e)), float(np.mean(h))
+
+    @property
+    def oversubscribed(self) -> str | None:
+        return next(filter(None, map(oversubscription, self.runs)), None)
+
+    @property
+    def name(self) -> str:
+        """Algorithm, compressor, topology and ranks, with ⚠ when oversubscribed."""
+        return f"{self.method or self.algo} · {self.ranks} rank{'s' if self.ranks != 1 else ''}" + \
+            (f" {MARK}" if self.oversubscribed else "")
+
 
 def setup_of(run: RunResult) -> str:
     """Threads per rank and devices a run used (from ``ranks_json``)."""
@@ -124,6 +145,8 @@ def setup_of(run: RunResult) -> str:
 def row_flags(row: Row, baseline: Row | None) -> list[str]:
     """Why a row's numbers may not mean what they seem (empty: none found)."""
     out = []
+    if row.oversubscribed:
+        out.append(f"oversubscribed: {row.oversubscribed}; its step times include waits for a core or GPU")
     if row.efficiency is not None and row.efficiency.mean > MAX_EFFICIENCY:
         out.append(f"efficiency {row.efficiency.mean:.2f} > {MAX_EFFICIENCY}: suspect (a slow or noisy 1-rank baseline?)")
     if row.step_cv() > MAX_CV:
@@ -143,15 +166,15 @@ def repeat_of(run: RunResult) -> int:
 
 
 def scaling_rows(runs: list[RunResult]) -> list[Row]:
-    """Rows sorted by (scaling, algorithm, ranks); finished runs only."""
-    groups: dict[tuple[str, str, int], list[RunResult]] = defaultdict(list)
+    """Rows sorted by (scaling, algorithm, method, ranks); finished runs only."""
+    groups: dict[tuple[str, str, str, int], list[RunResult]] = defaultdict(list)
     for r in runs:
         if r.finished:
-            groups[(str(r.attrs["scaling"]), str(r.attrs["algorithm"]), r.world_size)].append(r)
-    rows = [Row(s, a, n, sorted(g, key=repeat_of)) for (s, a, n), g in sorted(groups.items())]
-    base = {(r.scaling, r.algo): r for r in rows if r.ranks == 1 and r.scaling in ("weak", "strong")}
+            groups[(str(r.attrs["scaling"]), str(r.attrs["algorithm"]), method(r), r.world_size)].append(r)
+    rows = [Row(s, a, n, sorted(g, key=repeat_of), m) for (s, a, m, n), g in sorted(groups.items())]
+    base = {(r.scaling, r.method): r for r in rows if r.ranks == 1 and r.scaling in ("weak", "strong")}
     for row in rows:
-        one = base.get((row.scaling, row.algo))
+        one = base.get((row.scaling, row.method))
         if one is None:
             row.flags = row_flags(row, None)
             continue

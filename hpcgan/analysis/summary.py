@@ -9,6 +9,7 @@ import h5py
 from ..errors import UsageError
 from ..results.reader import RunResult, find_runs, load_run
 from .quality import quality_table
+from .runs import MARK, bytes_per_rank_step, label, oversubscription
 
 
 def read_runs(paths: list[str | Path]) -> tuple[list[RunResult], list[tuple[Path, str]]]:
@@ -48,24 +49,29 @@ def summarize(paths: list[str | Path]) -> str:
         raise UsageError(f"no readable results files under {', '.join(map(str, paths))}"
                          + "".join(f"; {line}" for line in skipped_lines(unreadable)))
     table = quality_table(runs)
-    header = ["run", "algo", "ranks", "steps", "ms/step", "compute", "comm", "KB/step", "total MB", "samples/s",
-              "quality"]
+    header = ["run", "configuration", "steps", "ms/step", "compute", "comm", "KB/rank/step", "total MB",
+              "samples/s", "quality"]
     rows = []
     for r in runs:
         phases = r.phase_times()
-        rows.append([r.path.stem, r.attrs["algorithm"] + ("" if r.finished else " (unfinished)"),
-                     str(r.world_size), str(r.n_steps), f"{1e3 * r.step_time():.2f}",
+        rows.append([r.path.stem, label(r) + (f" {MARK}" if oversubscription(r) else "")
+                     + ("" if r.finished else " (unfinished)"),
+                     str(r.n_steps), f"{1e3 * r.step_time():.2f}",
                      f"{1e3 * phases['t_compute']:.2f}", f"{1e3 * phases['t_comm']:.2f}",
-                     f"{r.bytes_per_step() / 1e3:.1f}", f"{r.total_bytes() / 1e6:.2f}", _num(r.throughput()),
+                     f"{bytes_per_rank_step(r) / 1e3:.1f}", f"{r.total_bytes() / 1e6:.2f}", _num(r.throughput()),
                      run_quality(r, table.metrics.get(r.dataset))])
     widths = [max(len(x) for x in col) for col in zip(header, *rows)]
     savings = bytes_saved(runs)
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
     machine = runs[0].attrs.get("machine", "unknown machine")
-    note = ("times: median over steps (after warm-up) of the slowest rank; compute/comm: mean over ranks. "
-            "KB/step: all ranks together. samples/s: real samples consumed by all ranks. quality: the final "
-            f"model's `hpcgan eval` where it ran, else the last evaluation during training. Machine: {machine}")
-    return "\n".join(lines + savings + over_seeds(table) + ["", note] + skipped_lines(unreadable))
+    note = ("times: median over steps (after warm-up) of the slowest rank; compute/comm: mean over ranks "
+            "(comm: what the step waited for). KB/rank/step: what one rank sends per step, mean over ranks. "
+            "samples/s: real samples consumed by all ranks. quality: the final model's `hpcgan eval` where it ran, "
+            f"else the last evaluation during training. Machine: {machine}")
+    over = sorted({f"{MARK} {label(r)}: oversubscribed, {why}: its times include waits for a core or GPU"
+                   for r in runs if (why := oversubscription(r))})
+    notes = [f"{data}: {text}" for data, text in sorted(table.notes.items())]
+    return "\n".join(lines + savings + over_seeds(table) + [""] + over + notes + [note] + skipped_lines(unreadable))
 
 
 def _num(x: float) -> str:
@@ -81,26 +87,26 @@ def run_quality(run, metric) -> str:
 
 def over_seeds(table) -> list[str]:
     """Per configuration: the quality's mean ± 95% CI over its seeds, and how many there are."""
-    out = [f"{r.algo} ({r.scaling}, {r.ranks} ranks, {r.dataset}): {r.metric} = {r.estimate.fmt()} "
+    out = [f"{r.name} ({r.dataset}): {r.metric} = {r.estimate.fmt()} "
            + (f"(mean ± 95% CI over {r.estimate.n} seeds)" if r.estimate.n > 1 else "(1 seed: no spread)")
            for r in table.rows]
     return (["", "quality over seeds:", *out]) if out else []
 
 
 def bytes_saved(runs: list) -> list[str]:
-    """One line per communicating run: bytes per step against a dense `sync` run of the same size."""
-    dense = {r.world_size: r.bytes_per_step() for r in runs if r.attrs["algorithm"] == "sync"}
+    """One line per communicating run: bytes per rank per step against a dense `sync` run of the same size."""
+    dense = {r.world_size: bytes_per_rank_step(r) for r in runs if r.attrs["algorithm"] == "sync"}
     out = []
     for r in runs:
         ref = dense.get(r.world_size)
         if r.attrs["algorithm"] == "sync" or not ref:
             continue
-        mine = r.bytes_per_step()
+        mine = bytes_per_rank_step(r)
         if not mine:
             saved = "sends nothing, against"
         elif mine <= ref:
             saved = f"{ref / mine:.1f}x fewer bytes per step than"
         else:
             saved = f"{mine / ref:.1f}x more bytes per step than"
-        out.append(f"{r.path.stem}: {saved} dense sync ({mine / 1e3:.1f} vs {ref / 1e3:.1f} KB/step)")
+        out.append(f"{r.path.stem}: {saved} dense sync ({mine / 1e3:.1f} vs {ref / 1e3:.1f} KB per rank per step)")
     return ([""] + out) if out else []

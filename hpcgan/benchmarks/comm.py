@@ -39,7 +39,6 @@ Fit alpha and B from /comm rows with op == "dense": t = 2(M-1)(alpha + size/(M B
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -55,7 +54,7 @@ from ..comm import BACKENDS, build_communicator
 from ..compress import COMPRESSORS, build_compressor, cast, powersgd, qsgd, sign, sparse
 from ..compress.base import declared_options, local_rounds
 from ..config import CommConfig, add_flag
-from ..errors import UsageError
+from ..errors import UsageError, UsageParser
 from ..exchange import collect
 from ..info import machine, versions
 from ..results.recorder import utc_now
@@ -128,7 +127,7 @@ def iterations(size: int, iters: int) -> int:
 
 @BENCHMARKS.register("comm")
 def bench_comm(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="hpcgan bench comm", description=__doc__.split("\n\n")[0])
+    p = UsageParser(prog="hpcgan bench comm", description=__doc__.split("\n\n")[0])
     p.add_argument("--backends", default=",".join(BACKENDS.names()), help="comma list (default: all)")
     p.add_argument("--compressors", default=",".join(n for n in COMPRESSORS.names() if n != "identity"))
     p.add_argument("--min-size", type=parse_size, default=2**10, help="smallest message (default 1KiB)")

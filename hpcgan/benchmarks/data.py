@@ -13,7 +13,6 @@ ratio is a lower bound. Target: loader >= 20x consumption on every rank.
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from ..data.writer import write_arrays
 from ..gan.losses import LOSSES, simultaneous_gradients
 from ..gan.models import build_models
 from ..world import init_world
+from ..errors import UsageParser
 from .base import BENCHMARKS
 
 TARGET = 20.0
@@ -77,7 +77,7 @@ def consumption_rate(ds: H5Dataset, args, comm: ControlChannel, device: torch.de
 
 @BENCHMARKS.register("data")
 def bench_data(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="hpcgan bench data")
+    p = UsageParser(prog="hpcgan bench data")
     p.add_argument("--file", help="an HDF5 dataset file (default: a synthetic CIFAR-10-shaped one)")
     p.add_argument("--synthetic", type=int, default=20000, help="images in the synthetic file")
     p.add_argument("--batch-size", type=int, default=64, help="local batch size b")

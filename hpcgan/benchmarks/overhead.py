@@ -28,7 +28,6 @@ peer, label, steps, t_hpcgan, t_peer, ratio, same_params}`` [s], one row per (ca
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import tempfile
 import time
@@ -43,7 +42,7 @@ from ..algorithms.base import resolve_config
 from ..comm import build_communicator
 from ..config import RunConfig
 from ..data import Dataset, build_dataset
-from ..errors import UsageError
+from ..errors import UsageError, UsageParser
 from ..info import machine
 from ..results.recorder import Recorder, utc_now
 from ..train import run_attrs
@@ -109,7 +108,7 @@ def run_case(case: str, args, world: World, folder: Path) -> tuple[list[dict], d
 
 @BENCHMARKS.register("overhead")
 def bench_overhead(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="hpcgan bench overhead", description=__doc__.split("\n\n")[0])
+    p = UsageParser(prog="hpcgan bench overhead", description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", default="mog8:mlp,digits:dcgan32", help="comma list of DATA:MODEL")
     p.add_argument("--peers", default=",".join(PEERS.names()),
                    help=f"comma list of peer steps to compare with: {', '.join(PEERS.names())} (default: all; "

@@ -24,7 +24,6 @@ HDF5 (``--out``, rank 0): attrs world_size, machine, created_at, latency, bandwi
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import h5py
@@ -35,7 +34,7 @@ from ..algorithms import ALGORITHMS, TrainContext
 from ..algorithms.base import resolve_config
 from ..comm import build_communicator
 from ..data import build_dataset
-from ..errors import UsageError
+from ..errors import UsageError, UsageParser
 from ..info import machine
 from ..log import get_logger
 from ..results.recorder import utc_now
@@ -65,7 +64,7 @@ def slowest(values: list[float], comm) -> np.ndarray:
 
 @BENCHMARKS.register("overlap")
 def bench_overlap(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="hpcgan bench overlap", description=__doc__.split("\n\n")[0])
+    p = UsageParser(prog="hpcgan bench overlap", description=__doc__.split("\n\n")[0])
     p.add_argument("--case", default="digits:dcgan32", help="DATA:MODEL")
     p.add_argument("--bucket-mb", default="25,4", help="comma list of bucket sizes to compare with 0 [MiB]")
     p.add_argument("--comm-ratio", type=float, default=1.0, help="modelled communication / compute")

@@ -6,7 +6,6 @@ amortized over its interval, next to the time of an empty loop iteration for sca
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -14,21 +13,28 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
+from ..errors import UsageParser
+from ..log import Progress
 from ..results.schema import StepStats
 from ..results.recorder import Recorder
 from .base import BENCHMARKS
 
 
+#: Steps between checks whether a progress line is due.
+PROGRESS_CHECK = 1000
+
+
 @BENCHMARKS.register("recorder")
 def bench_recorder(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="hpcgan bench recorder")
+    p = UsageParser(prog="hpcgan bench recorder")
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--flush-every", type=int, nargs="+", default=[10, 50, 200])
     args = p.parse_args(argv)
     comm = MPI.COMM_WORLD
     tmpdir = comm.bcast(tempfile.mkdtemp(prefix="hpcgan-bench-") if comm.rank == 0 else None)
     results = []
-    for every in args.flush_every:
+    progress = Progress("bench recorder", (len(args.flush_every) + 1) * args.steps, "steps")
+    for i, every in enumerate(args.flush_every):
         path = Path(tmpdir) / f"rec_{every}.h5"
         attrs = {"world_size": comm.size}
         rec = Recorder(path, comm, attrs, flush_every=every, mode="force")
@@ -37,6 +43,8 @@ def bench_recorder(argv: list[str]) -> int:
         for step in range(args.steps):
             rec.record(StepStats(step=step, wall=1e-3, elapsed=step * 1e-3, bytes_sent=4096,
                                  d_loss=0.5, g_loss=0.7))
+            if step % PROGRESS_CHECK == 0:  # a clock read per thousand steps: nothing against a record
+                progress.update(i * args.steps + step)
         total = time.perf_counter() - t0
         rec.close(finished=True)
         results.append((every, comm.allreduce(total, op=MPI.MAX) / args.steps))
@@ -44,6 +52,8 @@ def bench_recorder(argv: list[str]) -> int:
     for step in range(args.steps):
         StepStats(step=step)
     empty = (time.perf_counter() - t0) / args.steps
+    progress.update(progress.total)
+    progress.close()
     if comm.rank == 0:
         print(f"recorder cost per step, {comm.size} rank(s), {args.steps} steps (slowest rank):")
         print(f"{'flush_every':>12} {'us/step':>10}")

@@ -18,7 +18,6 @@ machine, created_at; /sharing/{work, bytes, cpu, wall, factor} one row per (mess
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from ..errors import UsageError
+from ..errors import UsageError, UsageParser
 from ..info import machine
 from ..results.recorder import utc_now
 from .base import BENCHMARKS
@@ -73,7 +72,7 @@ def measure(work: float, nbytes: int, iters: int, comm: MPI.Comm) -> dict[str, f
 
 @BENCHMARKS.register("sharing")
 def bench_sharing(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="hpcgan bench sharing", description=__doc__.split("\n\n")[0])
+    p = UsageParser(prog="hpcgan bench sharing", description=__doc__.split("\n\n")[0])
     p.add_argument("--work", default="0.001,0.003,0.01,0.03", help="CPU seconds of work per step (comma list)")
     p.add_argument("--bytes", default="8", help="allreduce message sizes (comma list; the cost model "
                    "uses the smallest, its T_comm models the messages)")

@@ -49,6 +49,16 @@ for _prefix, _family, _what in (("", "inception", "Inception-v3 (comparable with
 #: The metric reports compare runs on, per dataset: the first of these the runs have.
 HEADLINE = ("fid", "proxy_fid", "modes_covered")
 
+#: Where a metric cannot improve any more: every run at this value leaves nothing to rank on
+#: (modes_covered's ceiling is the dataset's mode count, known only with the dataset).
+BEST = {"hq_fraction": 1.0, "mode_kl": 0.0, "fid": 0.0, "proxy_fid": 0.0}
+
+#: The next finer metrics of the same evaluation, in order: a report ranks on them when every run
+#: sits at the coarser one's best value (8 of 8 modes covered by every arm ranks nothing).
+FINER = {"modes_covered": ("hq_fraction", "mode_kl"), "hq_fraction": ("mode_kl",),
+         "is": ("fid",), "proxy_is": ("proxy_fid",), "class_consistency": ("fid",),
+         "proxy_class_consistency": ("proxy_fid",)}
+
 
 def base_name(name: str) -> str:
     """The registered metric behind a recorded name (``fid_rank0`` -> ``fid``; unknown: ``name``)."""

@@ -1,5 +1,5 @@
 """The run's final model: the generator(s) a run ends with, kept next to its results file so that
-``hpcgan eval`` and ``python -m hpcgan.grid`` work after any run, on any number of ranks.
+``hpcgan eval`` and ``hpcgan grid`` work after any run, on any number of ranks.
 
 At the end of training every rank that holds a part of the model writes ``RUN.h5.model/rank{r}.pt``
 (sync, dqgan, cwgan, dposg: rank 0; pcwgan: every rank, its labels' generators). Generators only,

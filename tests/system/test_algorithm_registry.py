@@ -80,4 +80,4 @@ def test_a_toy_algorithm_needs_only_its_own_file(tmp_path, monkeypatch, capsys):
     assert cm.comm_time("toy", net, 4, Workload({"G": 10, "D": 10}, 0.0, {})) == 2 * net.allreduce(80, 4)
     write_comm_file(tmp_path / "comm_n2.hdf5", 2, 1e-5, 1e9)
     md = write_report([out, tmp_path / "comm_n2.hdf5"], tmp_path / "report", net).read_text()
-    assert "### toy" in md and "toy: ring allreduce of 4d bytes, twice" in md and "| weak | toy | 1 |" in md
+    assert "### toy" in md and "toy: ring allreduce of 4d bytes, twice" in md and "| weak | toy · 1 rank |" in md

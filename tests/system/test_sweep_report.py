@@ -31,9 +31,10 @@ def test_tiny_weak_sweep_writes_valid_files_resumes_and_reports(tmp_path):
     with h5py.File(files[0]) as h:
         assert f"Machine: {h.attrs['machine']}" in text
     assert "| 1 | 16 | 16 | 1 |" in text and "| 2 | 16 | 32 | 1 |" in text
-    assert "alpha = 10.00 us, B = 1 GB/s" in text and "| weak | sync | 2 |" in text and "M=2000" in text
-    for png in ("scaling_weak.png", "phases_weak.png", "quality.png"):
-        assert (tmp_path / "report" / png).stat().st_size > 1000
+    assert "alpha = 10.00 us, B = 1 GB/s" in text and "| weak | sync · 2 ranks |" in text and "M=2000" in text
+    for figure in ("scaling_weak", "phases_weak", "quality_mog8"):
+        for kind in (".png", ".pdf"):
+            assert (tmp_path / "report" / (figure + kind)).stat().st_size > 1000
 
     with h5py.File(files[1], "a") as h:  # as if the 2-rank run had been killed
         del h.attrs["finished_at"]
