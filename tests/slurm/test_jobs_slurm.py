@@ -124,11 +124,12 @@ def test_a_job_out_of_time_checkpoints_is_requeued_and_ends_as_an_uninterrupted_
     stops the run at a step with a checkpoint (exit 138), the script requeues the job (same id),
     and the requeued job, given time again, continues from the checkpoint to the same steps and
     final model, bit for bit, as the same run through one job with time to spare (both run at
-    once: --oversubscribe). The emulated 20 ms latency per message keeps training a minute long
-    however fast this machine is, so the warning (at most 34 s after step 250) comes while it trains."""
+    once: --oversubscribe). An emulated 20 ms latency per message that each collective waits
+    (--net-emulate delay: 40 ms a step at 2 ranks) keeps training two minutes long however fast this
+    machine is, so the warning (at most 34 s after step 250) comes while it trains."""
     steps = "3000"
     env = slurm.job_env(DATA="mog8", STEPS=steps, BATCH="8", CKPT_EVERY="1000", PREFLIGHT="0")
-    train = ("--log-every", "250", "--net-latency", "0.02")
+    train = ("--log-every", "250", "--net-latency", "0.02", "--net-emulate", "delay")
     interrupted = slurm.sbatch(*CPU, "--ntasks=2", "--oversubscribe", "--time=10", "--signal=USR1@90",
                                f"--output={tmp_path}/i-%j.out", str(JOBS / "sync.sbatch"), *train,
                                env={**env, "OUT": str(tmp_path / "i.h5")})
