@@ -132,6 +132,9 @@ class MPICommunicator(Communicator):
             t.copy_(x)
 
     def _allgather(self, t: torch.Tensor, out: torch.Tensor, counts: list[int]) -> None:
+        if t.device.type == "cpu" and counts.count(counts[0]) == len(counts):  # equal parts: plain Allgather
+            self.data.Allgather(t.detach().view(torch.uint8).numpy(), out.detach().view(torch.uint8).numpy())
+            return
         width = t.element_size()
         self.data.Allgatherv(_buf(t.view(torch.uint8)), [_buf(out.view(torch.uint8)), [c * width for c in counts]])
 

@@ -95,7 +95,7 @@ def to_bytes(payload: Payload) -> torch.Tensor:
 def from_bytes(wire: torch.Tensor, like: Payload | Shapes) -> Payload:
     """Inverse of :func:`to_bytes`: tensors shaped and typed like ``like`` (tensors, or their
     (shape, dtype)), viewing ``wire``."""
-    shapes = tuple(x if isinstance(x, tuple) else (x.shape, x.dtype) for x in like)
+    shapes = like if isinstance(like, tuple) else tuple((t.shape, t.dtype) for t in like)
     order, offsets, _ = _layout(shapes)
     if order and wire.storage_offset() % shapes[order[0]][1].itemsize:
         wire = wire.clone()  # another rank's slice of a gather buffer may start unaligned
