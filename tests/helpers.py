@@ -19,6 +19,25 @@ BIN = Path(sys.executable).parent
 MPIEXEC = str(BIN / "mpiexec") if (BIN / "mpiexec").exists() else shutil.which("mpiexec")
 
 
+#: the communication backend the MPI communicator tests run on (`make test-mpi` runs them per backend)
+TEST_BACKEND = os.environ.get("HPCGAN_TEST_BACKEND", "mpi")
+
+
+def backend_communicator(**kw):
+    """A communicator of the backend under test over every rank (``kw``: CommConfig fields); the
+    test skips, on every rank alike, where that backend cannot be built here (e.g. no Horovod)."""
+    import pytest
+
+    from hpcgan.comm import build_communicator
+    from hpcgan.config import CommConfig
+    from hpcgan.errors import UsageError
+
+    try:
+        return build_communicator(CommConfig(backend=TEST_BACKEND, **kw), MPI.COMM_WORLD)
+    except UsageError as e:
+        pytest.skip(f"backend {TEST_BACKEND}: {e}")
+
+
 def hpcgan_cmd(n: int, *args: str, python_args: tuple[str, ...] = ("-m", "hpcgan")) -> list[str]:
     """``mpiexec -n n python -m mpi4py <python_args> <args>`` as an argv list."""
     return [MPIEXEC, "-n", str(n), sys.executable, "-m", "mpi4py", *python_args, *args]

@@ -3,14 +3,12 @@
 Runs against the backend named by HPCGAN_TEST_BACKEND (default mpi); `make test-mpi` runs this
 file once per backend. A backend that cannot be built here skips with the reason.
 """
-import os
 
 import pytest
 import torch
 from mpi4py import MPI
 
-from helpers import assert_all
-from hpcgan.comm import build_communicator
+from helpers import TEST_BACKEND as BACKEND, assert_all, backend_communicator
 from hpcgan.comm.base import Communicator
 from hpcgan.compress import COMPRESSORS, build_compressor
 from hpcgan.compress.base import local_rounds
@@ -21,16 +19,11 @@ from hpcgan.exchange import collect
 
 pytestmark = pytest.mark.mpi(min_size=2)
 COMM = MPI.COMM_WORLD
-BACKEND = os.environ.get("HPCGAN_TEST_BACKEND", "mpi")
 NAMES = COMPRESSORS.names()
 SIZES = [100, 3, 2300]  # powersgd: two small tensors dense, one 36 x 64 matrix
 
 
-def communicator(**kw):
-    try:
-        return build_communicator(CommConfig(backend=BACKEND, **kw), COMM)
-    except UsageError as e:  # the same on every rank (e.g. Horovod not built)
-        pytest.skip(f"backend {BACKEND}: {e}")
+communicator = backend_communicator
 
 
 def rank_input(r: int) -> torch.Tensor:

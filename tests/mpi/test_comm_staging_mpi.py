@@ -8,32 +8,24 @@ must give the CPU results bit for bit: host-staged, and CUDA-aware where the MPI
 
 Runs against HPCGAN_TEST_BACKEND (default mpi), like test_comm_mpi.py.
 """
-import os
 
 import pytest
 import torch
 from mpi4py import MPI
 
-from helpers import assert_all
-from hpcgan.comm import build_communicator
+from helpers import TEST_BACKEND as BACKEND, assert_all, backend_communicator
 from hpcgan.comm.mpi import cuda_support
 from hpcgan.comm.topology import build_topology
 from hpcgan.compress import build_compressor
 from hpcgan.config import CommConfig
-from hpcgan.errors import UsageError
 from hpcgan.exchange import collect
 
 pytestmark = pytest.mark.mpi(min_size=2)
 COMM = MPI.COMM_WORLD
-BACKEND = os.environ.get("HPCGAN_TEST_BACKEND", "mpi")
 SIZES = [100, 3, 230]
 
 
-def communicator(**kw):
-    try:
-        return build_communicator(CommConfig(backend=BACKEND, **kw), COMM)
-    except UsageError as e:  # the same on every rank (e.g. Horovod not built)
-        pytest.skip(f"backend {BACKEND}: {e}")
+communicator = backend_communicator
 
 
 def communicators():

@@ -1,7 +1,6 @@
 """The exchange layer under N ranks, on the backend named by HPCGAN_TEST_BACKEND (default mpi;
 `make test-mpi` runs this file once per backend): non-blocking primitives, started exchanges equal
 to blocking ones for every compressor, buckets equal to one exchange, and overlap under ``delay``."""
-import os
 import threading
 import time
 
@@ -9,29 +8,22 @@ import pytest
 import torch
 from mpi4py import MPI
 
-from helpers import assert_all
-from hpcgan.comm import build_communicator
+from helpers import TEST_BACKEND as BACKEND, assert_all, backend_communicator
 from hpcgan.compress import build_compressor
 from hpcgan.compress.base import Identity
 from hpcgan.compress.qsgd import QSGD
 from hpcgan.config import CommConfig
-from hpcgan.errors import UsageError
 from hpcgan.exchange import BucketedExchange, Exchange, plan_buckets
 from hpcgan.gan.flat import FlatParams
 from hpcgan.results.timer import PhaseTimer
 
 pytestmark = pytest.mark.mpi(min_size=2)
 COMM = MPI.COMM_WORLD
-BACKEND = os.environ.get("HPCGAN_TEST_BACKEND", "mpi")
 NAMES = ["identity", "fp16", "bf16", "sign", "topk", "randk", "qsgd", "powersgd"]
 SIZES = [100, 3, 2300]
 
 
-def communicator(**kw):
-    try:
-        return build_communicator(CommConfig(backend=BACKEND, **kw), COMM)
-    except UsageError as e:  # the same on every rank (e.g. Horovod not built)
-        pytest.skip(f"backend {BACKEND}: {e}")
+communicator = backend_communicator
 
 
 def compressor(name: str):
