@@ -97,6 +97,11 @@ run sync_mog8_mpi --algo sync --backend mpi --cuda-aware-mpi no --data mog8 --st
 for algo in sync dqgan cwgan; do
     run "${algo}_torch" --algo "$algo" --backend torch "${img[@]}" --steps 30
 done
+# gradient buckets exchanged while backward runs (hooks on the CUDA autograd thread, the transport thread)
+for algo in sync dqgan; do
+    run "${algo}_buckets_mpi" --algo "$algo" --backend mpi --cuda-aware-mpi no "${img[@]}" --steps 30 --bucket-mb 0.05
+    run "${algo}_buckets_torch" --algo "$algo" --backend torch "${img[@]}" --steps 30 --bucket-mb 0.05
+done
 
 echo
 echo "gpu_check summary ($(( SECONDS - t_start )) s of a $budget s budget; logs and files in $out):"
