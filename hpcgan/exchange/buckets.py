@@ -120,7 +120,10 @@ class BucketedExchange:
         self._missing: list[int] = []
         self._next = 0
         self._futures: list[tuple[Bucket, torch.futures.Future]] = []
-        self._busy0 = self._cpu0 = 0.0
+        self._busy0 = self._cpu0 = self._armed_at = 0.0
+        #: seconds from arm() to the first bucket's start in the last step (NaN: none started early):
+        #: no communication can hide behind the compute before it
+        self.first_start = float("nan")
 
     @property
     def hooked(self) -> bool:
@@ -133,6 +136,7 @@ class BucketedExchange:
         self._missing = [len(b.params) for b in self.buckets]
         self._next, self._futures, self.armed = 0, [], True
         self._busy0, self._cpu0 = self.exchange.comm.transport.busy, self.exchange.comm.worker_comm_cpu
+        self._armed_at, self.first_start = time.perf_counter(), float("nan")
 
     def _hook(self, i: int, start: int, stop: int):
         def hook(grad: torch.Tensor) -> None:
@@ -154,6 +158,8 @@ class BucketedExchange:
             self._next += 1
 
     def _start(self, b: Bucket) -> None:
+        if not self._futures:
+            self.first_start = time.perf_counter() - self._armed_at
         x = self.message(b, self.flat.grads[b.slice])
         self._futures.append((b, self.exchange.start(b.name, x, b.sizes)))
 
