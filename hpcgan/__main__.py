@@ -11,9 +11,10 @@ mpi4py -m hpcgan ...``). Error policy (see :mod:`hpcgan.errors`):
 * any other exception is a fault on one rank: that rank prints the rank and traceback to stderr and
   aborts the whole job at once;
 * a rank leaving through ``os._exit`` (which skips all of the above) first prints its rank and
-  status, and never exits 0: MPICH's launcher would otherwise end the job with status 0 and
-  nothing printed (it names no rank for an exit status; ``mpiexec -print-all-exitcodes`` lists
-  every rank's status, and for a rank killed by a signal it prints the PID and the signal).
+  status, never exits 0 and aborts the job: MPICH's launcher would otherwise end the job with
+  status 0 and nothing printed (it names no rank for an exit status; ``mpiexec
+  -print-all-exitcodes`` lists every rank's status, and for a rank killed by a signal it prints
+  the PID and the signal), and could leave the other ranks waiting.
 
 No rank is left waiting in a collective.
 """
@@ -382,7 +383,9 @@ def _all_arrive(comm: MPI.Comm, timeout: float) -> bool:
 
 
 def _reporting_exit(rank: int, size: int):
-    """``os._exit`` for this process that first names the rank and never reports success."""
+    """``os._exit`` for this process that first names the rank, never reports success and, in a
+    job of several ranks, aborts the job: the launcher's noticing a rank gone is not to be relied
+    on (once in a full test run, mpiexec kept the other rank waiting in a collective)."""
     pid = os.getpid()
 
     def reporting_exit(status: int) -> None:
@@ -390,6 +393,8 @@ def _reporting_exit(rank: int, size: int):
             _print(f"hpcgan: rank {rank} of {size} exited with status {status} (os._exit) before the "
                    "command ended")
             status = status or 1
+            if size > 1:
+                _abort(MPI.COMM_WORLD, status)
         _exit(status)
     return reporting_exit
 
