@@ -67,23 +67,13 @@ def plan_buckets(flat: FlatParams, ready_order: Sequence[str], cap_bytes: int,
     larger than the cap is a bucket of its own."""
     if sorted(ready_order) != sorted(flat.names):
         raise ValueError(f"ready order {list(ready_order)} must name each of {flat.names} once")
-    first, index = {}, 0
-    for name in flat.names:
-        first[name] = index
-        index += sum(1 for _ in flat.modules[name].parameters())
-    starts = [0]
-    for n in flat.sizes:
-        starts.append(starts[-1] + n)
-
-    def params_of(name: str) -> list[int]:
-        return list(range(first[name], first[name] + sum(1 for _ in flat.modules[name].parameters())))
-
+    starts = flat.starts
     units: list[tuple[list[int], list[int]]] = []  # (parameter indices, scale groups), in ready order
     for name in ready_order:
         if groups is None:
-            units += [([i], [flat.sizes[i]]) for i in reversed(params_of(name))]
+            units += [([i], [flat.sizes[i]]) for i in reversed(flat.indices[name])]
         else:
-            units.append((params_of(name), groups([flat.sizes[i] for i in params_of(name)])))
+            units.append((list(flat.indices[name]), groups([flat.sizes[i] for i in flat.indices[name]])))
     packed: list[list[tuple[list[int], list[int]]]] = []
     for unit in units:
         current = packed[-1] if packed else None
@@ -109,13 +99,10 @@ class BucketedExchange:
         self.flat, self.exchange, self.buckets = flat, exchange, tuple(buckets)
         self.message, self.out, self.timer = message, out, timer
         self.bucket_of = {i: k for k, b in enumerate(self.buckets) for i in b.params}
-        starts = [0]
-        for n in flat.sizes:
-            starts.append(starts[-1] + n)
         self._handles = []
         if self.hooked:
             for i, p in enumerate(flat.param_list):
-                self._handles.append(p.register_hook(self._hook(i, starts[i], starts[i + 1])))
+                self._handles.append(p.register_hook(self._hook(i, flat.starts[i], flat.starts[i + 1])))
         self.armed = False
         self._missing: list[int] = []
         self._next = 0

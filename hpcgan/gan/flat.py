@@ -4,7 +4,8 @@ After ``FlatParams({"G": g, "D": d})`` every parameter's ``.data`` and ``.grad``
 ``flat.params`` and ``flat.grads``, so an algorithm communicates, compresses or mixes a whole model
 with one call on one contiguous buffer, and optimizers that update parameters in place keep the
 flat vector current. ``ranges[name]`` is the slice of each module; ``sizes`` the per-tensor
-lengths, for compressors that keep one scale per tensor.
+lengths, for compressors that keep one scale per tensor; ``starts`` where each tensor begins (and,
+last, where the vector ends); ``indices[name]`` the positions of a module's tensors in ``param_list``.
 """
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ class FlatParams:
             raise ValueError("modules share parameters; FlatParams needs disjoint parameter sets")
         self.param_list = params
         self.sizes = [p.numel() for p in params]
+        self.starts = [0]
+        for n in self.sizes:
+            self.starts.append(self.starts[-1] + n)
         ref = params[0]
         self.params = torch.cat([p.detach().reshape(-1) for p in params]).to(ref.dtype)
         self.grads = torch.zeros_like(self.params)
@@ -30,11 +34,13 @@ class FlatParams:
             p.grad = self.grads[offset:offset + n].view_as(p)
             offset += n
         self.ranges: dict[str, slice] = {}
-        offset = 0
+        self.indices: dict[str, range] = {}
+        first = 0
         for name, m in modules.items():
-            n = sum(p.numel() for p in m.parameters())
-            self.ranges[name] = slice(offset, offset + n)
-            offset += n
+            count = sum(1 for _ in m.parameters())
+            self.indices[name] = range(first, first + count)
+            self.ranges[name] = slice(self.starts[first], self.starts[first + count])
+            first += count
 
     def __len__(self) -> int:
         return self.params.numel()
