@@ -208,6 +208,10 @@ class Communicator(ABC):
         the lengths are exchanged first."""
         if counts is None:
             counts = [int(c) for c in self._gather(torch.tensor([t.numel()], dtype=torch.int64), [1] * self.size)]
+        return list(self._gather_into(t, counts).split(counts))
+
+    def _gather_into(self, t: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """One new 1-D tensor on ``t``'s device holding every rank's 1-D ``t``, in rank order."""
         out = torch.empty(sum(counts), dtype=t.dtype, device=t.device)
         if self._takes(t):
             self._allgather(t, out, counts)
@@ -215,7 +219,7 @@ class Communicator(ABC):
             staged = self.staging.buffer("recv", t.dtype, out.numel())
             self._allgather(self._stage(t), staged, counts)
             out.copy_(staged)
-        return list(out.split(counts))
+        return out
 
     # -- public collectives ---------------------------------------------------------------------
     def allreduce_(self, t: torch.Tensor, average: bool = True) -> torch.Tensor:
@@ -239,6 +243,18 @@ class Communicator(ABC):
         out = self._gather(flat, counts)
         leave()
         return out
+
+    def allgather_rows(self, t: torch.Tensor) -> torch.Tensor:
+        """Every rank's ``t``, flattened, as the rows of one (size, numel) tensor, row r from rank r.
+        Every rank must pass the same number of elements (compressed payloads: their sizes were
+        checked once, :meth:`check_same_size_once`); one collective, one buffer, no lists."""
+        leave = self._enter()
+        flat = t.reshape(-1)
+        nbytes = flat.numel() * flat.element_size()
+        self._count(nbytes, self.net.allgather(nbytes, self.size))
+        out = self._gather_into(flat, [flat.numel()] * self.size)
+        leave()
+        return out.view(self.size, -1)
 
     def broadcast_(self, t: torch.Tensor, root: int = 0) -> torch.Tensor:
         """In-place copy of ``t`` from ``root`` to every rank; returns ``t``."""

@@ -91,6 +91,9 @@ class TorchCommunicator(Communicator):
         dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self.group)
 
     def _allgather(self, t: torch.Tensor, out: torch.Tensor, counts: list[int]) -> None:
+        """Raw bytes, as the mpi backend moves them: gloo has no all_gather for some dtypes (int16)."""
+        width = t.element_size()
+        t, out, counts = t.view(torch.uint8), out.view(torch.uint8), [c * width for c in counts]
         longest = max(counts)
         if all(c == longest for c in counts):  # straight into out
             dist.all_gather(list(out.split(counts)), t, group=self.group)

@@ -8,7 +8,8 @@ For non-summable compressors ``decompress`` returns a new tensor (never a view o
 so the aggregate can accumulate into it. A payload's shapes depend only on the length of x and the
 compressor's settings, so a buffer's payload has the same size on every rank at every step.
 ``summable`` compressors produce payloads whose elementwise sum is the payload of the sum, so the
-communicator may allreduce them; the others are allgathered and decompressed one by one.
+communicator may allreduce them; the others are allgathered, and ``decompress_sum`` turns every
+rank's payload (stacked row-wise) into their sum.
 
 Multi-round compressors (``rounds > 1``, summable only; PowerSGD) need the sum over ranks of one
 payload to build the next: the exchange (:func:`hpcgan.exchange.collect`) allreduces the payload of
@@ -73,6 +74,16 @@ class Compressor(ABC):
     def decompress_add(self, payload: Payload, ctx: Any, out: torch.Tensor) -> torch.Tensor:
         """``out += decompress(payload, ctx)`` in place (aggregation of gathered payloads)."""
         return out.add_(self.decompress(payload, ctx))
+
+    def decompress_sum(self, payloads: Payload, ctx: Any) -> torch.Tensor:
+        """sum_m decompress(payload_m, ctx) for M payloads stacked row-wise (every tensor of
+        ``payloads`` has a leading dimension M; row m is payload m), added in row order, so every
+        rank that sums the same rows gets the same bits. This default decompresses row by row;
+        a compressor overrides it where it can do all rows in one go."""
+        total = self.decompress([t[0] for t in payloads], ctx)
+        for m in range(1, len(payloads[0])):
+            self.decompress_add([t[m] for t in payloads], ctx, total)
+        return total
 
     def next_round(self, summed: Payload, ctx: Any) -> Payload:
         """Multi-round compressors: this rank's payload of the next round, given the elementwise sum

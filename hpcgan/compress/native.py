@@ -35,6 +35,8 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+import torch
+
 from ..log import get_logger
 from ..cache import cache_dir
 
@@ -144,3 +146,16 @@ def load(name: str) -> ctypes.CDLL | None:
     except (OSError, subprocess.SubprocessError) as exc:
         get_logger().warning("native %s kernels unavailable, using torch: %s", name, exc)
         return None
+
+
+@lru_cache(maxsize=64)
+def lengths(sizes: tuple[int, ...]) -> torch.Tensor:
+    """Per-tensor lengths as the int64 array the kernels read, built once per layout."""
+    return torch.tensor(sizes, dtype=torch.int64)
+
+
+def row_pointers(*stacked: torch.Tensor) -> list[tuple[int, ...]]:
+    """For contiguous tensors with the same leading dimension M: the address of row m of each,
+    for m = 0..M-1 (a kernel called once per row reads rank m's payload there)."""
+    bases = [(t.data_ptr(), t.stride(0) * t.element_size()) for t in stacked]
+    return [tuple(p + m * step for p, step in bases) for m in range(stacked[0].shape[0])]

@@ -53,11 +53,6 @@ def implementation() -> str:
 
 
 @lru_cache(maxsize=32)
-def _lengths(sizes: tuple[int, ...]) -> torch.Tensor:
-    return torch.tensor(sizes, dtype=torch.int64)
-
-
-@lru_cache(maxsize=32)
 def _denominators(sizes: tuple[int, ...], levels: int) -> torch.Tensor:
     """s (1 + omega(n_t)) per tensor, fp64: the scale of tensor t is ||x_t||_2 over it."""
     return torch.tensor([levels * (1.0 + min(n / levels**2, math.sqrt(n) / levels)) for n in sizes],
@@ -104,7 +99,7 @@ class QSGD(Compressor):
             packed = self._compress_torch(flat, sizes, norms, key)
         else:
             packed = torch.empty(self.planes * bits.packed_len(d), dtype=torch.uint8)  # the kernel writes every byte
-            lib.hpcgan_qsgd_compress(flat.data_ptr(), _lengths(sizes).data_ptr(), len(sizes), norms.data_ptr(), s,
+            lib.hpcgan_qsgd_compress(flat.data_ptr(), native.lengths(sizes).data_ptr(), len(sizes), norms.data_ptr(), s,
                                      key & MASK32, key >> 32, self.planes, packed.data_ptr())
         return [packed, norms], (x.shape, x.dtype, sizes)
 
@@ -139,9 +134,22 @@ class QSGD(Compressor):
         self._decompress_native(packed, norms, ctx[2], out.view(-1), True)
         return out
 
+    def decompress_sum(self, payloads, ctx):
+        """The kernel once per rank's row, adding into one output (rank order, as the default)."""
+        packed, norms = (t.contiguous() for t in payloads)
+        shape, dtype, sizes = ctx
+        if self._native(packed, norms) is None:
+            return super().decompress_sum(payloads, ctx)
+        out, lib = torch.empty(sum(sizes)), _kernels()
+        lengths, denominators = native.lengths(tuple(sizes)), _denominators(tuple(sizes), self.levels)
+        for m, (p, n) in enumerate(native.row_pointers(packed, norms)):
+            lib.hpcgan_qsgd_decompress(p, lengths.data_ptr(), len(sizes), n, denominators.data_ptr(), self.levels,
+                                       self.planes, out.data_ptr(), int(m > 0))
+        return out.view(shape).to(dtype)
+
     def _decompress_native(self, packed, norms, sizes, out, accumulate: bool) -> torch.Tensor:
         packed, norms, sizes = packed.contiguous(), norms.contiguous(), tuple(sizes)
-        _kernels().hpcgan_qsgd_decompress(packed.data_ptr(), _lengths(sizes).data_ptr(), len(sizes), norms.data_ptr(),
+        _kernels().hpcgan_qsgd_decompress(packed.data_ptr(), native.lengths(sizes).data_ptr(), len(sizes), norms.data_ptr(),
                                           _denominators(sizes, self.levels).data_ptr(), self.levels, self.planes,
                                           out.data_ptr(), int(accumulate))
         return out

@@ -129,10 +129,21 @@ class ScaledSign(Compressor):
         self._decompress_native(packed, scales, ctx[2], out, True)
         return out
 
+    def decompress_sum(self, payloads, ctx):
+        """The kernel once per rank's row, adding into one output (rank order, as the default)."""
+        packed, scales = (t.contiguous() for t in payloads)
+        shape, dtype, sizes = ctx
+        if _native(packed, scales) is None or scales.dtype != torch.float32:
+            return super().decompress_sum(payloads, ctx)
+        out, lengths, kernel = torch.empty(sum(sizes)), native.lengths(tuple(sizes)), _kernels().hpcgan_sign_decompress
+        for m, (p, s) in enumerate(native.row_pointers(packed, scales)):
+            kernel(p, lengths.data_ptr(), len(sizes), s, out.data_ptr(), int(m > 0))
+        return out.view(shape).to(dtype)
+
     @staticmethod
     def _compress_native(flat, sizes, key: int) -> list[torch.Tensor]:
         """The C kernel: packed sign bits and per-tensor scales of the contiguous fp32 ``flat``."""
-        lengths = torch.tensor(sizes, dtype=torch.int64)
+        lengths = native.lengths(tuple(sizes))
         packed = torch.zeros(bits.packed_len(flat.numel()), dtype=torch.uint8)
         scales = torch.empty(len(sizes), dtype=torch.float32)
         _kernels().hpcgan_sign_compress(flat.data_ptr(), lengths.data_ptr(), len(sizes), packed.data_ptr(),
@@ -143,7 +154,7 @@ class ScaledSign(Compressor):
     def _decompress_native(packed, scales, sizes, out, accumulate: bool) -> torch.Tensor:
         """The C kernel: writes (or adds) the decompressed values into the fp32 buffer ``out``."""
         packed, scales = packed.contiguous(), scales.to(torch.float32).contiguous()
-        lengths = torch.tensor(sizes, dtype=torch.int64)
+        lengths = native.lengths(tuple(sizes))
         _kernels().hpcgan_sign_decompress(packed.data_ptr(), lengths.data_ptr(), len(sizes), scales.data_ptr(),
                                           out.data_ptr(), int(accumulate))
         return out

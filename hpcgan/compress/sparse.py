@@ -128,6 +128,14 @@ class _TopKBase(Sparse):
         out.view(-1).index_add_(0, index.long(), values.to(out.dtype))
         return out
 
+    def decompress_sum(self, payloads, ctx):
+        """One scatter of every rank's entries, in rank order: each rank's indices are distinct,
+        so each output element receives its ranks' values in rank order, as row-by-row adds do."""
+        values, index = payloads
+        shape, dtype = ctx
+        out = torch.zeros(math.prod(shape), dtype=values.dtype, device=values.device)
+        return out.index_add_(0, index.reshape(-1).long(), values.reshape(-1)).view(shape).to(dtype)
+
     def stats(self) -> dict[str, float]:
         """The last call's K (= kept: the payload always carries exactly K entries), achieved delta
         and, for the threshold selection, candidates per kept entry and passes per tensor."""

@@ -6,8 +6,10 @@ on every rank, with one collective per round:
 * summable payloads (identity, fp16, bf16, randk, powersgd: each compressor says, ``summable``) are
   concatenated and allreduced, then decompressed once; a multi-round compressor's later payloads
   are built from the previous round's sum (``Compressor.next_round``), one allreduce each;
-* the others are concatenated into one byte buffer per rank (:func:`to_bytes`) and allgathered;
-  every rank decompresses every rank's payload into one buffer, adding them in rank order.
+* the others are concatenated into one byte buffer per rank (:func:`to_bytes`) and allgathered
+  as the rows of one (M, bytes) buffer; :func:`from_bytes` views it as the M payloads stacked and
+  ``Compressor.decompress_sum`` adds their decompressions in rank order (one call, where the
+  compressor has a kernel for it, instead of one decompression per rank).
 
 The first time a payload signature (compressor, shapes, dtypes) is seen on a communicator, the
 ranks check collectively that their payloads have the same size, and raise UsageError together
@@ -60,13 +62,9 @@ def collect(comm: Communicator, compressor: Compressor, payload: Payload, ctx: A
         with phase("compress"):
             return compressor.decompress(summed, ctx).div_(comm.size)
     with phase("comm"):
-        gathered = comm.allgather(to_bytes(payload), counts=[nbytes] * comm.size)
+        rows = comm.allgather_rows(to_bytes(payload))
     with phase("compress"):
-        shapes = signature[1]
-        total = compressor.decompress(from_bytes(gathered[0], shapes), ctx)
-        for g in gathered[1:]:
-            compressor.decompress_add(from_bytes(g, shapes), ctx, total)
-        return total.div_(comm.size)
+        return compressor.decompress_sum(from_bytes(rows, signature[1]), ctx).div_(comm.size)
 
 
 Shapes = tuple[tuple[torch.Size, torch.dtype], ...]
@@ -94,10 +92,16 @@ def to_bytes(payload: Payload) -> torch.Tensor:
 
 def from_bytes(wire: torch.Tensor, like: Payload | Shapes) -> Payload:
     """Inverse of :func:`to_bytes`: tensors shaped and typed like ``like`` (tensors, or their
-    (shape, dtype)), viewing ``wire``."""
+    (shape, dtype)), viewing the 1-D ``wire``; for a 2-D ``wire`` of M payloads as rows, the M
+    payloads stacked (each tensor with a leading dimension M). A part that would start unaligned
+    for its dtype (another rank's slice of a gather buffer; rows of a length not divisible by
+    the itemsize) is copied first."""
     shapes = like if isinstance(like, tuple) else tuple((t.shape, t.dtype) for t in like)
-    order, offsets, _ = _layout(shapes)
-    if order and wire.storage_offset() % shapes[order[0]][1].itemsize:
-        wire = wire.clone()  # another rank's slice of a gather buffer may start unaligned
-    return [wire[o:o + shape.numel() * dtype.itemsize].view(dtype).view(shape)
-            for (shape, dtype), o in zip(shapes, offsets)]
+    offsets, rows = _layout(shapes)[1], wire.shape[:-1]
+    out = []
+    for (shape, dtype), o in zip(shapes, offsets):
+        part = wire[..., o:o + shape.numel() * dtype.itemsize]
+        if part.storage_offset() % dtype.itemsize or any(s % dtype.itemsize for s in part.stride()[:-1]):
+            part = part.clone(memory_format=torch.contiguous_format)
+        out.append(part.view(dtype).view(*rows, *shape))
+    return out

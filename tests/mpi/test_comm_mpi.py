@@ -103,6 +103,11 @@ def test_dense_collectives_closed_form():
     assert_all(torch.all(t == p * (p - 1) / 2), "sum of ranks")
     parts = comm.allgather(torch.arange(comm.rank + 1, dtype=torch.float32))
     assert_all(all(torch.equal(x, torch.arange(r + 1.0)) for r, x in enumerate(parts)), "ragged allgather")
+    before = comm.bytes_sent
+    rows = comm.allgather_rows(torch.full((2, 3), comm.rank, dtype=torch.int16))
+    assert_all(rows.shape == (p, 6) and torch.equal(rows, torch.arange(p, dtype=torch.int16).view(p, 1).expand(p, 6)),
+               "allgather_rows: row r is rank r's tensor, flattened")
+    assert_all(comm.bytes_sent - before == (12 if p > 1 else 0), "allgather_rows counts this rank's 12 bytes")
     b = torch.full((3,), float(comm.rank))
     comm.broadcast_(b, root=p - 1)
     assert_all(torch.all(b == p - 1), "broadcast from the last rank")

@@ -41,6 +41,35 @@ def test_payload_bytes_round_trip_keeps_dtypes_and_alignment():
         assert a.dtype == b.dtype and torch.equal(a, b)
 
 
+def test_stacked_payload_bytes_view_every_row_even_when_rows_are_unaligned():
+    """Rows of 13 + 12 + 20 = 45 bytes: row 1's fp32 and int32 parts start unaligned, so they are
+    copied; row m of every part is payload m."""
+    payloads = [[torch.arange(13, dtype=torch.uint8) + m, torch.randn(3), torch.arange(5, dtype=torch.int32) * m]
+                for m in range(3)]
+    rows = torch.stack([to_bytes(p) for p in payloads])
+    stacked = from_bytes(rows, payloads[0])
+    for m, payload in enumerate(payloads):
+        for part, b in zip(stacked, payload):
+            assert part.dtype == b.dtype and torch.equal(part[m], b)
+
+
+@pytest.mark.parametrize("name", ["sign", "qsgd", "topk", "topk-torch"])
+@pytest.mark.parametrize("sizes", [[1000], [3, 997, 29]])
+def test_decompress_sum_of_stacked_payloads_equals_row_by_row_adds_bit_for_bit(name, sizes):
+    """What every rank computes from the gathered rows is the rank-order sum of the decompressed
+    payloads, the same bits as decompressing and adding them one by one (the default)."""
+    c = build_compressor(name)
+    xs = [torch.randn(sum(sizes), generator=torch.Generator().manual_seed(m)) for m in range(3)]
+    compressed = [c.compress(x, sizes) for x in xs]
+    ctx = compressed[0][1]
+    expected = c.decompress(compressed[0][0], ctx)
+    for payload, _ in compressed[1:]:
+        c.decompress_add(payload, ctx, expected)
+    rows = torch.stack([to_bytes(payload) for payload, _ in compressed])
+    got = c.decompress_sum(from_bytes(rows, compressed[0][0]), ctx)
+    assert got.dtype == expected.dtype and torch.equal(got, expected)
+
+
 def test_importing_the_ddp_hooks_and_building_a_compressor_starts_no_mpi():
     """A DDP script under torchrun imports the hooks and builds a compressor by name: MPI must not
     start (a singleton MPI init under torchrun), so mpi4py.MPI stays unimported."""
