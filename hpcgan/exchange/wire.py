@@ -24,6 +24,7 @@ them for the next round.
 """
 from __future__ import annotations
 
+import ctypes
 from contextlib import AbstractContextManager, nullcontext
 from functools import lru_cache
 from typing import Any, Callable
@@ -58,7 +59,8 @@ def collect(comm: Communicator, compressor: Compressor, payload: Payload, ctx: A
                 buf = buf.clone()
             with phase("comm"):
                 comm.allreduce_(buf, average=False)
-            summed = [p.view_as(t) for p, t in zip(buf.split([t.numel() for t in payload]), payload)]
+            summed = [buf.view_as(payload[0])] if len(payload) == 1 else \
+                [p.view_as(t) for p, t in zip(buf.split([t.numel() for t in payload]), payload)]
         with phase("compress"):
             return compressor.decompress(summed, ctx).div_(comm.size)
     with phase("comm"):
@@ -83,11 +85,19 @@ def _layout(shapes: Shapes) -> tuple[tuple[int, ...], tuple[int, ...], int]:
 
 
 def to_bytes(payload: Payload) -> torch.Tensor:
-    """The payload tensors' bytes, concatenated in wire order."""
+    """The payload tensors' bytes, concatenated in wire order (host tensors by one memmove each:
+    a small payload's concatenation in torch ops costs more than its collective)."""
     if len(payload) == 1:
         return payload[0].reshape(-1).contiguous().view(torch.uint8)
-    order = _layout(tuple((t.shape, t.dtype) for t in payload))[0]
-    return torch.cat([payload[i].reshape(-1).contiguous().view(torch.uint8) for i in order])
+    order, offsets, nbytes = _layout(tuple((t.shape, t.dtype) for t in payload))
+    if any(t.device.type != "cpu" for t in payload):
+        return torch.cat([payload[i].reshape(-1).contiguous().view(torch.uint8) for i in order])
+    out = torch.empty(nbytes, dtype=torch.uint8)
+    base = out.data_ptr()
+    for t, o in zip(payload, offsets):
+        part = t.contiguous()  # held while memmove reads it
+        ctypes.memmove(base + o, part.data_ptr(), part.nbytes)
+    return out
 
 
 def from_bytes(wire: torch.Tensor, like: Payload | Shapes) -> Payload:
