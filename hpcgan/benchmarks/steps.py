@@ -28,7 +28,7 @@ from mpi4py import MPI
 from ..config import RunConfig
 from ..data import Dataset
 from ..errors import UsageError
-from ..gan.losses import LOSSES, simultaneous_gradients
+from ..gan.losses import LOSSES, critic_outputs, simultaneous_gradients
 from ..gan.models import build_models, latent
 from ..registry import Registry
 from ..world import World, rank_seed
@@ -64,7 +64,7 @@ class PeerStep:
         modules ``G`` and ``D`` (possibly wrappers): D's gradients first, as hpcgan computes them."""
         z = self.latent(x)
         fake = G(z)
-        d_real, d_fake = D(x), D(fake)
+        d_real, d_fake = critic_outputs(D, x, fake, ())  # D sees both in one batch, as in hpcgan's step
         d_loss = self.loss.critic_loss(D, x, fake, d_real, d_fake, (), self.cfg.model.gp_weight, self.noise)
         d_loss.backward(inputs=list(self.D.parameters()), retain_graph=True)
         self.loss.generator(d_fake).backward(inputs=list(self.G.parameters()))

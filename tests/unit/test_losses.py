@@ -52,3 +52,22 @@ def test_wgan_gp_losses():
     fake = G(z)
     assert torch.isclose(d_loss, D(fake).mean() - D(x).mean())
     assert torch.isclose(g_loss, -D(fake).mean())
+
+
+def test_one_critic_pass_over_real_and_fake_is_two_calls_of_it():
+    """critic_outputs runs D once on both batches (so backward completes each D gradient at once);
+    without batch statistics that is the same function, labels included."""
+    from hpcgan.gan.losses import critic_outputs
+
+    class Cond(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.embed = nn.Linear(2, 1), nn.Embedding(3, 2)
+
+        def forward(self, x, y):
+            return self.lin(torch.tanh(x) * self.embed(y)).squeeze(-1)
+
+    torch.manual_seed(1)
+    D, real, fake, y = Cond(), torch.randn(5, 2), torch.randn(5, 2), torch.tensor([0, 2, 1, 1, 0])
+    d_real, d_fake = critic_outputs(D, real, fake, (y,))
+    assert torch.allclose(d_real, D(real, y)) and torch.allclose(d_fake, D(fake, y))
