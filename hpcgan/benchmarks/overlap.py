@@ -19,7 +19,8 @@ are measured separately; a bucketed run's step S hides (C + T - S) / T of the co
 (``t_comm``) and hidden (``t_comm_hidden``) communication, which must tell the same story, and
 when its first bucket started (R, from the start of the step): nothing can hide behind the compute
 before that, so at most min(C - R, T) / T of the communication can hide -- the bound the step's
-structure sets (a GAN step makes its first gradient late: after G's and both of D's forwards).
+structure sets (a GAN step makes its first gradient after G's forward and D's pass over real and
+fake examples together, :func:`~hpcgan.gan.losses.critic_outputs`).
 
 HDF5 (``--out``, rank 0): attrs world_size, machine, created_at, latency, bandwidth, case;
 ``/overlap/{bucket_mb, buckets, t_step, t_compute, t_comm, t_comm_hidden, t_first_bucket,
