@@ -138,8 +138,8 @@ class QSGD(Compressor):
         """The kernel once per rank's row, adding into one output (rank order, as the default)."""
         packed, norms = (t.contiguous() for t in payloads)
         shape, dtype, sizes = ctx
-        if self._native(packed, norms) is None:
-            return super().decompress_sum(payloads, ctx)
+        if self._native(packed, norms) is None or dtype != torch.float32:
+            return super().decompress_sum(payloads, ctx)  # (a wider dtype sums in that dtype)
         out, lib = torch.empty(sum(sizes)), _kernels()
         lengths, denominators = native.lengths(tuple(sizes)), _denominators(tuple(sizes), self.levels)
         for m, (p, n) in enumerate(native.row_pointers(packed, norms)):

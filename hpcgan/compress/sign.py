@@ -133,8 +133,8 @@ class ScaledSign(Compressor):
         """The kernel once per rank's row, adding into one output (rank order, as the default)."""
         packed, scales = (t.contiguous() for t in payloads)
         shape, dtype, sizes = ctx
-        if _native(packed, scales) is None or scales.dtype != torch.float32:
-            return super().decompress_sum(payloads, ctx)
+        if _native(packed, scales) is None or scales.dtype != torch.float32 or dtype != torch.float32:
+            return super().decompress_sum(payloads, ctx)  # (a wider dtype sums in that dtype)
         out, lengths, kernel = torch.empty(sum(sizes)), native.lengths(tuple(sizes)), _kernels().hpcgan_sign_decompress
         for m, (p, s) in enumerate(native.row_pointers(packed, scales)):
             kernel(p, lengths.data_ptr(), len(sizes), s, out.data_ptr(), int(m > 0))

@@ -133,8 +133,8 @@ class _TopKBase(Sparse):
         so each output element receives its ranks' values in rank order, as row-by-row adds do."""
         values, index = payloads
         shape, dtype = ctx
-        out = torch.zeros(math.prod(shape), dtype=values.dtype, device=values.device)
-        return out.index_add_(0, index.reshape(-1).long(), values.reshape(-1)).view(shape).to(dtype)
+        out = torch.zeros(math.prod(shape), dtype=dtype, device=values.device)  # summed in x's dtype, as row adds
+        return out.index_add_(0, index.reshape(-1).long(), values.reshape(-1).to(dtype)).view(shape)
 
     def stats(self) -> dict[str, float]:
         """The last call's K (= kept: the payload always carries exactly K entries), achieved delta

@@ -71,9 +71,17 @@ class Exchange:
         """Steps 1-3 here, 4-5 on the transport worker; the future's value is Delta. ``x`` may be
         summed in place (sync hands its gradients over), so leave it alone until then."""
         p, payload, ctx = self._compress(name, x, sizes)
-        if x.is_cuda:  # the worker's transport reads memory outside this thread's stream order
-            torch.cuda.current_stream(x.device).synchronize()
-        return self.comm.submit(lambda: self._send(name, p, payload, ctx, untimed))
+        if not x.is_cuda:
+            return self.comm.submit(lambda: self._send(name, p, payload, ctx, untimed))
+        # The worker reads the payload outside this thread's stream order: it waits for an event
+        # recorded here, so the compute thread queues its next kernels instead of waiting too.
+        ready = torch.cuda.Event()
+        ready.record(torch.cuda.current_stream(x.device))
+
+        def send() -> torch.Tensor:
+            ready.synchronize()
+            return self._send(name, p, payload, ctx, untimed)
+        return self.comm.submit(send)
 
     def run(self, name: str, x: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
         """All five steps on the calling thread (blocking); Delta."""

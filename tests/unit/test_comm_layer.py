@@ -55,11 +55,13 @@ def test_stacked_payload_bytes_view_every_row_even_when_rows_are_unaligned():
 
 @pytest.mark.parametrize("name", ["sign", "qsgd", "topk", "topk-torch"])
 @pytest.mark.parametrize("sizes", [[1000], [3, 997, 29]])
-def test_decompress_sum_of_stacked_payloads_equals_row_by_row_adds_bit_for_bit(name, sizes):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_decompress_sum_of_stacked_payloads_equals_row_by_row_adds_bit_for_bit(name, sizes, dtype):
     """What every rank computes from the gathered rows is the rank-order sum of the decompressed
-    payloads, the same bits as decompressing and adding them one by one (the default)."""
+    payloads, the same bits as decompressing and adding them one by one (the default), in x's
+    dtype (fp64 buffers are summed in fp64)."""
     c = build_compressor(name)
-    xs = [torch.randn(sum(sizes), generator=torch.Generator().manual_seed(m)) for m in range(3)]
+    xs = [torch.randn(sum(sizes), generator=torch.Generator().manual_seed(m), dtype=dtype) for m in range(3)]
     compressed = [c.compress(x, sizes) for x in xs]
     ctx = compressed[0][1]
     expected = c.decompress(compressed[0][0], ctx)
