@@ -21,14 +21,18 @@ def test_phase_timer_accumulates_and_resets():
     with timer("comm"):
         pass
     with timer("update"):
+        c0 = time.thread_time()
         sum(i * i for i in range(200_000))  # CPU work
+        update_cpu = time.thread_time() - c0
     with timer("comm"):
+        c0 = time.thread_time()
         sum(i * i for i in range(200_000))  # not counted as CPU work
+        comm_cpu = time.thread_time() - c0
     times = timer.take()
     assert set(times) == {"t_compute", "t_compress", "t_comm", "t_update", "t_comm_hidden", "cpu"}
     assert 0.02 <= times["t_compute"] < 0.5
-    assert times["cpu"] < times["t_compute"] + times["t_update"], "sleeping is not CPU work"
-    assert 0.5 * times["t_update"] < times["cpu"] < times["t_update"] + 0.5 * times["t_comm"], times
+    # CPU seconds against CPU seconds (a loaded machine stretches wall time, not these)
+    assert update_cpu <= times["cpu"] < update_cpu + 0.5 * comm_cpu + 0.005, (times, update_cpu, comm_cpu)
     assert timer.take()["t_compute"] == 0.0
 
 
