@@ -64,7 +64,7 @@ def collect(comm: Communicator, compressor: Compressor, payload: Payload, ctx: A
         with phase("compress"):
             return compressor.decompress(summed, ctx).div_(comm.size)
     with phase("comm"):
-        rows = comm.allgather_rows(to_bytes(payload))
+        rows = comm.allgather_rows(to_bytes(payload, signature[1]))
     with phase("compress"):
         return compressor.decompress_sum(from_bytes(rows, signature[1]), ctx).div_(comm.size)
 
@@ -84,12 +84,13 @@ def _layout(shapes: Shapes) -> tuple[tuple[int, ...], tuple[int, ...], int]:
     return order, tuple(offsets), offset
 
 
-def to_bytes(payload: Payload) -> torch.Tensor:
+def to_bytes(payload: Payload, shapes: Shapes | None = None) -> torch.Tensor:
     """The payload tensors' bytes, concatenated in wire order (host tensors by one memmove each:
-    a small payload's concatenation in torch ops costs more than its collective)."""
+    a small payload's concatenation in torch ops costs more than its collective); ``shapes``, the
+    payload's (shape, dtype)s, if the caller has them."""
     if len(payload) == 1:
         return payload[0].reshape(-1).contiguous().view(torch.uint8)
-    order, offsets, nbytes = _layout(tuple((t.shape, t.dtype) for t in payload))
+    order, offsets, nbytes = _layout(shapes or tuple((t.shape, t.dtype) for t in payload))
     if any(t.device.type != "cpu" for t in payload):
         return torch.cat([payload[i].reshape(-1).contiguous().view(torch.uint8) for i in order])
     out = torch.empty(nbytes, dtype=torch.uint8)
