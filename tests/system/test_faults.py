@@ -70,11 +70,16 @@ if os.environ.get("TEST_KILL_AFTER_AGREE"):  # rank:n -- kill -9 after the n-th 
 if os.environ.get("TEST_CWD_RANK1") and rank == 1:  # this rank's node sees another file system
     os.chdir(os.environ["TEST_CWD_RANK1"])
 
-from hpcgan.__main__ import run
-run()
+import hpcgan.__main__
+if os.environ.get("TEST_GRACE_S"):  # a rank that raised alone waits this long for the others, not 10 s
+    hpcgan.__main__.GRACE_S = float(os.environ["TEST_GRACE_S"])
+hpcgan.__main__.run()
 '''
 
 RUN = ("train", "--batch-size", "16", "--flush-every", "10", "--log-every", "1000", "--width", "32")
+#: Where an error is raised on one rank alone, that rank waits GRACE_S for the others to raise it too
+#: before aborting the job; here no other rank ever will, so waiting the product's 10 s checks nothing.
+ALONE = {"TEST_GRACE_S": "2"}
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +142,7 @@ def checkpoint_steps(out: Path) -> list[int]:
 # -- no hang: errors on some ranks -----------------------------------------------------------------
 def test_a_usage_error_on_one_rank_ends_the_job_naming_rank_and_cause(launch, tmp_path):
     r, seconds = run(launch, 2, *RUN, "--steps", "100000", "--out", str(tmp_path / "u.h5"),
-                     env={"TEST_FAULT": "usage:1:5"})
+                     env={"TEST_FAULT": "usage:1:5", **ALONE})
     assert r.returncode == 2 and seconds < 150, r.stderr
     assert error_lines(r.stderr) == ["hpcgan: error: rank 1 of 2: injected usage error (the other ranks went on: "
                                      "aborting the job)"]
@@ -162,7 +167,8 @@ def test_a_topology_file_missing_on_one_node_ends_the_job(launch, tmp_path):
     (tmp_path / "elsewhere").mkdir()
     np.save(tmp_path / "w.npy", np.full((2, 2), 0.5))
     r, seconds = run(launch, 2, *RUN, "--algo", "dposg", "--steps", "4", "--topology", "w.npy",
-                     "--out", str(tmp_path / "t.h5"), cwd=tmp_path, env={"TEST_CWD_RANK1": str(tmp_path / "elsewhere")})
+                     "--out", str(tmp_path / "t.h5"), cwd=tmp_path,
+                     env={"TEST_CWD_RANK1": str(tmp_path / "elsewhere"), **ALONE})
     lines = error_lines(r.stderr)
     assert r.returncode == 2 and seconds < 150 and len(lines) == 1, (r.returncode, seconds, r.stderr)
     assert "rank 1 of 2" in lines[0] and "w.npy" in lines[0]
@@ -224,32 +230,41 @@ def test_pcwgan_stops_on_sigterm_and_resumes_every_rank_from_its_own_step(launch
 
 
 # -- resumes that would mix runs -------------------------------------------------------------------
-def checkpointed(launch: Path, out: Path, steps: int, *resume: str) -> None:
-    """A 2-rank run (or, with "--resume", its continuation) to ``steps``, checkpointing every 10 steps."""
-    r, _ = run(launch, 2, *RUN, "--steps", str(steps), "--ckpt-every", "10", "--out", str(out), *resume)
-    assert r.returncode == 0, r.stderr
+@pytest.fixture(scope="module")
+def killed_and_resumed(launch, tmp_path_factory) -> dict:
+    """A 2-rank run to 30 steps, checkpointing every 10, whose rank 1 is killed after agreeing on
+    step 20 and before its rename, then resumed to the end: what each stage left behind."""
+    out = tmp_path_factory.mktemp("killed") / "c.h5"
+    ckpt = out.parent / (out.name + ".ckpt")
+    killed, _ = run(launch, 2, *RUN, "--steps", "30", "--ckpt-every", "10", "--out", str(out),
+                    env={"TEST_KILL_AFTER_AGREE": "1:2"})  # rank 1 dies agreeing on step 20, before its rename
+    seen = {"killed": killed, "steps_killed": checkpoint_steps(out) if ckpt.exists() else None,
+            "prev_rank0": torch.load(ckpt / "rank0.pt.prev", weights_only=True)["step"]
+            if (ckpt / "rank0.pt.prev").exists() else None}
+    seen["resumed"], _ = run(launch, 2, *RUN, "--steps", "30", "--ckpt-every", "10", "--resume", "--out", str(out))
+    return {**seen, "out": out}
 
 
-def test_resuming_a_two_rank_run_on_one_rank_is_refused(launch, tmp_path):
-    out = tmp_path / "c.h5"
-    checkpointed(launch, out, 10)
-    before = out.read_bytes()
-    r, _ = run(launch, 1, *RUN, "--steps", "30", "--ckpt-every", "10", "--resume", "--out", str(out))
-    assert r.returncode == 2 and "written by a job of 2 rank(s), this job has 1" in r.stderr, r.stderr
-    assert out.read_bytes() == before
-
-
-def test_a_kill_between_the_checkpoint_agreement_and_the_rename_resumes_from_the_step_every_rank_has(launch, tmp_path):
-    out, ckpt = tmp_path / "c.h5", tmp_path / "c.h5.ckpt"
-    r, _ = run(launch, 2, *RUN, "--steps", "30", "--ckpt-every", "10", "--out", str(out),
-               env={"TEST_KILL_AFTER_AGREE": "1:2"})  # rank 1 dies agreeing on step 20, before its rename
-    assert r.returncode != 0 and checkpoint_steps(out) == [20, 10], r.stderr
-    assert torch.load(ckpt / "rank0.pt.prev", weights_only=True)["step"] == 10
-    r, _ = run(launch, 2, *RUN, "--steps", "30", "--ckpt-every", "10", "--resume", "--out", str(out))
+def test_a_kill_between_the_checkpoint_agreement_and_the_rename_resumes_from_the_step_every_rank_has(
+        killed_and_resumed):
+    r, out = killed_and_resumed["killed"], killed_and_resumed["out"]
+    assert r.returncode != 0 and killed_and_resumed["steps_killed"] == [20, 10], r.stderr
+    assert killed_and_resumed["prev_rank0"] == 10
+    r = killed_and_resumed["resumed"]
     assert r.returncode == 0, r.stderr
     assert validate(str(out)) == [] and checkpoint_steps(out) == [30, 30]
     with h5py.File(out) as f:
         assert f["steps"]["step"].shape[0] == 30 and "finished_at" in f.attrs
+
+
+def test_resuming_a_two_rank_run_on_one_rank_is_refused(launch, killed_and_resumed):
+    """The finished 2-rank run (checkpoints at step 30) continued on 1 rank to more steps."""
+    out = killed_and_resumed["out"]
+    assert killed_and_resumed["resumed"].returncode == 0, killed_and_resumed["resumed"].stderr
+    before = out.read_bytes()
+    r, _ = run(launch, 1, *RUN, "--steps", "40", "--ckpt-every", "10", "--resume", "--out", str(out))
+    assert r.returncode == 2 and "written by a job of 2 rank(s), this job has 1" in r.stderr, r.stderr
+    assert out.read_bytes() == before
 
 
 # -- a full disk -----------------------------------------------------------------------------------
