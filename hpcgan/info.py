@@ -2,7 +2,7 @@
 (host, cores, GPU, MPI library), stored in every results file and printed by ``hpcgan info``."""
 from __future__ import annotations
 
-import importlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -17,16 +17,19 @@ from .comm.control import mpi_library, mpi_standard
 from .comm.mpi import cuda_support, uses_device_memory
 from .world import World, gpu_uuid, usable_cores
 
-PACKAGES = ("torch", "torchvision", "numpy", "h5py", "mpi4py", "scipy", "sklearn", "horovod")
+#: the stack, by module name -> distribution name (versions are read from the installed metadata:
+#: importing torchvision, scipy, scikit-learn and horovod to ask them cost every process seconds)
+PACKAGES = {"torchvision": "torchvision", "numpy": "numpy", "h5py": "h5py", "mpi4py": "mpi4py",
+            "scipy": "scipy", "sklearn": "scikit-learn", "horovod": "horovod"}
 
 
 def versions() -> dict[str, str]:
     """Versions of python, hpcgan, the stack and the MPI library (packages not installed are left out)."""
-    out = {"python": platform.python_version(), "hpcgan": __version__}
-    for name in PACKAGES:
+    out = {"python": platform.python_version(), "hpcgan": __version__, "torch": torch.__version__}
+    for name, dist in PACKAGES.items():
         try:
-            out[name] = importlib.import_module(name).__version__
-        except ImportError:
+            out[name] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
             continue
     out["mpi_library"] = mpi_library()
     out["mpi_standard"] = mpi_standard()
