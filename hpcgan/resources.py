@@ -1,4 +1,4 @@
-"""Will a run fit? The memory one rank needs, estimated before anything is allocated, against the
+"""Will a run fit? The memory one rank needs, estimated before training allocates it, against the
 memory its device has (:func:`check_fits`, called once before training).
 
 The estimate is a lower bound, so a run that fits is never refused:
@@ -6,8 +6,13 @@ The estimate is a lower bound, so a run that fits is never refused:
 1. the models (generator and critic, built on the ``meta`` device: shapes only, no memory) give
    the parameter bytes; gradients take as much again;
 2. the optimizer keeps at least ``OPTIMIZER_STATES`` copies of every parameter (Adam: two moments);
-3. one forward pass of a local batch through G and then D, on ``meta`` tensors, gives the bytes
-   of every layer's output, all kept for the backward pass, plus the batch itself.
+3. one forward pass of one example through G and then D gives the bytes of every layer's output
+   per example, all kept for the backward pass; times the local batch, plus the batch itself.
+   (Outputs grow linearly with the batch: no layer mixes examples. The pass runs on host copies
+   of the models, which the run builds anyway, unless they would take half the host's
+   available memory: then on ``meta`` tensors, whose first forward costs about 2 s of start-up,
+   importing torch's meta kernels -- every rank paid that on every run before. A conditional
+   model's embedding, initialised on ``meta``, still pays it.)
 
 Per-label algorithms hold more than one pair, error feedback and gossip keep further copies,
 and the allocator rounds up: the real need is larger. What the device has: for the CPU, the
@@ -50,6 +55,10 @@ def estimate(cfg, spec, conditional: bool) -> Estimate:
     with torch.device("meta"):
         G, D = build_models(spec, cfg.model, conditional)
     params = sum(p.numel() * p.element_size() for m in (G, D) for p in m.parameters())
+    where = "cpu" if 2 * params < _host_available() else "meta"
+    if where == "cpu":  # (not to_empty: it, too, imports the meta kernels)
+        with torch.random.fork_rng(devices=[]):  # the run's own initialisation draws stay untouched
+            G, D = build_models(spec, cfg.model, conditional)
     batch, outputs = cfg.data.batch_size, [0]
 
     def count(module: nn.Module, inputs, output) -> None:
@@ -57,14 +66,14 @@ def estimate(cfg, spec, conditional: bool) -> Estimate:
             outputs[0] += output.numel() * output.element_size()
     hooks = [m.register_forward_hook(count) for net in (G, D) for m in net.modules() if not list(m.children())]
     try:
-        with torch.device("meta"):
-            y = [torch.zeros(batch, dtype=torch.int64)] if conditional else []
-            D(G(torch.zeros(batch, cfg.model.z_dim), *y), *y)
+        with torch.no_grad(), torch.device(where):
+            y = [torch.zeros(1, dtype=torch.int64)] if conditional else []
+            D(G(torch.zeros(1, cfg.model.z_dim), *y), *y)
     finally:
         for h in hooks:
             h.remove()
     data = batch * math.prod(spec.shape) * 4
-    return Estimate(2 * params, OPTIMIZER_STATES.get(cfg.optim.optimizer, 0) * params, outputs[0] + data)
+    return Estimate(2 * params, OPTIMIZER_STATES.get(cfg.optim.optimizer, 0) * params, batch * outputs[0] + data)
 
 
 def available_memory(device: torch.device | None = None, sharers: int = 1) -> int:
