@@ -210,10 +210,11 @@ class Communicator(ABC):
             counts = [int(c) for c in self._gather(torch.tensor([t.numel()], dtype=torch.int64), [1] * self.size)]
         return list(self._gather_into(t, counts).split(counts))
 
-    def _gather_into(self, t: torch.Tensor, counts: list[int]) -> torch.Tensor:
-        """One new 1-D tensor on ``t``'s device holding every rank's 1-D ``t``, in rank order."""
-        out = torch.empty(sum(counts), dtype=t.dtype, device=t.device)
-        if self._takes(t):
+    def _gather_into(self, t: torch.Tensor, counts: list[int], out: torch.Tensor | None = None) -> torch.Tensor:
+        """Every rank's 1-D ``t``, in rank order, in ``out`` (contiguous, like ``t``) or a new 1-D tensor."""
+        if out is None:
+            out = torch.empty(sum(counts), dtype=t.dtype, device=t.device)
+        if self._takes(t) and out.is_contiguous():
             self._allgather(t, out, counts)
         else:
             staged = self.staging.buffer("recv", t.dtype, out.numel())
@@ -244,17 +245,18 @@ class Communicator(ABC):
         leave()
         return out
 
-    def allgather_rows(self, t: torch.Tensor) -> torch.Tensor:
-        """Every rank's ``t``, flattened, as the rows of one (size, numel) tensor, row r from rank r.
-        Every rank must pass the same number of elements (compressed payloads: their sizes were
-        checked once, :meth:`check_same_size_once`); one collective, one buffer, no lists."""
+    def allgather_rows(self, t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Every rank's ``t``, flattened, as the rows of one (size, numel) tensor, row r from rank r:
+        ``out`` if given (contiguous, reused by the caller), else a new one. Every rank must pass
+        the same number of elements (compressed payloads: their sizes were checked once,
+        :meth:`check_same_size_once`); one collective, one buffer, no lists."""
         leave = self._enter()
         flat = t.reshape(-1)
         nbytes = flat.numel() * flat.element_size()
         self._count(nbytes, self.net.allgather(nbytes, self.size))
-        out = self._gather_into(flat, [flat.numel()] * self.size)
+        rows = self._gather_into(flat, [flat.numel()] * self.size, None if out is None else out.view(-1))
         leave()
-        return out.view(self.size, -1)
+        return rows.view(self.size, -1) if out is None else out
 
     def broadcast_(self, t: torch.Tensor, root: int = 0) -> torch.Tensor:
         """In-place copy of ``t`` from ``root`` to every rank; returns ``t``."""

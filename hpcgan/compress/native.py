@@ -154,8 +154,15 @@ def lengths(sizes: tuple[int, ...]) -> torch.Tensor:
     return torch.tensor(sizes, dtype=torch.int64)
 
 
+def rows_contiguous(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (leading dimension M) if each of its 1-D rows is contiguous in memory (the rows of a
+    gather buffer seen as one payload part are, with gaps between them), else a contiguous copy."""
+    return t if t.dim() == 2 and t.stride(1) == 1 else t.contiguous()
+
+
 def row_pointers(*stacked: torch.Tensor) -> list[tuple[int, ...]]:
-    """For contiguous tensors with the same leading dimension M: the address of row m of each,
-    for m = 0..M-1 (a kernel called once per row reads rank m's payload there)."""
+    """For tensors with the same leading dimension M whose rows are contiguous
+    (:func:`rows_contiguous`): the address of row m of each, for m = 0..M-1 (a kernel called once
+    per row reads rank m's payload there)."""
     bases = [(t.data_ptr(), t.stride(0) * t.element_size()) for t in stacked]
     return [tuple(p + m * step for p, step in bases) for m in range(stacked[0].shape[0])]

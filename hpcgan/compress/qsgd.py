@@ -136,7 +136,7 @@ class QSGD(Compressor):
 
     def decompress_sum(self, payloads, ctx):
         """The kernel once per rank's row, adding into one output (rank order, as the default)."""
-        packed, norms = (t.contiguous() for t in payloads)
+        packed, norms = (native.rows_contiguous(t) for t in payloads)
         shape, dtype, sizes = ctx
         if self._native(packed, norms) is None or dtype != torch.float32:
             return super().decompress_sum(payloads, ctx)  # (a wider dtype sums in that dtype)

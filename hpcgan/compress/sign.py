@@ -131,7 +131,7 @@ class ScaledSign(Compressor):
 
     def decompress_sum(self, payloads, ctx):
         """The kernel once per rank's row, adding into one output (rank order, as the default)."""
-        packed, scales = (t.contiguous() for t in payloads)
+        packed, scales = (native.rows_contiguous(t) for t in payloads)
         shape, dtype, sizes = ctx
         if _native(packed, scales) is None or scales.dtype != torch.float32 or dtype != torch.float32:
             return super().decompress_sum(payloads, ctx)  # (a wider dtype sums in that dtype)

@@ -18,6 +18,13 @@ sync's plain allreduce is, so their latency compares fairly. This relies on a pa
 depending only on the size of the compressed buffer (true of every registered compressor, every
 round included, and tested).
 
+On the host, a small signature's send and receive buffers (M rows of at most 1 MiB in all), and
+the receive buffer's views as M stacked payloads, are made once per communicator and thread and
+reused (:class:`WireBuffers`): a small payload then costs its memmoves, the MPI call and the compressor's kernels, not a dozen tensor
+allocations and views. Collectives on one communicator never run concurrently (its transport runs
+them one at a time, and a blocking call waits for the transport first), and ``decompress_sum``
+returns a new tensor, so nothing outlives a buffer's use.
+
 A one-round summable payload is summed in place: the caller hands it over (error feedback has
 already taken what it needs). Multi-round payloads are copied, since the compressor's context keeps
 them for the next round.
@@ -25,6 +32,8 @@ them for the next round.
 from __future__ import annotations
 
 import ctypes
+import threading
+import weakref
 from contextlib import AbstractContextManager, nullcontext
 from functools import lru_cache
 from typing import Any, Callable
@@ -54,19 +63,94 @@ def collect(comm: Communicator, compressor: Compressor, payload: Payload, ctx: A
             if r:
                 with phase("compress"):
                     payload = compressor.next_round(summed, ctx)
-            buf = payload[0].reshape(-1) if len(payload) == 1 else torch.cat([t.reshape(-1) for t in payload])
-            if compressor.rounds > 1 and len(payload) == 1:
-                buf = buf.clone()
+            if len(payload) == 1 and compressor.rounds == 1:  # handed over: summed in place
+                buf = payload[0].reshape(-1)
+                summed = [buf.view_as(payload[0])]
+            else:  # a copy: the compressor's context keeps this round's payload
+                buf, summed = summing_copy(comm, payload)
             with phase("comm"):
                 comm.allreduce_(buf, average=False)
-            summed = [buf.view_as(payload[0])] if len(payload) == 1 else \
-                [p.view_as(t) for p, t in zip(buf.split([t.numel() for t in payload]), payload)]
         with phase("compress"):
             return compressor.decompress(summed, ctx).div_(comm.size)
-    with phase("comm"):
-        rows = comm.allgather_rows(to_bytes(payload, signature[1]))
+    if comm.size * nbytes <= WireBuffers.MAX_BYTES and all(t.device.type == "cpu" for t in payload):
+        buffers = WireBuffers.of(comm, signature[1])
+        with phase("comm"):
+            comm.allgather_rows(buffers.load(payload), buffers.rows)
+        stacked = buffers.stacked()
+    else:
+        with phase("comm"):
+            stacked = from_bytes(comm.allgather_rows(to_bytes(payload, signature[1])), signature[1])
     with phase("compress"):
-        return compressor.decompress_sum(from_bytes(rows, signature[1]), ctx).div_(comm.size)
+        return compressor.decompress_sum(stacked, ctx).div_(comm.size)
+
+
+def summing_copy(comm: Communicator, payload: Payload) -> tuple[torch.Tensor, Payload]:
+    """A 1-D copy of the (one-dtype) payload to allreduce in place, and its views shaped like the
+    payload; small host payloads reuse one buffer per communicator, thread and shapes (no
+    concatenation, no views made per call)."""
+    shapes = tuple((t.shape, t.dtype) for t in payload)
+    if _layout(shapes)[2] > WireBuffers.MAX_BYTES or any(t.device.type != "cpu" for t in payload):
+        buf = torch.cat([t.reshape(-1) for t in payload]) if len(payload) > 1 else payload[0].reshape(-1).clone()
+        return buf, [p.view_as(t) for p, t in zip(buf.split([t.numel() for t in payload]), payload)]
+    flat, parts = _reused(comm, ("sum", shapes), lambda: _sum_buffer(shapes))
+    base, width = flat.data_ptr(), flat.element_size()
+    offset = 0
+    for t in payload:
+        part = t.contiguous()  # held while memmove reads it
+        ctypes.memmove(base + offset, part.data_ptr(), part.nbytes)
+        offset += part.numel() * width
+    return flat, parts
+
+
+def _sum_buffer(shapes: Shapes) -> tuple[torch.Tensor, Payload]:
+    flat = torch.empty(sum(s.numel() for s, _ in shapes), dtype=shapes[0][1])
+    return flat, [p.view(s) for p, (s, _) in zip(flat.split([s.numel() for s, _ in shapes]), shapes)]
+
+
+_REUSED: "weakref.WeakKeyDictionary[Communicator, dict]" = weakref.WeakKeyDictionary()
+
+
+def _reused(comm: Communicator, key: tuple, build: Callable[[], Any]) -> Any:
+    """``build()``'s result, made once per communicator, thread and ``key``."""
+    mine = _REUSED.setdefault(comm, {})
+    key = (threading.get_ident(), *key)
+    if key not in mine:
+        mine[key] = build()
+    return mine[key]
+
+
+class WireBuffers:
+    """One payload signature's reused host buffers on one communicator and thread: ``send`` (this
+    rank's bytes), ``rows`` (every rank's, (M, bytes)) and :meth:`stacked`, ``rows`` seen as the M
+    payloads stacked (:func:`from_bytes`): views made once, unless a row's length leaves later
+    rows unaligned for a part's dtype (then copied at every call)."""
+
+    #: payloads whose M rows take more are gathered into a new buffer at every call: there the
+    #: allocation costs nothing next to the transfer, and a kept buffer would cost memory
+    MAX_BYTES = 1 << 20
+
+    def __init__(self, size: int, shapes: Shapes):
+        self.shapes = shapes
+        self.order, self.offsets, nbytes = _layout(shapes)
+        self.send = torch.empty(nbytes, dtype=torch.uint8)
+        self.rows = torch.empty(size, nbytes, dtype=torch.uint8)
+        aligned = not shapes or nbytes % shapes[self.order[0]][1].itemsize == 0
+        self._views = from_bytes(self.rows, shapes) if aligned else None
+
+    @classmethod
+    def of(cls, comm: Communicator, shapes: Shapes) -> "WireBuffers":
+        return _reused(comm, ("gather", shapes), lambda: cls(comm.size, shapes))
+
+    def stacked(self) -> Payload:
+        return self._views if self._views is not None else from_bytes(self.rows, self.shapes)
+
+    def load(self, payload: Payload) -> torch.Tensor:
+        """``send`` holding the payload's bytes in wire order (one memmove per tensor)."""
+        base = self.send.data_ptr()
+        for t, o in zip(payload, self.offsets):
+            part = t.contiguous()  # held while memmove reads it
+            ctypes.memmove(base + o, part.data_ptr(), part.nbytes)
+        return self.send
 
 
 Shapes = tuple[tuple[torch.Size, torch.dtype], ...]
