@@ -1,4 +1,6 @@
 """Communicator plumbing on one process: backend names, the network model, byte packing."""
+import copy
+
 import pytest
 import torch
 
@@ -70,6 +72,22 @@ def test_decompress_sum_of_stacked_payloads_equals_row_by_row_adds_bit_for_bit(n
     rows = torch.stack([to_bytes(payload) for payload, _ in compressed])
     got = c.decompress_sum(from_bytes(rows, compressed[0][0]), ctx)
     assert got.dtype == expected.dtype and torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("name", ["sign", "qsgd", "topk", "randk", "powersgd", "fp16"])
+@pytest.mark.parametrize("n", [1024, 1001])  # 1001: sign's rows of 130 bytes leave the scales unaligned
+def test_reused_wire_buffers_give_each_call_its_own_mean(name, n):
+    """Small host payloads reuse one set of wire buffers per signature: a later call must neither
+    change an earlier call's result nor see its data."""
+    comm = build_communicator(CommConfig())
+    c = build_compressor(name)
+    xs = [torch.randn(n, generator=torch.Generator().manual_seed(s)) for s in range(2)]
+    first = collect(comm, c, *c.compress(xs[0], [n]))
+    kept, same_state = first.clone(), copy.deepcopy(c)  # (call counts, PowerSGD's warm start)
+    second = collect(comm, c, *c.compress(xs[1], [n]))
+    assert torch.equal(first, kept), "a returned mean never aliases a reused buffer"
+    new_buffers = build_communicator(CommConfig())
+    assert torch.equal(second, collect(new_buffers, same_state, *same_state.compress(xs[1], [n])))
 
 
 def test_importing_the_ddp_hooks_and_building_a_compressor_starts_no_mpi():
