@@ -87,7 +87,8 @@ def test_the_readme_is_short_and_every_command_in_it_runs(tmp_path):
 def test_the_ddp_snippet_trains_a_step(tmp_path):
     ddp = next(b for b in blocks("python") if "DistributedDataParallel" in b)
     step = ("x = torch.randn(8, 512)\nmodel(x).square().mean().backward()\n"
-            "assert all(p.grad is not None and p.grad.isfinite().all() for p in model.parameters())\n")
+            "assert all(p.grad is not None and p.grad.isfinite().all() for p in model.parameters())\n"
+            "dist.destroy_process_group()\n")  # as a script ends (once, without it, gloo aborted at exit)
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29500 + os.getpid() % 1000),
            "RANK": "0", "WORLD_SIZE": "1"}
     r = subprocess.run([sys.executable, "-c", ddp + step], capture_output=True, text=True, timeout=300, env=env)
