@@ -11,6 +11,7 @@ from hpcgan.algorithms import ALGORITHMS, TrainContext
 from hpcgan.comm import build_communicator
 from hpcgan.config import RunConfig
 from hpcgan.data import build_dataset
+from hpcgan.metrics.sampling import eval_labels
 from hpcgan.results.recorder import Recorder
 from hpcgan.world import init_world
 
@@ -45,22 +46,21 @@ def test_label_sets_are_disjoint_and_complete_across_ranks():
     assert_all(all(c % COMM.size == COMM.rank for c in mine), "c mod P = r")
 
 
-def test_no_mpi_call_during_training_and_sampling_routes_labels():
+def test_no_mpi_call_during_training_and_each_rank_draws_its_labels_of_the_evaluation_order():
     algo, comm = build("pcwgan")
     train(algo, 3 * len(algo.units) + 1)
     assert_all(comm.calls == 0 and comm.bytes_sent == 0, f"training communicator used: {comm.calls} calls")
     assert_all(sum(u.steps for u in algo.units) == 3 * len(algo.units) + 1, "one unit per step")
-    labels = torch.arange(8).repeat(3)
-    x = algo.sample(labels)
-    same = len(set(COMM.allgather(x.numpy().tobytes()))) == 1
-    assert_all(same and x.shape == (24, 2), "every rank holds the whole conditional batch")
-    ok = True
-    for u in algo.units:  # the entries of my labels came from my generator
-        ok &= bool(torch.all(x[labels == u.label].abs().sum(1) > 0))
-    assert_all(ok, "owned labels generated")
-    x_share, y_share = algo.sample_share(10)
-    counts = np.bincount(np.concatenate(COMM.allgather(y_share.numpy())), minlength=8)
-    assert_all(counts.sum() == 10 * COMM.size and counts.max() - counts.min() <= 1, f"balanced pool {counts}")
+    sampler = algo.samplers()[""]
+    index = sampler.indices(100, COMM.rank, COMM.size)
+    x, y = sampler.draw(index)
+    everyone = np.sort(np.concatenate(COMM.allgather(index)))
+    assert_all(np.array_equal(everyone, np.arange(100)), "the ranks' indices partition the evaluation")
+    mine = {u.label for u in algo.units}
+    ok = (y.tolist() == eval_labels(index, np.full(8, 1 / 8)).tolist() and set(y.tolist()) <= mine
+          and x.shape == (len(index), 2) and bool(torch.all(x.abs().sum(1) > 0)))
+    assert_all(ok, "each sample of my labels, labelled as in every evaluation, from my generators")
+    assert_all(comm.calls == 0, "drawing is local")
 
 
 def test_replicas_keep_the_best_seed_per_label(tmp_path_factory):
