@@ -123,6 +123,19 @@ class RunResult:
         g, d = self.steps["g_updates"][:, 0], self.steps["d_updates"][:, 0]
         return np.array([g[g >= 0].sum()]), np.array([d[d >= 0].sum()])
 
+    def updates_at(self, step: int) -> float:
+        """Mean generator updates per model after the first ``step`` steps (of every rank's clock):
+        pcwgan's rank r shares its updates among the labels it holds (/labels/owner); NaN in files
+        before schema v5."""
+        if "g_updates" not in self.steps:
+            return float("nan")
+        g = self.steps["g_updates"][:step]
+        done = np.where(g >= 0, g, 0).sum(axis=0).astype(np.float64)
+        if "owner" in self.labels:
+            held = np.bincount(self.labels["owner"].astype(np.int64), minlength=self.world_size)
+            return float(done.sum() / held.sum())
+        return float(done[0])
+
     def updates_text(self) -> str:
         """Updates per model in a few characters: "G 161 D 161" or, per label, "G 5-6 D 25-30 /label"."""
         g, d = self.updates()
