@@ -128,7 +128,8 @@ def evaluate_run(target: Path, args, world: World) -> dict:
     get_logger().info("evaluating %s (step %d, %d samples per model)", model.source, model.step, args.samples)
     metrics: dict[str, float] = {}
     for suffix in model.models:
-        sampler = model.sampler(suffix, dataset.spec, world.rank, label_proportions(dataset), world.device)
+        sampler = model.sampler(suffix, dataset.spec, world.rank, proportions=label_proportions(dataset),
+                                device=world.device)
         got = evaluator.evaluate(sampler, args.samples, world.comm)
         metrics.update({(f"{k}_{suffix}" if suffix else k): v for k, v in got.items()})
     result = {"run": str(target), "step": model.step, "samples": args.samples, "is_splits": evaluator.is_splits,

@@ -99,7 +99,7 @@ class FinalModel:
     digest: str      # SHA-256 over the files the weights came from
     source: str      # where they came from
 
-    def sampler(self, suffix: str, spec, rank: int = 0, proportions: np.ndarray | None = None,
+    def sampler(self, suffix: str, spec, rank: int = 0, *, proportions: np.ndarray | None = None,
                 device: torch.device = torch.device("cpu")) -> "Sampler":
         """A sampler of model ``suffix`` on evaluation rank ``rank`` (its own noise stream): labels
         from ``proportions`` as in every evaluation, or i mod C when None. Local: no collective."""

@@ -19,7 +19,7 @@ def test_quick_claims_write_a_table_whose_verdicts_follow_from_the_intervals(tmp
     quick = claims(quick=True)
     arms = {a.name for c in quick for a in c.arms}
     assert "## Arms" in text and sum(line.startswith(tuple(f"| {a} |" for a in arms)) for line in lines) == len(arms)
-    assert len(rows) == len(quick) == 3
+    assert len(rows) == len(quick) >= 3
     numbers = json.loads((tmp_path / "claims.json").read_text())["claims"]
     for row, claim, got in zip(rows, quick, numbers):
         paper, sentence, effect, threshold, conditions, verdict = [c.strip() for c in row.strip("|").split("|")]

@@ -33,7 +33,7 @@ def test_per_label_parts_join_and_labels_follow_the_evaluation_order_on_any_rank
     model = FinalModel(CFG, 5, merge(parts), "digest", "test")
     p = np.full(8, 1 / 8)
     for size in (1, 3):
-        samplers = [model.sampler("", SPEC, rank, p) for rank in range(size)]
+        samplers = [model.sampler("", SPEC, rank, proportions=p) for rank in range(size)]
         xs, ys = zip(*(s.draw(s.indices(100, rank, size)) for rank, s in enumerate(samplers)))
         x, y = torch.cat(xs), torch.cat(ys)
         assert torch.equal(x[:, 0], y.float()), "label c drawn from G_c"
