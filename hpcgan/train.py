@@ -16,9 +16,9 @@ point (at most ``--flush-every`` steps later): the rows are flushed, a checkpoin
 Ranks of an algorithm that is not lockstep (pcwgan) never wait for each other while training:
 each records its rows into its own file, ``<out>.ckpt/rank{r}.steps.hdf5``, checkpoints and
 evaluates (``--eval-every``, :mod:`hpcgan.metrics.deferred`) on its own clock; a signal or an error
-stops that rank alone. At the end the ranks agree on how the run
-ended and merge their rows into the results file; ``--resume`` continues every rank from its
-own checkpoint and step.
+stops that rank alone. At the end the ranks agree on how the run ended, merge their rows and
+evaluations into the results file; ``--resume`` continues every rank from its own checkpoint and
+step.
 
 A requeued Slurm job (``--requeue``: the same SLURM_JOB_ID, recorded in the results file) that finds
 its own ``--out`` and checkpoints continues from them without ``--resume``.
@@ -252,7 +252,8 @@ class Trainer:
             metrics.update({(f"{k}_{suffix}" if suffix else k): v for k, v in got.items()})
         self.recorder.record_series("eval", step, metrics, samples=self.cfg.run.eval_samples,
                                     is_splits=self.evaluator.is_splits)
-        self.log.info("eval @ step %d: %s", step, "  ".join(f"{k}={v:.4g}" for k, v in metrics.items() if "_label" not in k))
+        self.log.info("eval @ step %d: %s", step,  # per-label values: in the file only
+                      "  ".join(f"{k}={v:.4g}" for k, v in metrics.items() if "_label" not in k))
         self.last_eval = metrics
         return metrics
 
