@@ -262,13 +262,28 @@ def claims(quick: bool) -> list[Claim]:
 
 
 # -- Parallel W-CGAN: equal rank-seconds, equal tuning budgets ------------------------------------
-#: (data flags, rank-seconds of a full and of a quick arm, --eval-every, the quality metric and its
-#: direction, the per-label coverage metric, weak-scaling --labels at 1 rank and --steps)
+@dataclass(frozen=True)
+class WcganData:
+    """One dataset of the Parallel W-CGAN claims."""
+
+    flags: tuple[str, ...]
+    labels: int               # C: pcwgan trains C generators
+    rank_seconds: float       # of every quality arm
+    quick_rank_seconds: float  # 0: not in --quick
+    eval_every: int
+    metric: str               # quality of (a), (b) and the tuning
+    higher_is_better: bool
+    covered: str              # per-label coverage of (c)
+    weak_labels: int          # weak scaling: labels at 1 rank (twice as many at 2)
+    weak_steps: int
+
+
 WCGAN_DATA = {
-    "mog8:0.1": (("--data", "mog8:0.1", "--z-dim", "2", "--batch-size", "64", "--eval-samples", "2000"),
-                 30, 12, 50, "hq_fraction", True, "labels_covered", 4, 200),
-    "digits": (("--data", "digits", "--model", "dcgan32", "--width", "16", "--z-dim", "32", "--batch-size", "32",
-                "--eval-samples", "1000"), 40, 0, 10, "proxy_fid", False, "proxy_labels_covered", 2, 24),
+    "mog8:0.1": WcganData(("--data", "mog8:0.1", "--z-dim", "2", "--batch-size", "64", "--eval-samples", "2000"),
+                          8, 30, 12, 50, "hq_fraction", True, "labels_covered", 4, 200),
+    "digits": WcganData(("--data", "digits", "--model", "dcgan32", "--width", "16", "--z-dim", "32", "--batch-size",
+                         "32", "--eval-samples", "1000"), 10, 40, 0, 10, "proxy_fid", False, "proxy_labels_covered",
+                        2, 24),
 }
 #: the learning-rate grid every W-CGAN method gets (quick: its last two values)
 LR_GRID = (3e-4, 1e-3, 3e-3)
@@ -297,16 +312,18 @@ def wcgan_claims(quick: bool) -> list[Claim]:
     quality arm runs WCGAN_RANKS ranks and chooses its --lr from the same grid (:class:`Tuning`).
     Quick: (a) and (c) on mog8 (the same runs), a two-value grid."""
     out = []
-    for data, (flags, full_rs, quick_rs, every, metric, higher, covered, labels, steps) in WCGAN_DATA.items():
-        rank_seconds = quick_rs if quick else full_rs
+    for data, d in WCGAN_DATA.items():
+        flags, metric, higher, covered = d.flags, d.metric, d.higher_is_better, d.covered
+        rank_seconds = d.quick_rank_seconds if quick else d.rank_seconds
         if not rank_seconds:
             continue
         tuning = Tuning(LR_GRID[-2:] if quick else LR_GRID, metric, higher)
-        common = (*flags, *budget(rank_seconds, WCGAN_RANKS), "--eval-every", str(every))
+        common = (*flags, *budget(rank_seconds, WCGAN_RANKS), "--eval-every", str(d.eval_every))
         pc = Arm(f"pcwgan {data}", WCGAN_RANKS, ("--algo", "pcwgan", *common), tuning)
         cw = Arm(f"cwgan {data}", WCGAN_RANKS, ("--algo", "cwgan", *common), tuning)
         bce = Arm(f"pcwgan bce {data}", WCGAN_RANKS, ("--algo", "pcwgan", "--loss", "ns", *common), tuning)
-        at = f"at {rank_seconds} rank-seconds on {data} ({WCGAN_RANKS} ranks, each arm's --lr tuned on the same grid)"
+        at = (f"at {rank_seconds:g} rank-seconds on {data} ({WCGAN_RANKS} ranks, pcwgan: {rank_seconds / d.labels:.3g} "
+              "per label; each arm's --lr tuned on the same grid)")
         what = f"{metric}({{a}}) - {metric}({{b}})" if higher else f"{metric}({{b}}) - {metric}({{a}})"
         out += [
             Claim("Parallel W-CGAN", f"{at}, one WGAN-GP per label (pcwgan) has a better {metric} than one "
@@ -321,9 +338,9 @@ def wcgan_claims(quick: bool) -> list[Claim]:
         out.append(Claim("Parallel W-CGAN", f"{at}, per-label WGAN-GP has a better {metric} than per-label BCE "
                          "(DC-CGAN, --loss ns)", what.format(a="wgan-gp", b="bce") + "; threshold 0", (pc, bce),
                          difference(pc.name, bce.name, final(metric), higher), 0.0))
-        pcw = ("--algo", "pcwgan", *flags, "--steps", str(steps))
-        one = Arm(f"pcwgan {data} 1r, {labels} labels", 1, (*pcw, "--labels", str(labels)), timing=True)
-        two = Arm(f"pcwgan {data} 2r, {2 * labels} labels", 2, (*pcw, "--labels", str(2 * labels)), timing=True)
+        pcw, k = ("--algo", "pcwgan", *flags, "--steps", str(d.weak_steps)), d.weak_labels
+        one = Arm(f"pcwgan {data} 1r, {k} labels", 1, (*pcw, "--labels", str(k)), timing=True)
+        two = Arm(f"pcwgan {data} 2r, {2 * k} labels", 2, (*pcw, "--labels", str(2 * k)), timing=True)
         out += [
             Claim("Parallel W-CGAN", f"weak-scaling efficiency on {data} from wall time (labels per rank constant, "
                   "1 -> 2 ranks) is at least 0.9", "step time(1 rank) / step time(2 ranks); threshold 0.9",
