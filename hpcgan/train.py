@@ -7,6 +7,10 @@ Everything collective happens outside the algorithm's timed phases: the recorder
 stop decision, evaluation and checkpoints. A checkpoint is taken right after a flush, so the
 results file and the checkpoint always describe the same step, and ``--resume`` continues both.
 
+Budget. ``--budget SECONDS`` is SECONDS of training on every rank (P ranks: P*SECONDS rank-seconds):
+the clock (``elapsed``) leaves out evaluations during training, so an algorithm that evaluates
+more, or computes reference statistics on its first evaluation, trains as long as one that does not.
+
 Stopping. Lockstep ranks stop at the same step, decided together where they synchronise anyway:
 every step of a ``--budget`` run (rank 0's clock) and right after each flush. A stop signal
 (:mod:`hpcgan.signals`: SIGTERM, SIGINT, SIGUSR1) received by any rank is acted on at the next such
@@ -232,7 +236,9 @@ class Trainer:
                 if step % run.log_every == 0 or time.perf_counter() - self.logged_at >= PROGRESS_EVERY:
                     self._progress(step, stats, walls)
                 if run.eval_every and step % run.eval_every == 0:
+                    evaluated = time.perf_counter()
                     self.evaluate(step)
+                    t0 += time.perf_counter() - evaluated  # not training: --budget and elapsed leave it out
                 if run.ckpt_every and step % run.ckpt_every == 0:
                     self._save_checkpoint(step, time.perf_counter() - t0)
             if self.stop_signal:

@@ -90,7 +90,8 @@ SCHEMA = Schema(
     step_columns=(
         Column("step", "", "i8", "training iteration index"),
         Column("wall", "s", "f8", "wall time of the whole iteration on this rank (data included)"),
-        Column("elapsed", "s", "f8", "seconds since training started, at the end of the step"),
+        Column("elapsed", "s", "f8", "training seconds at the end of the step (evaluations during training "
+               "left out: the clock of --budget)"),
         Column("t_compute", "s", "f8", "forward/backward: the stochastic gradient F(x; xi)"),
         Column("t_compress", "s", "f8", "compression, decompression and error feedback"),
         Column("t_comm", "s", "f8", "communication the step waited for (exposed): collectives, neighbour exchange"),

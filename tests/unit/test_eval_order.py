@@ -1,18 +1,20 @@
 """Evaluation order and additive statistics (metrics/sampling.py, metrics/__init__.py) and the updates
 each model got (/steps/{g,d}_updates, /labels): the pieces pcwgan's evaluation during training and the
 equal-compute claims stand on."""
+import h5py
 import numpy as np
 import pytest
 import torch
 from mpi4py import MPI
 
+from hpcgan.analysis.summary import summarize
 from hpcgan.comm.control import ControlChannel
 from hpcgan.config import RunConfig
 from hpcgan.data import build_dataset
 from hpcgan.data.base import ArrayDataset
 from hpcgan.metrics import MixtureEvaluator, add_stats
 from hpcgan.metrics.sampling import LabelSampler, eval_labels, label_proportions
-from hpcgan.results.reader import load_run
+from hpcgan.results.reader import UnreadableResults, load_run
 from hpcgan.train import train
 from hpcgan.world import init_world
 
@@ -75,7 +77,18 @@ def test_updates_per_model_are_recorded_for_every_algorithm(tmp_path, algo, step
     g, d = run.updates()
     if algo == "pcwgan":  # 16 steps round-robin over 8 labels: 2 generator updates each
         assert g.tolist() == [2] * 8 and d.tolist() == [10] * 8 and run.updates_text() == "G 2 D 10 /label"
-        assert run.updates_at(8) == 1.0
+        assert run.updates_at(8) == 1.0 and "G 2 D 10 /label" in summarize([out]), "shown next to quality"
     else:
         assert (g.tolist(), d.tolist()) == ([steps * per_step[0]], [steps * per_step[1]])
     assert 0 < run.rank_seconds() < 60 and run.cpu_step_time() > 0
+
+
+def test_a_damaged_labels_group_is_one_line_not_a_traceback(tmp_path):
+    out = tmp_path / "pc.h5"
+    cfg = RunConfig().replace(algo={"algo": "pcwgan"}, data={"data": "mog8", "batch_size": 8}, model={"width": 8},
+                              optim={"optimizer": "adam"}, run={"steps": 8, "out": str(out), "eval_samples": 100})
+    train(cfg, init_world(MPI.COMM_SELF, set_threads=False))
+    with h5py.File(out, "a") as f:
+        f["labels"].create_dataset("note", data="text")
+    with pytest.raises(UnreadableResults, match="^/labels should hold number arrays$"):
+        load_run(out)
