@@ -92,3 +92,26 @@ def test_a_damaged_labels_group_is_one_line_not_a_traceback(tmp_path):
         f["labels"].create_dataset("note", data="text")
     with pytest.raises(UnreadableResults, match="^/labels should hold number arrays$"):
         load_run(out)
+
+
+def test_evaluations_during_training_leave_the_budget_clock(tmp_path, monkeypatch):
+    """An evaluation that takes 1000 s (a fake clock) moves neither /steps/elapsed nor --budget."""
+    import types
+
+    import hpcgan.train as train_module
+
+    offset = [0.0]
+    real = train_module.time.perf_counter
+    monkeypatch.setattr(train_module, "time", types.SimpleNamespace(perf_counter=lambda: real() + offset[0]))
+    evaluate = train_module.Trainer.evaluate
+
+    def slow(self, step):
+        offset[0] += 1000.0
+        return evaluate(self, step)
+    monkeypatch.setattr(train_module.Trainer, "evaluate", slow)
+    out = tmp_path / "sync.h5"
+    cfg = RunConfig().replace(algo={"algo": "sync"}, data={"data": "mog8", "batch_size": 8}, model={"width": 8},
+                              run={"steps": 6, "eval_every": 2, "eval_samples": 100, "out": str(out)})
+    train(cfg, init_world(MPI.COMM_SELF, set_threads=False))
+    run = load_run(out)
+    assert run.eval["step"].tolist() == [2, 4, 6] and run.steps["elapsed"].max() < 1000
