@@ -10,6 +10,9 @@ the Student-t 95% confidence interval [lo, hi] of the mean effect over the seeds
     inconclusive    otherwise    (also: fewer than 2 seeds, or a side condition unmet by some seed)
 
 Side conditions are deterministic facts checked on every seed (e.g. "at <= 1/30 of the bytes").
+Arms compared at equal compute get equal tuning: a :class:`Tuning` arm runs every ``--lr`` of one
+grid on TUNING_SEED (no verdict uses it) and its verdict seeds run at the best value; a timing arm
+(``Arm.timing``) never has its quality printed. ``--only PAPERS`` runs the claims of those papers.
 Nothing is decided by hand: :func:`verdict` is the only place a verdict comes from, and the
 margins are stated in each claim's sentence. The driver is a plain single process that launches
 each arm with ``mpiexec`` (``--launcher``), like ``hpcgan sweep``; finished runs are reused, so an
