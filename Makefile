@@ -77,7 +77,8 @@ demo: $(STAMP)
 	$(BIN)/python -m hpcgan summary $(DEMO) | tee $(DEMO)/summary.txt
 	$(BIN)/python -m hpcgan report $(DEMO) --out $(DEMO)/report
 
-# The three papers' claims over 3 seeds with 95% CIs and verdicts (about 30 minutes on 2 cores).
+# The three papers' claims over 3 seeds with 95% CIs and verdicts (about an hour on 2 cores; the
+# Parallel W-CGAN rows alone: `hpcgan claims --only "Parallel W-CGAN"`, about 30 minutes).
 claims: $(STAMP)
 	$(BIN)/python -m hpcgan claims --out results/claims
 

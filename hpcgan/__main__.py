@@ -205,7 +205,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
 
     if MPI.COMM_WORLD.size > 1:
         raise UsageError("hpcgan claims is a single process that launches the runs; do not start it with mpiexec")
-    return claims_main(args.quick, args.seeds, Path(args.out), args.launcher)
+    return claims_main(args.quick, args.seeds, Path(args.out), args.launcher, args.only)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,7 +264,9 @@ def add_claims_parser(sub) -> None:
     from .sweep import DEFAULT_LAUNCHER
 
     cl = sub.add_parser("claims", help="the three papers' claims over seeds, with 95%% CIs and verdicts (claims.md)")
-    cl.add_argument("--quick", action="store_true", help="one claim per paper, fewer steps (under 3 minutes)")
+    cl.add_argument("--quick", action="store_true", help="fewer claims per paper, fewer steps (under 10 minutes)")
+    cl.add_argument("--only", metavar="PAPERS", help="only the claims of these papers, comma-separated: DQGAN, "
+                    "hpcgan, DPOSG, 'Parallel W-CGAN' (default: all)")
     cl.add_argument("--seeds", type=int, default=3, help="seeds per arm (default: 3; at least 2)")
     cl.add_argument("--out", default="results/claims", help="folder for runs, claims.md and claims.png")
     cl.add_argument("--launcher", default=DEFAULT_LAUNCHER, help="launch command with {n} for the rank count")

@@ -210,7 +210,8 @@ class AlgoConfig(Section):
 @dataclass(frozen=True)
 class RunSettings(Section):
     steps: int = opt(1000, "training iterations (ignored when --budget is set)", ge=1)
-    budget: float = opt(0.0, "wall-clock budget in seconds; 0 = run --steps", ge=0)
+    budget: float = opt(0.0, "wall-clock seconds every rank trains, for every algorithm: P ranks spend P x SECONDS "
+                        "rank-seconds (pcwgan: each rank's labels share its seconds); 0 = run --steps", ge=0)
     warmup_steps: int = opt(5, "leading steps that reports exclude from timings", ge=0)
     seed: int = opt(0, "base seed; rank r derives its own streams from (seed, r)", ge=0)
     scaling: str = opt("none", "scaling study this run belongs to", ("none", "weak", "strong"))

@@ -2,7 +2,8 @@
 
 * ``hpcgan eval RUN.h5 [RUN2.h5 ...] [--metrics proxy,inception,mog] [--samples N] [--is-splits S]``:
   reads each run's final model (``RUN.h5.model/``, written at the end of every run,
-  :mod:`hpcgan.results.model`) and evaluates every model in it (the run's own, plus e.g. DPOSG's
+  :mod:`hpcgan.results.model`) and evaluates every model in it (conditional and per-label models
+  with labels interleaved in the data's proportions, as during training: :mod:`hpcgan.metrics.sampling`) (the run's own, plus e.g. DPOSG's
   rank 0 model), collectively, on any number of ranks. The metrics go into the run's file as
   ``/final_eval`` with the sample count, IS splits and the SHA-256 of the weights evaluated; summary
   and report prefer them to the smaller evaluations during training.
@@ -27,6 +28,7 @@ from .data import build_dataset
 from .errors import UsageError
 from .log import get_logger
 from .metrics import build_evaluator
+from .metrics.sampling import label_proportions
 from .results.model import FinalModel, files_digest, merge, read_final_model, results_of
 from .results.reader import unreadable
 from .results.recorder import utc_now
@@ -126,7 +128,8 @@ def evaluate_run(target: Path, args, world: World) -> dict:
     get_logger().info("evaluating %s (step %d, %d samples per model)", model.source, model.step, args.samples)
     metrics: dict[str, float] = {}
     for suffix in model.models:
-        sampler = model.sampler(suffix, dataset.spec, args.samples, world.rank, world.size, world.device)
+        sampler = model.sampler(suffix, dataset.spec, world.rank, proportions=label_proportions(dataset),
+                                device=world.device)
         got = evaluator.evaluate(sampler, args.samples, world.comm)
         metrics.update({(f"{k}_{suffix}" if suffix else k): v for k, v in got.items()})
     result = {"run": str(target), "step": model.step, "samples": args.samples, "is_splits": evaluator.is_splits,

@@ -17,6 +17,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 #: Default samples of a mixture's scatter (an image grid's default is 64).
@@ -103,10 +104,10 @@ def samples_of(target: str | Path, n: int, model: str = "") -> tuple[torch.Tenso
 
 def _samples(final, spec, n: int, model: str) -> tuple[torch.Tensor, int]:
     if final.models[model].kind == "single":
-        return final.sampler(model, spec, n, 0, 1)(n)[0], 0
+        return final.sampler(model, spec).draw(np.arange(n))[0], 0
     classes = spec.num_classes
     per_class = max(1, n // classes)
-    x, y = final.sampler(model, spec, per_class * classes, 0, 1)(per_class * classes)
+    x, y = final.sampler(model, spec).draw(np.arange(per_class * classes))
     order = torch.argsort(y, stable=True)  # labels cycle 0..C-1: sorting makes one row per class
     return x[order], per_class
 

@@ -7,6 +7,10 @@ Everything collective happens outside the algorithm's timed phases: the recorder
 stop decision, evaluation and checkpoints. A checkpoint is taken right after a flush, so the
 results file and the checkpoint always describe the same step, and ``--resume`` continues both.
 
+Budget. ``--budget SECONDS`` is SECONDS of training on every rank (P ranks: P*SECONDS rank-seconds):
+the clock (``elapsed``) leaves out evaluations during training, so an algorithm that evaluates
+more, or computes reference statistics on its first evaluation, trains as long as one that does not.
+
 Stopping. Lockstep ranks stop at the same step, decided together where they synchronise anyway:
 every step of a ``--budget`` run (rank 0's clock) and right after each flush. A stop signal
 (:mod:`hpcgan.signals`: SIGTERM, SIGINT, SIGUSR1) received by any rank is acted on at the next such
@@ -14,10 +18,11 @@ point (at most ``--flush-every`` steps later): the rows are flushed, a checkpoin
 ``--ckpt-every`` is set, ``stopped_reason`` says why, and every rank exits with 128 + the signal.
 
 Ranks of an algorithm that is not lockstep (pcwgan) never wait for each other while training:
-each records its rows into its own file, ``<out>.ckpt/rank{r}.steps.hdf5``, and checkpoints on its
-own clock; a signal or an error stops that rank alone. At the end the ranks agree on how the run
-ended and merge their rows into the results file; ``--resume`` continues every rank from its
-own checkpoint and step.
+each records its rows into its own file, ``<out>.ckpt/rank{r}.steps.hdf5``, checkpoints and
+evaluates (``--eval-every``, :mod:`hpcgan.metrics.deferred`) on its own clock; a signal or an error
+stops that rank alone. At the end the ranks agree on how the run ended, merge their rows and
+evaluations into the results file; ``--resume`` continues every rank from its own checkpoint and
+step.
 
 A requeued Slurm job (``--requeue``: the same SLURM_JOB_ID, recorded in the results file) that finds
 its own ``--out`` and checkpoints continues from them without ``--resume``.
@@ -45,7 +50,7 @@ from .errors import (CollectiveError, Interrupted, NonFiniteLossError, UsageErro
                      signal_name)
 from .info import machine, ranks_attrs, versions
 from .log import PROGRESS_EVERY, Eta, get_logger
-from .metrics import build_evaluator
+from .metrics import build_evaluator, deferred
 from .resources import check_fits
 from .results.lock import RunLock
 from .results.model import save_final_model
@@ -204,7 +209,7 @@ class Trainer:
                 self.end_training(step, elapsed)
                 self.algo.finish(self.recorder)
                 save_final_model(run.out, self.algo.final_models(), cfg, step, self.world.comm)
-                metrics = self.last_eval if self.last_eval_step == step else self.evaluate(step)
+                metrics = self.final_evaluation(step)
         except CollectiveError as e:
             if e.agreed:  # else some ranks may be inside a collective: leave the file as last flushed
                 self.recorder.close(finished=False, reason=str(e))
@@ -231,7 +236,9 @@ class Trainer:
                 if step % run.log_every == 0 or time.perf_counter() - self.logged_at >= PROGRESS_EVERY:
                     self._progress(step, stats, walls)
                 if run.eval_every and step % run.eval_every == 0:
+                    evaluated = time.perf_counter()
                     self.evaluate(step)
+                    t0 += time.perf_counter() - evaluated  # not training: --budget and elapsed leave it out
                 if run.ckpt_every and step % run.ckpt_every == 0:
                     self._save_checkpoint(step, time.perf_counter() - t0)
             if self.stop_signal:
@@ -251,9 +258,14 @@ class Trainer:
             metrics.update({(f"{k}_{suffix}" if suffix else k): v for k, v in got.items()})
         self.recorder.record_series("eval", step, metrics, samples=self.cfg.run.eval_samples,
                                     is_splits=self.evaluator.is_splits)
-        self.log.info("eval @ step %d: %s", step, "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        self.log.info("eval @ step %d: %s", step,  # per-label values: in the file only
+                      "  ".join(f"{k}={v:.4g}" for k, v in metrics.items() if "_label" not in k))
         self.last_eval = metrics
         return metrics
+
+    def final_evaluation(self, step: int) -> dict[str, float]:
+        """Collective, after training: the final model's metrics (unless evaluated at ``step``)."""
+        return self.last_eval if self.last_eval_step == step else self.evaluate(step)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _save_checkpoint(self, step: int, elapsed: float) -> None:
@@ -330,10 +342,21 @@ class OwnClockTrainer(Trainer):
     def peers(self) -> ControlChannel:
         return ControlChannel.alone()
 
-    def check(self, cfg: RunConfig) -> None:
-        if cfg.run.eval_every:
-            raise UsageError(f"--algo {cfg.algo.algo} trains every rank on its own clock: --eval-every would make "
-                             "ranks wait for each other during training; it is evaluated once, at the end")
+    def evaluate(self, step: int) -> dict[str, float]:
+        """During training (--eval-every): this rank alone scores its part, merged at the end."""
+        if self.evaluator is not None:
+            deferred.record(self.evaluator, self.algo.samplers(), self.cfg.run.eval_samples, step,
+                            self.world.rank, self.world.size, self.rows)
+        return {}
+
+    def final_evaluation(self, step: int) -> dict[str, float]:
+        """The points every rank recorded during training, merged into /eval, then the final model
+        at the most steps any rank took (:mod:`hpcgan.metrics.deferred`)."""
+        final = max(self.world.comm.allgather(step))
+        if self.evaluator is not None:
+            deferred.merge(self.evaluator, rows_path(self.cfg, self.world.rank), step, final, self.world.comm,
+                           self.recorder, self.cfg.run.eval_samples)
+        return super().evaluate(final)
 
     def first_row(self) -> int:
         return 0  # the results file gets every rank's rows at the end

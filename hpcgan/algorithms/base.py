@@ -41,7 +41,7 @@ from ..exchange import MIB, Bucket, BucketedExchange, Exchange, plan_buckets
 from ..gan.flat import FlatParams
 from ..gan.losses import LOSSES, SIMULTANEOUS_ORDER, simultaneous_gradients
 from ..gan.models import build_models, latent
-from ..metrics import SampleFn
+from ..metrics import SampleFn, Sampler
 from ..netmodel import NetworkModel, Workload
 from ..registry import Registry
 from ..results.model import Generators
@@ -103,7 +103,7 @@ class Algorithm(ABC):
         self.ctx, self.cfg, self.world, self.comm = ctx, ctx.cfg, ctx.world, ctx.comm
         self.timer = PhaseTimer(ctx.world.device)
         self._bytes0 = self._net0 = 0.0
-        self._real = self._fake = 0
+        self._real = self._fake = self._g_updates = self._d_updates = 0
 
     def make_loader(self) -> Loader:
         c = self.cfg
@@ -114,7 +114,7 @@ class Algorithm(ABC):
         """One training iteration on this rank's batch; phases timed, bytes counted."""
 
     @abstractmethod
-    def samplers(self) -> dict[str, SampleFn]:
+    def samplers(self) -> dict[str, Sampler | SampleFn]:
         """Models to evaluate: {"": the run's model} plus e.g. {"rank0": ...} (suffixes of metric names)."""
 
     @abstractmethod
@@ -143,7 +143,7 @@ class Algorithm(ABC):
     def _begin_step(self) -> None:
         """Called first thing in :meth:`step`: the marks that :meth:`_stats` measures from."""
         self._bytes0, self._net0 = self.comm.bytes_sent, self.comm.t_net_emulated
-        self._real = self._fake = 0
+        self._real = self._fake = self._g_updates = self._d_updates = 0
         self.timer.begin()
 
     def consumed(self, real: int, fake: int) -> None:
@@ -151,12 +151,19 @@ class Algorithm(ABC):
         self._real += int(real)
         self._fake += int(fake)
 
+    def updated(self, generator: int, critic: int) -> None:
+        """Count the updates the step applies to the model(s) this rank trains: ``generator``
+        generator and ``critic`` critic/discriminator updates (/steps/g_updates, d_updates)."""
+        self._g_updates += int(generator)
+        self._d_updates += int(critic)
+
     def _stats(self, d_loss: torch.Tensor, g_loss: torch.Tensor) -> StepStats:
-        """Phase times, CPU time, bytes, emulated delay and samples consumed since :meth:`_begin_step`,
-        with the losses."""
+        """Phase times, CPU time, bytes, emulated delay, samples consumed and updates applied since
+        :meth:`_begin_step`, with the losses."""
         return StepStats(**self.timer.take(), bytes_sent=int(self.comm.bytes_sent - self._bytes0),
                          t_net_emulated=self.comm.t_net_emulated - self._net0,
                          real_samples=self._real, fake_samples=self._fake,
+                         g_updates=self._g_updates, d_updates=self._d_updates,
                          d_loss=float(d_loss), g_loss=float(g_loss))
 
 
@@ -196,10 +203,12 @@ class GanAlgorithm(Algorithm):
 
     def compute_gradients(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """flat.grads <- F(x; xi) on the local batch; returns (L_D, L_G). With a bucketed exchange,
-        its hooks write the gradients and start the buckets' exchanges as backward produces them."""
+        its hooks write the gradients and start the buckets' exchanges as backward produces them.
+        Every algorithm that calls this applies the gradient once: one update of G and one of D."""
         x, y = (t.to(self.world.device, non_blocking=True) for t in batch)
         labels = y if self.conditional else None
         self.consumed(x.shape[0], x.shape[0])  # one fake per real: D sees both, G's loss reuses the fakes
+        self.updated(1, 1)
         hooked = self.exchange is not None and self.exchange.hooked
         if self.exchange is not None:
             self.exchange.arm()

@@ -19,12 +19,13 @@ from ..results.timer import PhaseTimer
 def alternating_step(pair: AlternatingPair, critic_batches: Iterable[tuple[torch.Tensor, tuple]], gen_cond: Callable[[int], tuple],
                      latent: Callable[[int], torch.Tensor], noise: torch.Generator,
                      opt_D: torch.optim.Optimizer, opt_G: torch.optim.Optimizer, timer: PhaseTimer,
-                     consumed: Callable[[int, int], None],
+                     consumed: Callable[[int, int], None], updated: Callable[[int, int], None],
                      average: Callable[[str], None] = lambda name: None) -> tuple[torch.Tensor, torch.Tensor]:
     """One WGAN iteration, phases timed; returns (last L_D, L_G). The generator half draws a batch
     as large as the first critic batch, conditioned on ``gen_cond(n)`` (``()`` if unconditional).
     ``consumed(real, fake)`` counts the samples: every critic batch of reals with as many fakes,
-    then the generator's fakes."""
+    then the generator's fakes; ``updated(generator, critic)`` the updates: one per critic batch,
+    then one of the generator."""
     b = None
     for real, cond in critic_batches:
         b = b or len(real)
@@ -35,6 +36,7 @@ def alternating_step(pair: AlternatingPair, critic_batches: Iterable[tuple[torch
         with timer("update"):
             opt_D.step()
             pair.after_critic_update()
+        updated(0, 1)
     consumed(0, b)
     with timer("compute"):
         cond = gen_cond(b)
@@ -42,4 +44,5 @@ def alternating_step(pair: AlternatingPair, critic_batches: Iterable[tuple[torch
     average("G")
     with timer("update"):
         opt_G.step()
+    updated(1, 0)
     return d_loss, g_loss

@@ -11,8 +11,9 @@ the same (theta, phi) and its own shard of the data; one step, on every rank in 
     theta    <- Adam(theta, g_theta)
 L_D, L_G of ``--loss`` (:mod:`hpcgan.gan.losses`; paper values: wgan-gp with lambda = 10,
 n_critic = 5, Adam lr 1e-4, beta = (0.5, 0.9), hpcgan's defaults for this algorithm). Ranks start from the same x_0 and apply the same averaged gradients, so they
-stay bit-identical. ``--budget`` is lockstep: rank 0's clock decides when every rank stops, so the
-same wall-clock budget as pcwgan buys M*b samples per critic update here.
+stay bit-identical. ``--budget`` is lockstep: rank 0's clock decides when every rank stops; a run of
+SECONDS on M ranks spends M*SECONDS rank-seconds (as pcwgan's), here on one model that gets every
+update: n_critic critic and one generator update per step (/steps/{d,g}_updates).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import torch
 from ..data import Loader
 from ..gan.losses import AlternatingPair
 from ..gan.optim import build_optimizer
-from ..metrics import SampleFn
+from ..metrics.sampling import LabelSampler, Sampler, label_proportions
 from ..netmodel import NetworkModel, Workload
 from ..results.schema import StepStats
 from .base import ALGORITHMS, Batch, GanAlgorithm, TrainContext, WeakScaling
@@ -74,7 +75,7 @@ class CWGAN(GanAlgorithm):
             self.pair, [(real, (labels,)) for real, labels in zip(x.split(b), y.split(b))],
             lambda n: (torch.randint(self.num_classes, (n,), generator=self.noise, device=dev),),
             lambda n: self.latent(n, self.noise), self.noise, self.opt_D, self.opt_G, self.timer,
-            self.consumed, self._average)
+            self.consumed, self.updated, self._average)
         return self._stats(d_loss, g_loss)
 
     # -- sampling ----------------------------------------------------------------------------
@@ -84,14 +85,9 @@ class CWGAN(GanAlgorithm):
         labels = labels.to(self.world.device)
         return self.G(self.latent(len(labels), self.eval_noise), labels).cpu()
 
-    def sample_share(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's n samples; labels cycle over the classes across ranks (n_total/C each)."""
-        start = self.comm.control.exscan(n)
-        labels = torch.arange(start, start + n) % self.num_classes
-        return self.sample(labels), labels
-
-    def samplers(self) -> dict[str, SampleFn]:
-        return {"": self.sample_share}
+    def samplers(self) -> dict[str, Sampler]:
+        """Contiguous shares of the evaluation, labels interleaved in the data's proportions."""
+        return {"": LabelSampler(self.sample, label_proportions(self.ctx.dataset))}
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict()}

@@ -12,9 +12,12 @@ per-label view of the data built once from the dataset's class index:
 :mod:`hpcgan.gan.losses`; the critic loop is :func:`.critic.alternating_step`).
 
 Schedule: round-robin per step. Step t of rank r trains its unit number t mod n_r (one WGAN
-iteration: n_critic critic updates + one generator update), so under ``--budget SECONDS`` (wall
-clock per rank, each rank stops on its own clock) or ``--steps`` every owned unit gets
-floor(T/n_r) or ceil(T/n_r) steps; the steps each unit got are written to /labels.
+iteration: n_critic critic updates + one generator update), so under ``--steps T`` every owned unit
+gets floor(T/n_r) or ceil(T/n_r) steps. Budget: ``--budget SECONDS`` means, for every algorithm,
+SECONDS of wall clock on every rank, P*SECONDS rank-seconds in all; here each rank stops on its own
+clock, and each of its n_r units gets about SECONDS/n_r of it: with R = 1, label c gets
+P*SECONDS/C rank-seconds when P divides C. The steps, generator and critic updates each label's
+kept generator got are written to /labels/{steps,g_updates,d_updates}.
 
 No communication during training: the training communicator is never called, so bytes_sent = 0
 and t_comm = 0 are recorded, and the algorithm is not lockstep: each rank records its rows and
@@ -23,8 +26,12 @@ rank from its own step (:mod:`hpcgan.train`). At the end (:meth:`finish`, on the
 uncounted control channel): with R > 1, each label keeps the replica whose samples are closest to the
 label's real data in sliced Wasserstein distance (a local, classifier-free proxy); /labels/owner
 (label -> rank), /labels/steps and, with R > 1, /labels/replica_{steps,score} are written.
-Together the kept generators form one class-conditional model: :meth:`PCWGAN.sample` routes label
-c to G_c; evaluation draws n/C samples per label, each rank its own labels' share.
+Together the kept generators form one class-conditional model: :meth:`PCWGAN.generate` routes label
+c to G_c. Evaluation (:meth:`samplers`): sample i of an evaluation has label eval_labels(i),
+interleaved in the data's label proportions (:mod:`hpcgan.metrics.sampling`), and the rank holding
+that label draws it, locally; the ranks' statistics add up to those of the whole model. So an
+evaluation during training (``--eval-every``) needs no other rank: each rank scores its labels at
+steps of its own clock and the scores are merged at the end (:mod:`hpcgan.metrics.deferred`).
 """
 from __future__ import annotations
 
@@ -40,7 +47,7 @@ from ..errors import UsageError
 from ..gan.losses import LOSSES, AlternatingPair
 from ..gan.models import build_models, latent
 from ..gan.optim import build_optimizer
-from ..metrics import SampleFn, share
+from ..metrics.sampling import LabelSampler, Sampler, label_proportions
 from ..netmodel import NetworkModel, Workload
 from ..results.model import Generators
 from ..results.schema import StepStats
@@ -164,7 +171,7 @@ class PCWGAN(Algorithm):
         reals = batch[0].to(self.world.device, non_blocking=True).split(self.cfg.data.batch_size)
         d_loss, g_loss = alternating_step(unit.pair, [(real, ()) for real in reals], lambda n: (),
                                           lambda n: self.latent(n, unit.noise), unit.noise, unit.opt_D,
-                                          unit.opt_G, self.timer, self.consumed)
+                                          unit.opt_G, self.timer, self.consumed, self.updated)
         unit.steps += 1
         return self._stats(d_loss, g_loss)
 
@@ -181,6 +188,9 @@ class PCWGAN(Algorithm):
         kept = np.array([self.kept[c] for c in range(C)])
         recorder.write_array("labels/owner", self.owner[kept], doc="rank holding label c's generator")
         recorder.write_array("labels/steps", steps.reshape(-1)[kept], doc="training steps of label c's generator")
+        recorder.write_array("labels/g_updates", steps.reshape(-1)[kept], doc="generator updates of label c's generator")
+        recorder.write_array("labels/d_updates", self.cfg.optim.n_critic * steps.reshape(-1)[kept],
+                             doc="critic updates of label c's critic")
         recorder.write_array("labels/replica", kept // C, doc="replica kept for label c")
 
     def _gather_units(self, local: dict[int, float]) -> np.ndarray:
@@ -203,33 +213,19 @@ class PCWGAN(Algorithm):
         return next((u for u in self.units if u.index == self.kept[c]), None)
 
     @torch.no_grad()
-    def sample(self, labels: torch.Tensor) -> torch.Tensor:
-        """G_c(z) for every entry c of ``labels``. Collective: every rank passes the same labels,
-        generates the entries it holds, and all ranks return the whole batch."""
+    def generate(self, labels: torch.Tensor) -> torch.Tensor:
+        """G_c(z) for every entry c of ``labels``, all of them labels this rank holds (local)."""
         labels = labels.cpu()
         out = torch.zeros(len(labels), *self.ctx.dataset.spec.shape)
         for c in labels.unique().tolist():
-            unit = self._local(c)
-            if unit is not None:
-                where = labels == c
-                out[where] = unit.G(self.latent(int(where.sum()), self.eval_noise)).cpu()
-        return self.comm.control.allreduce_(out)
+            where = labels == c
+            out[where] = self._local(c).G(self.latent(int(where.sum()), self.eval_noise)).cpu()
+        return out
 
-    @torch.no_grad()
-    def sample_share(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's share of n_total = sum of n over ranks: n_total/C samples of each label it holds."""
-        n_total = self.comm.control.allreduce(n)
-        xs = [torch.empty(0, *self.ctx.dataset.spec.shape)]
-        ys = [torch.empty(0, dtype=torch.int64)]
-        for c in range(self.num_classes):
-            unit, k = self._local(c), share(n_total, c, self.num_classes)
-            if unit is not None and k:
-                xs.append(unit.G(self.latent(k, self.eval_noise)).cpu())
-                ys.append(torch.full((k,), c, dtype=torch.int64))
-        return torch.cat(xs), torch.cat(ys)
-
-    def samplers(self) -> dict[str, SampleFn]:
-        return {"": self.sample_share}
+    def samplers(self) -> dict[str, Sampler]:
+        """Each rank draws the evaluation's samples of the labels it holds (module docstring)."""
+        own = {c for c in range(self.num_classes) if self._local(c) is not None}
+        return {"": LabelSampler(self.generate, label_proportions(self.ctx.dataset), own)}
 
     def final_models(self) -> dict[str, Generators]:
         """Every rank gives the kept generators of the labels it holds."""

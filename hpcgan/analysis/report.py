@@ -112,14 +112,19 @@ def quality_section(table: QualityTable) -> list[str]:
         if data in table.notes:
             out += [f"**{table.notes[data]}**", ""]
         out += [f"{metric.doc}. Mean ± 95% CI over seeds (runs of the same configuration); the final model's "
-                "`hpcgan eval` where it ran, else the last evaluation during training.", ""]
+                "`hpcgan eval` where it ran, else the last evaluation during training. Updates per model (per seed): "
+                "generator (G) and critic (D) updates each model got (pcwgan: each label's generator, min-max over "
+                "labels); rank-seconds: training time summed over ranks.", ""]
         coarse = table.saturated.get(data)
-        out += _table(["configuration", "seeds", metric.name, "per seed", *([coarse] if coarse else []), "evaluation"],
+        out += _table(["configuration", "seeds", metric.name, "per seed", *([coarse] if coarse else []),
+                       "updates per model", "rank-seconds", "evaluation"],
                       [[r.name, str(r.estimate.n),
                         r.estimate.fmt() + ("" if r.estimate.n > 1 else " (1 seed: no spread)"),
                         ", ".join(f"{run.quality().values[metric.name]:.4g}" for run in r.runs),
                         *([Estimate.of([run.quality().values.get(coarse, math.nan) for run in r.runs]).fmt()]
-                          if coarse else []), r.evaluations]
+                          if coarse else []),
+                        ", ".join(run.updates_text() for run in r.runs),
+                        ", ".join(f"{run.rank_seconds():.0f}" for run in r.runs), r.evaluations]
                        for r in rows])
         over = [f"- ⚠ {r.name.removesuffix(' ⚠')}: oversubscribed ({r.oversubscribed}); its wall times include "
                 "waits for a core or GPU" for r in rows if r.oversubscribed]

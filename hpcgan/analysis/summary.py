@@ -50,7 +50,7 @@ def summarize(paths: list[str | Path]) -> str:
                          + "".join(f"; {line}" for line in skipped_lines(unreadable)))
     table = quality_table(runs)
     header = ["run", "configuration", "steps", "ms/step", "compute", "comm", "KB/rank/step", "total MB",
-              "samples/s", "quality"]
+              "samples/s", "updates/model", "rank-s", "quality"]
     rows = []
     for r in runs:
         phases = r.phase_times()
@@ -59,14 +59,16 @@ def summarize(paths: list[str | Path]) -> str:
                      str(r.n_steps), f"{1e3 * r.step_time():.2f}",
                      f"{1e3 * phases['t_compute']:.2f}", f"{1e3 * phases['t_comm']:.2f}",
                      f"{bytes_per_rank_step(r) / 1e3:.1f}", f"{r.total_bytes() / 1e6:.2f}", _num(r.throughput()),
-                     run_quality(r, table.metrics.get(r.dataset))])
+                     r.updates_text(), f"{r.rank_seconds():.0f}", run_quality(r, table.metrics.get(r.dataset))])
     widths = [max(len(x) for x in col) for col in zip(header, *rows)]
     savings = bytes_saved(runs)
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
     machine = runs[0].attrs.get("machine", "unknown machine")
     note = ("times: median over steps (after warm-up) of the slowest rank; compute/comm: mean over ranks "
             "(comm: what the step waited for). KB/rank/step: what one rank sends per step, mean over ranks. "
-            "samples/s: real samples consumed by all ranks. quality: the final model's `hpcgan eval` where it ran, "
+            "samples/s: real samples consumed by all ranks. updates/model: generator (G) and critic (D) updates "
+            "each model got (pcwgan: each label's generator, min-max over labels). rank-s: training seconds summed "
+            "over ranks (what --budget SECONDS x ranks buys). quality: the final model's `hpcgan eval` where it ran, "
             f"else the last evaluation during training. Machine: {machine}")
     over = sorted({f"{MARK} {label(r)}: oversubscribed, {why}: its times include waits for a core or GPU"
                    for r in runs if (why := oversubscription(r))})

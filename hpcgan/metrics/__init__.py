@@ -1,35 +1,77 @@
 """Quality evaluation, collective over ranks: each rank draws and scores its share of the samples.
 
-``build_evaluator(dataset)`` picks the metrics that fit the dataset. An evaluator is called on every
-rank with a sampling function ``sample(n) -> (x, y)`` returning this rank's share, and returns the
-global metrics (identical on every rank). Its reductions go through the uncounted control channel
-(:class:`~hpcgan.comm.control.ControlChannel`) over the MPI communicator given, never through the
-training communicator, so they add nothing to ``bytes_sent``, and they never hand a tensor to MPI
-themselves (sums are host-staged by the channel, whatever device the samples came from).
+``build_evaluator(dataset)`` picks the metrics that fit the dataset. An evaluation runs in two
+halves, so that ranks that are not in lockstep can evaluate alone and merge later (pcwgan,
+:mod:`hpcgan.metrics.deferred`):
+
+1. :meth:`Evaluator.statistics`: this rank's *sums* over the samples it draws (a :class:`Sampler`
+   gives their global indices and labels, :mod:`hpcgan.metrics.sampling`): mode counts, feature
+   and class-probability sums, per-label sums. Their layout never depends on what was drawn, so
+   they add up over ranks and over evaluations of disjoint index sets.
+2. :meth:`Evaluator.metrics`: the metrics of sums over all samples; identical on every rank.
+
+:meth:`Evaluator.evaluate` does both with one allreduce between them. Reductions go through the
+uncounted control channel (:class:`~hpcgan.comm.control.ControlChannel`) over the MPI communicator
+given, never through the training communicator, so they add nothing to ``bytes_sent``, and they
+never hand a tensor to MPI themselves (sums are host-staged by the channel, whatever device the
+samples came from). Samplers may be collective (DPOSG's averaged model): every rank draws the
+same number of times (:func:`draws`).
+
+Per-label quality of conditional samples (labels given): on mixtures, where label c is mode c,
+``hq_fraction_label{c}`` (label c's samples within 3 sigma of mode c) and ``labels_covered`` (labels
+with at least ``LABEL_COVERED`` of their samples there); on images, per class the proxy
+classifier's ``proxy_fid_label{c}`` (against the real images of class c),
+``proxy_class_consistency_label{c}`` and ``proxy_labels_covered`` (classes whose samples are
+classified as their class at least ``LABEL_COVERED`` of the time).
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable
+from typing import Iterator
 
+import numpy as np
 import torch
 
 from ..comm.control import ControlChannel, control_of
 from ..data import Dataset, GaussianMixture
 from . import mog
+from .sampling import SampleFn, Sampler, as_sampler, offset, share
 from .stats import IS_SPLITS
 
-SampleFn = Callable[[int], tuple[torch.Tensor, torch.Tensor | None]]
+#: additive statistics of an evaluation: float64 sums by name
+Stats = dict[str, np.ndarray]
+#: a label counts as covered when at least this share of its samples is right (module docstring)
+LABEL_COVERED = 0.5
+#: samples drawn at a time
+CHUNK = 500
 
 
-def share(n_total: int, rank: int, size: int) -> int:
-    """This rank's part of n_total samples (the first n_total % size ranks take one more)."""
-    return n_total // size + (1 if rank < n_total % size else 0)
+def add_stats(a: Stats, b: Stats) -> Stats:
+    return {k: a[k] + b[k] for k in a}
 
 
-def offset(n_total: int, rank: int, size: int) -> int:
-    """Global index of this rank's first sample: the shares of the ranks before it."""
-    return rank * (n_total // size) + min(rank, n_total % size)
+def allreduce_stats(stats: Stats, comm: ControlChannel) -> Stats:
+    """The sums over every rank of ``comm``: one allreduce of their concatenation (names sorted)."""
+    names = sorted(stats)
+    flat = np.concatenate([np.asarray(stats[k], np.float64).ravel() for k in names])
+    control_of(comm).allreduce_(flat)
+    out, at = {}, 0
+    for k in names:
+        size = stats[k].size
+        out[k] = flat[at:at + size].reshape(stats[k].shape)
+        at += size
+    return out
+
+
+def draws(sampler: Sampler, index: np.ndarray, comm: ControlChannel,
+          chunk: int = CHUNK) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor | None]]:
+    """(indices, samples, labels) of ``index`` in chunks; every rank of ``comm`` draws the same
+    number of times (empty chunks included), so collective samplers work."""
+    rounds = control_of(comm).allreduce(-(-len(index) // chunk), op="max")
+    for k in range(rounds):
+        idx = index[k * chunk:(k + 1) * chunk]
+        x, y = sampler.draw(idx)
+        yield idx, x, y
 
 
 class Evaluator(ABC):
@@ -41,8 +83,20 @@ class Evaluator(ABC):
         return {}
 
     @abstractmethod
-    def evaluate(self, sample: SampleFn, n_total: int, comm: ControlChannel) -> dict[str, float]:
-        """Global metrics of ``n_total`` samples; collective over ``comm``."""
+    def statistics(self, sampler: Sampler, index: np.ndarray, n_total: int, comm: ControlChannel) -> Stats:
+        """This rank's sums over the samples with global indices ``index`` of an evaluation of
+        ``n_total``; collective over ``comm`` only through :func:`draws`."""
+
+    @abstractmethod
+    def metrics(self, stats: Stats, comm: ControlChannel) -> dict[str, float]:
+        """The metrics of the sums over all samples (collective: reference statistics may be
+        computed on first use)."""
+
+    def evaluate(self, sample: Sampler | SampleFn, n_total: int, comm: ControlChannel) -> dict[str, float]:
+        """Global metrics of ``n_total`` samples, each rank drawing its indices; collective over ``comm``."""
+        comm, sampler = control_of(comm), as_sampler(sample)
+        mine = sampler.indices(n_total, comm.rank, comm.size)
+        return self.metrics(allreduce_stats(self.statistics(sampler, mine, n_total, comm), comm), comm)
 
 
 class MixtureEvaluator(Evaluator):
@@ -50,12 +104,27 @@ class MixtureEvaluator(Evaluator):
         self.mixture = mixture
 
     @torch.no_grad()
-    def evaluate(self, sample: SampleFn, n_total: int, comm: ControlChannel) -> dict[str, float]:
-        comm = control_of(comm)
-        x, _ = sample(share(n_total, comm.rank, comm.size))
-        counts = mog.mode_counts(x, self.mixture.centers, self.mixture.sigma)
-        comm.allreduce_(counts)  # sums counts in place
-        return mog.mixture_metrics(counts)
+    def statistics(self, sampler: Sampler, index: np.ndarray, n_total: int, comm: ControlChannel) -> Stats:
+        K = len(self.mixture.centers)
+        stats = {"counts": np.zeros(K + 1), "label_n": np.zeros(K), "label_hits": np.zeros(K)}
+        for _, x, y in draws(sampler, index, comm):
+            if x.shape[0] == 0:
+                continue
+            stats["counts"] += mog.mode_counts(x, self.mixture.centers, self.mixture.sigma)
+            if y is not None:
+                n, hits = mog.label_hits(x, y, self.mixture.centers, self.mixture.sigma)
+                stats["label_n"] += n
+                stats["label_hits"] += hits
+        return stats
+
+    def metrics(self, stats: Stats, comm: ControlChannel) -> dict[str, float]:
+        out = mog.mixture_metrics(stats["counts"].astype(np.int64))
+        n, hits = stats["label_n"], stats["label_hits"]
+        if n.sum() > 0:
+            seen = np.flatnonzero(n > 0)
+            out.update({f"{mog.HQ_FRACTION}_label{c}": float(hits[c] / n[c]) for c in seen})
+            out[mog.LABELS_COVERED] = float(np.sum(hits[seen] >= LABEL_COVERED * n[seen]))
+        return out
 
 
 #: metric families ``hpcgan eval --metrics`` accepts

@@ -7,8 +7,11 @@ samples. FID is measured against the cached statistics of every real image of th
 mean over ``is_splits`` contiguous splits of the samples in their global order (rank 0's first), with
 ``is_std`` their standard deviation (:func:`~hpcgan.metrics.stats.inception_score`; 10 splits by
 default, as papers report). Class consistency (proxy only: its classes are the dataset's) is the
-fraction of conditional samples G(z, c) classified as c. Progress is logged by time
-(:class:`~hpcgan.log.Progress`).
+fraction of conditional samples G(z, c) classified as c. Per class c (proxy only, conditional
+samples): the FID of the samples of label c against the real images of class c
+(:func:`~hpcgan.metrics.reference.class_reference_stats`) and their class consistency. Every
+statistic is a sum (:meth:`ImageEvaluator.statistics`), so ranks may also score disjoint samples
+alone and merge later. Progress is logged by time (:class:`~hpcgan.log.Progress`).
 """
 from __future__ import annotations
 
@@ -17,21 +20,23 @@ import torch
 
 from ..comm.control import ControlChannel, control_of
 from ..log import Progress
-from . import Evaluator, SampleFn, offset, share
+from . import LABEL_COVERED, Evaluator, Sampler, Stats, draws
 from .features import Extractor
-from .reference import reference_stats
+from .reference import class_reference_stats, reference_stats
 from .stats import IS_SPLITS, ClassStats, FeatureStats, fid, inception_score, split_of
 
 FID = "fid"
 IS = "is"
 IS_STD = "is_std"
 CLASS_CONSISTENCY = "class_consistency"
+LABELS_COVERED = "labels_covered"
 
 
 class ImageEvaluator(Evaluator):
     def __init__(self, dataset, extractors: list[Extractor], chunk: int = 500, is_splits: int = IS_SPLITS):
         self.dataset, self.extractors, self.chunk, self.is_splits = dataset, extractors, chunk, is_splits
         self._reference: dict[str, FeatureStats] = {}
+        self._classes: dict[str, list[FeatureStats]] = {}
 
     def describe(self) -> dict[str, str]:
         return {"is_splits": str(self.is_splits), **{e.prefix + "weights_sha256": e.digest for e in self.extractors}}
@@ -41,41 +46,89 @@ class ImageEvaluator(Evaluator):
             self._reference[extractor.digest] = reference_stats(self.dataset, extractor, comm)
         return self._reference[extractor.digest]
 
+    def class_reference(self, extractor: Extractor, comm: ControlChannel) -> list[FeatureStats]:
+        if extractor.digest not in self._classes:
+            self._classes[extractor.digest] = class_reference_stats(self.dataset, extractor, comm)
+        return self._classes[extractor.digest]
+
+    def splits(self, n_total: int) -> int:
+        return min(self.is_splits, n_total)
+
     @torch.no_grad()
-    def evaluate(self, sample: SampleFn, n_total: int, comm: ControlChannel) -> dict[str, float]:
-        comm = control_of(comm)
-        splits = min(self.is_splits, n_total)
-        refs = [self.reference(e, comm) for e in self.extractors]
-        feats = [FeatureStats.empty(e.dim) for e in self.extractors]
-        classes = [[ClassStats.empty(e.num_classes) for _ in range(splits)] for e in self.extractors]
-        hits = np.zeros(len(self.extractors) + 1)  # per extractor, then the conditional count
-        mine, at = share(n_total, comm.rank, comm.size), offset(n_total, comm.rank, comm.size)
-        rounds = -(-share(n_total, 0, comm.size) // self.chunk)  # the same on every rank: samplers may be collective
-        progress = Progress("evaluating", n_total, "samples")
-        asked = got = 0
-        for _ in range(rounds):
-            x, y = sample(min(self.chunk, mine - asked))
-            asked = min(mine, asked + self.chunk)
-            part = split_of(np.arange(at + got, at + got + x.shape[0]), splits)
-            got += x.shape[0]
-            progress.update(asked * comm.size)  # rank 0's count stands for all ranks
+    def statistics(self, sampler: Sampler, index: np.ndarray, n_total: int, comm: ControlChannel) -> Stats:
+        """Per extractor (prefix p): p+"n", p+"s", p+"q" (features), p+"cls" (one ClassStats row
+        n, sum p, sum p log p per IS split), p+"hits" (conditional samples classified as their
+        label); "labeled" (conditional samples); per label c, for extractors whose classes are the
+        dataset's: p+"label_n", p+"label_s", p+"label_q", p+"label_hits"."""
+        comm, splits, C = control_of(comm), self.splits(n_total), self.dataset.spec.num_classes
+        stats: Stats = {"labeled": np.zeros(1)}
+        for e in self.extractors:
+            p, d = e.prefix, e.dim
+            stats.update({p + "n": np.zeros(1), p + "s": np.zeros(d), p + "q": np.zeros((d, d)),
+                          p + "cls": np.zeros((splits, e.num_classes + 2)), p + "hits": np.zeros(1)})
+            if e.dataset_classes:
+                stats.update({p + "label_n": np.zeros(C), p + "label_s": np.zeros((C, d)),
+                              p + "label_q": np.zeros((C, d, d)), p + "label_hits": np.zeros(C)})
+        progress = Progress("evaluating", len(index), "samples")
+        done = 0
+        for idx, x, y in draws(sampler, index, comm, self.chunk):
+            done += len(idx)
+            progress.update(done)
             if x.shape[0] == 0:
                 continue
-            for i, e in enumerate(self.extractors):
-                f, logits = e.embed(x)
-                feats[i].add(f)
-                for s in np.unique(part):
-                    classes[i][s].add(logits[torch.from_numpy(part == s)])
-                if y is not None:
-                    hits[i] += float((logits.argmax(dim=1) == y.cpu()).sum())
+            part = split_of(idx, splits)
             if y is not None:
-                hits[-1] += x.shape[0]
+                y = y.cpu()
+                stats["labeled"] += x.shape[0]
+            for e in self.extractors:
+                p = e.prefix
+                f, logits = e.embed(x)
+                f64 = f.numpy()
+                stats[p + "n"] += f64.shape[0]
+                stats[p + "s"] += f64.sum(axis=0)
+                stats[p + "q"] += f64.T @ f64
+                for s in np.unique(part):
+                    cs = ClassStats.empty(e.num_classes)
+                    cs.add(logits[torch.from_numpy(part == s)])
+                    stats[p + "cls"][s] += np.concatenate([[cs.n], cs.p, [cs.h]])
+                if y is None:
+                    continue
+                right = (logits.argmax(dim=1) == y).numpy()
+                stats[p + "hits"] += right.sum()
+                if e.dataset_classes:
+                    labels = y.numpy()
+                    for c in np.unique(labels):
+                        fc = f64[labels == c]
+                        stats[p + "label_n"][c] += fc.shape[0]
+                        stats[p + "label_s"][c] += fc.sum(axis=0)
+                        stats[p + "label_q"][c] += fc.T @ fc
+                        stats[p + "label_hits"][c] += right[labels == c].sum()
         progress.close()
-        comm.allreduce_(hits)  # in place
+        return stats
+
+    def metrics(self, stats: Stats, comm: ControlChannel) -> dict[str, float]:
         out: dict[str, float] = {}
-        for e, ref, fs, cs, h in zip(self.extractors, refs, feats, classes, hits):
-            out[e.prefix + FID] = fid(fs.allreduce(comm), ref)
-            out[e.prefix + IS], out[e.prefix + IS_STD] = inception_score([c.allreduce(comm) for c in cs])
-            if hits[-1] > 0 and e.dataset_classes:
-                out[e.prefix + CLASS_CONSISTENCY] = float(h / hits[-1])
+        labeled = float(stats["labeled"][0])
+        for e in self.extractors:
+            p = e.prefix
+            feats = FeatureStats(int(round(stats[p + "n"][0])), stats[p + "s"], stats[p + "q"])
+            out[p + FID] = fid(feats, self.reference(e, control_of(comm)))
+            out[p + IS], out[p + IS_STD] = inception_score(
+                [ClassStats(int(round(row[0])), row[1:-1], float(row[-1])) for row in stats[p + "cls"]])
+            if labeled > 0 and e.dataset_classes:
+                out[p + CLASS_CONSISTENCY] = float(stats[p + "hits"][0] / labeled)
+                out.update(self._per_label(e, stats, comm))
+        return out
+
+    def _per_label(self, e: Extractor, stats: Stats, comm: ControlChannel) -> dict[str, float]:
+        p, out = e.prefix, {}
+        n, hits = stats[p + "label_n"], stats[p + "label_hits"]
+        refs = self.class_reference(e, control_of(comm))
+        for c in np.flatnonzero(n > 0):
+            if n[c] >= 2:
+                mine = FeatureStats(int(round(n[c])), stats[p + "label_s"][c], stats[p + "label_q"][c])
+                out[f"{p}{FID}_label{c}"] = fid(mine, refs[c])
+            out[f"{p}{CLASS_CONSISTENCY}_label{c}"] = float(hits[c] / n[c])
+        seen = n > 0
+        out[p + LABELS_COVERED] = float(np.sum(hits[seen] >= LABEL_COVERED * n[seen]))
         return out

@@ -2,7 +2,8 @@
 
 A registry (``METRICS``) so that reports can check a metric asked for by name (``hpcgan report
 --metric NAME``) and say which way it improves. Metric names in results files are these names,
-with a suffix for models other than the run's own (DPOSG's ``_rank0``). No torch or MPI here: the
+with a suffix for models other than the run's own (DPOSG's ``_rank0``) and, for per-label values,
+``_label{c}`` (``hq_fraction_label3``). No torch or MPI here: the
 analysis layer reads it on any machine.
 
 Per dataset, reports compare every run on one metric: the first of :data:`HEADLINE` that the runs
@@ -38,6 +39,10 @@ def _add(name: str, higher: bool, family: str, doc: str) -> None:
 _add("modes_covered", True, "mog", "mixture modes holding >= 1% of the samples within 3 sigma")
 _add("hq_fraction", True, "mog", "fraction of samples within 3 sigma of a mode")
 _add("mode_kl", False, "mog", "KL(mode histogram || uniform) of the high-quality samples")
+_add("labels_covered", True, "mog", "labels c with at least half of their conditional samples within 3 sigma "
+     "of mode c (per-label metrics carry the suffix _label{c})")
+_add("proxy_labels_covered", True, "proxy", "classes c whose conditional samples the proxy classifier calls c "
+     "at least half of the time (per-class metrics carry the suffix _label{c})")
 for _prefix, _family, _what in (("", "inception", "Inception-v3 (comparable with papers)"),
                                 ("proxy_", "proxy", "hpcgan's proxy classifier (not comparable with papers)")):
     _add(f"{_prefix}fid", False, _family, f"Frechet distance to the real data's features, {_what}")

@@ -7,10 +7,14 @@ index arrays, plus optionally ``path`` (their HDF5 file) and ``checksum``. Refer
 keeps its file but draws only from labels < K) are computed once, collectively (rank r embeds
 images r, r+M, ...), and cached as ``<home>/refstats-<extractor>-<dataset>[-labels<K>].npz``,
 keyed by the extractor's weights digest, the dataset checksum and the restriction: next to the
-dataset's file when it has one, else in :func:`~hpcgan.cache.cache_dir`.
+dataset's file when it has one, else in :func:`~hpcgan.cache.cache_dir`. Per-class statistics
+(:func:`class_reference_stats`, the references of per-label FID) are cached the same way, as
+``...-classes<C>.npz``. A cache file is written under a name of its own writer and renamed, so
+ranks that compute one alone (pcwgan's evaluations during training) never see half a file.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -89,11 +93,48 @@ def reference_stats(dataset, extractor: Extractor, comm: ControlChannel, batch_s
     stats = stats.allreduce(comm)
     if comm.rank == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **stats.to_dict())
-        tmp.replace(path)
+        _save(path, stats.to_dict())
     control.barrier()
     return stats
+
+
+def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def class_reference_stats(dataset, extractor: Extractor, comm: ControlChannel,
+                          batch_size: int = 256) -> list[FeatureStats]:
+    """Per class c < C, the feature statistics of the images of class c the dataset draws from;
+    from the cache, else computed (collectively over ``comm``) and cached."""
+    comm = control_of(comm)
+    C = dataset.spec.num_classes
+    path = reference_file(dataset, extractor)
+    path = path.with_name(path.stem + f"-classes{C}.npz")
+    path = comm.bcast(path if comm.rank == 0 else None, root=0)
+    if not path.is_file():
+        get_logger().info("computing per-class reference statistics -> %s", path)
+        every = reference_indices(dataset)
+        mine = every[comm.rank::comm.size]
+        n, s, q = np.zeros(C), np.zeros((C, extractor.dim)), np.zeros((C, extractor.dim, extractor.dim))
+        for chunk in np.array_split(mine, max(1, len(mine) // batch_size)):
+            x, y = take(dataset, chunk)
+            f = extractor.embed(x, batch_size)[0].numpy()
+            for c in np.unique(y.numpy()):
+                fc = f[y.numpy() == c]
+                n[c] += fc.shape[0]
+                s[c] += fc.sum(axis=0)
+                q[c] += fc.T @ fc
+        flat = comm.allreduce_(np.concatenate([n, s.ravel(), q.ravel()]))
+        n, s, q = flat[:C], flat[C:C + s.size].reshape(s.shape), flat[C + s.size:].reshape(q.shape)
+        if comm.rank == 0:
+            _save(path, {"n": n, "s": s, "q": q})
+        comm.barrier()
+        return [FeatureStats(int(round(n[c])), s[c], q[c]) for c in range(C)]
+    with np.load(path) as f:
+        return [FeatureStats(int(round(f["n"][c])), f["s"][c], f["q"][c]) for c in range(C)]
 
 
 def embed_stats(extractor: Extractor, x: torch.Tensor) -> tuple[FeatureStats, ClassStats, torch.Tensor]:

@@ -13,9 +13,11 @@ no critic or optimizer state: a few MB. One file holds plain types and tensors, 
 "rank0", rank 0's own model). ``KIND`` is "single" (one unconditional G(z), label key -1),
 "conditional" (one G(z, y), key -1) or "per_label" (one unconditional G_c per label c, keys c).
 
-A :class:`FinalModel` samples on any rank without communication: evaluation rank r of M draws
-the samples with global indices offset(n, r, M) ... (its share), sample i conditioned on label
-i mod C for conditional and per-label models, so every label gets n/C samples over all ranks.
+A :class:`FinalModel` samples on any rank without communication: it is a
+:class:`~hpcgan.metrics.sampling.Sampler` drawing the samples of given global indices, sample i of
+a conditional or per-label model conditioned on label ``eval_labels(i)`` in the data's label
+proportions (``hpcgan eval``: the same interleaved labels as evaluations during training), or
+on label i mod C without proportions (``hpcgan grid``: equal rows per class).
 """
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -32,6 +35,9 @@ from ..checkpoint import read_plain
 from ..comm.control import control_of
 from ..config import RunConfig
 from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from ..metrics.sampling import Sampler
 
 FORMAT = 1
 KINDS = ("single", "conditional", "per_label")
@@ -93,12 +99,12 @@ class FinalModel:
     digest: str      # SHA-256 over the files the weights came from
     source: str      # where they came from
 
-    def sampler(self, suffix: str, spec, n_total: int, rank: int, size: int,
-                device: torch.device = torch.device("cpu")) -> Callable[[int], tuple[torch.Tensor, torch.Tensor | None]]:
-        """This rank's sampler of ``n_total`` samples over ``size`` ranks: ``sample(n)`` returns its
-        next n samples and their labels (None for a single unconditional G). Local: no collective."""
+    def sampler(self, suffix: str, spec, rank: int = 0, *, proportions: np.ndarray | None = None,
+                device: torch.device = torch.device("cpu")) -> "Sampler":
+        """A sampler of model ``suffix`` on evaluation rank ``rank`` (its own noise stream): labels
+        from ``proportions`` as in every evaluation, or i mod C when None. Local: no collective."""
         from ..gan.models import build_models, latent
-        from ..metrics import offset
+        from ..metrics.sampling import Sampler, eval_labels
         from ..world import rank_seed
 
         g = self.models[suffix]
@@ -111,23 +117,25 @@ class FinalModel:
             G.load_state_dict(state)
             nets[label] = G.eval()
         noise = torch.Generator(device=device).manual_seed(rank_seed(self.cfg.run.seed, rank, f"final-model{suffix}"))
-        start = [offset(n_total, rank, size)]
+        z_dim = self.cfg.model.z_dim
 
-        @torch.no_grad()
-        def sample(n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-            z = latent(n, self.cfg.model.z_dim, noise, device)
-            labels = (torch.arange(start[0], start[0] + n) % spec.num_classes).to(device)
-            start[0] += n
-            if g.kind == "single":
-                return nets[SINGLE](z).cpu(), None
-            if g.kind == "conditional":
-                return nets[SINGLE](z, labels).cpu(), labels.cpu()
-            x = torch.empty(n, *spec.shape, device=device)
-            for c in labels.unique().tolist():
-                where = labels == c
-                x[where] = nets[c](z[where])
-            return x.cpu(), labels.cpu()
-        return sample
+        class _Final(Sampler):
+            @torch.no_grad()
+            def draw(self, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+                n = len(index)
+                z = latent(n, z_dim, noise, device)
+                if g.kind == "single":
+                    return nets[SINGLE](z).cpu(), None
+                labels = torch.from_numpy(eval_labels(index, proportions) if proportions is not None
+                                          else np.asarray(index, dtype=np.int64) % spec.num_classes).to(device)
+                if g.kind == "conditional":
+                    return nets[SINGLE](z, labels).cpu(), labels.cpu()
+                x = torch.empty(n, *spec.shape, device=device)
+                for c in labels.unique().tolist():
+                    where = labels == c
+                    x[where] = nets[c](z[where])
+                return x.cpu(), labels.cpu()
+        return _Final()
 
 
 # -- files -----------------------------------------------------------------------------------------

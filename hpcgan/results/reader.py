@@ -43,6 +43,7 @@ class RunResult:
     eval_attrs: dict[str, Any] = field(default_factory=dict)        # /eval attrs: samples, is_splits
     final_eval: dict[str, float] = field(default_factory=dict)      # /final_eval: metric -> value
     final_eval_attrs: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, np.ndarray] = field(default_factory=dict)     # /labels (pcwgan): name -> per label
 
     @property
     def finished(self) -> bool:
@@ -97,6 +98,51 @@ class RunResult:
     def throughput(self, kind: str = "real") -> float:
         """Samples of ``kind`` consumed per second by all ranks: samples per step / step time."""
         return self.samples_per_step(kind) / self.step_time()
+
+    def cpu_step_time(self) -> float:
+        """The slowest rank's median CPU time per timed step [s] (/steps/cpu: work, not waiting
+        for a core), NaN in files before schema v2."""
+        return slowest_median(self.timed("cpu")) if "cpu" in self.steps else float("nan")
+
+    def rank_seconds(self) -> float:
+        """The training time of all ranks together: the sum over ranks of each one's last
+        ``elapsed`` [rank-seconds] (the unit of ``--budget`` comparisons, docs/CLI.md)."""
+        e = self.steps.get("elapsed")
+        if e is None or not e.size:
+            return float("nan")
+        return float(np.nansum(np.nanmax(np.where(np.isfinite(e), e, np.nan), axis=0)))
+
+    def updates(self) -> tuple[np.ndarray, np.ndarray]:
+        """(generator, critic) updates of each of the run's models: per label from /labels
+        (pcwgan), else one model from /steps/{g,d}_updates (the sum over rank 0's steps; every rank
+        applies as many); empty arrays in files before schema v5."""
+        if "g_updates" in self.labels:
+            return self.labels["g_updates"].astype(np.int64), self.labels["d_updates"].astype(np.int64)
+        if "g_updates" not in self.steps:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        g, d = self.steps["g_updates"][:, 0], self.steps["d_updates"][:, 0]
+        return np.array([g[g >= 0].sum()]), np.array([d[d >= 0].sum()])
+
+    def updates_at(self, step: int) -> float:
+        """Mean generator updates per model after the first ``step`` steps (of every rank's clock):
+        pcwgan's rank r shares its updates among the labels it holds (/labels/owner); NaN in files
+        before schema v5."""
+        if "g_updates" not in self.steps:
+            return float("nan")
+        g = self.steps["g_updates"][:step]
+        done = np.where(g >= 0, g, 0).sum(axis=0).astype(np.float64)
+        if "owner" in self.labels:
+            held = np.bincount(self.labels["owner"].astype(np.int64), minlength=self.world_size)
+            return float(done.sum() / held.sum())
+        return float(done[0])
+
+    def updates_text(self) -> str:
+        """Updates per model in a few characters: "G 161 D 161" or, per label, "G 5-6 D 25-30 /label"."""
+        g, d = self.updates()
+        if not g.size:
+            return "-"
+        span = (lambda a: f"{a.min()}" if a.min() == a.max() else f"{a.min()}-{a.max()}")
+        return f"G {span(g)} D {span(d)}" + (" /label" if "g_updates" in self.labels else "")
 
     def step_cv(self) -> float:
         """Coefficient of variation (std / mean) of the timed step times of the slowest rank: the
@@ -156,6 +202,7 @@ def load_run(path: str | Path) -> RunResult:
             series = {g: {k: ds[()] for k, ds in f[g].items()} for g in SCHEMA.series if g in f}
             eval_attrs = _attrs(f["eval"]) if "eval" in f else {}
             final, final_attrs = {}, {}
+            labels = {k: ds[()] for k, ds in f["labels"].items()} if "labels" in f else {}
             if "final_eval" in f:
                 final = {k: float(ds[()]) for k, ds in f["final_eval"].items()}
                 final_attrs = _attrs(f["final_eval"])
@@ -164,7 +211,8 @@ def load_run(path: str | Path) -> RunResult:
         except Exception as e:  # HDF5 meets damage below the layout (a truncated file)
             raise UnreadableResults(first_line(e)) from None
     config = json.loads(attrs.get("config_json", "{}"))
-    return RunResult(Path(path), attrs, config, steps, series.get("eval", {}), series, eval_attrs, final, final_attrs)
+    return RunResult(Path(path), attrs, config, steps, series.get("eval", {}), series, eval_attrs, final, final_attrs,
+                     labels)
 
 
 def check_readable(f: h5py.File) -> None:
@@ -182,7 +230,12 @@ def check_readable(f: h5py.File) -> None:
         raise UnreadableResults(problems[0] + more)
     if f["steps"]["step"].shape[0] == 0:
         raise UnreadableResults("no steps recorded (the run stopped before its first step)")
-    datasets = [*f["steps"].values(), *(ds for g in SCHEMA.series if g in f for ds in f[g].values())]
+    labels = f.get("labels")
+    if labels is not None and not (isinstance(labels, h5py.Group) and all(
+            isinstance(ds, h5py.Dataset) and ds.dtype.kind in "iuf" for ds in labels.values())):
+        raise UnreadableResults("/labels should hold number arrays")
+    datasets = [*f["steps"].values(), *(ds for g in SCHEMA.series if g in f for ds in f[g].values()),
+                *(labels.values() if labels is not None else ())]
     size, room = sum(ds.size * ds.dtype.itemsize for ds in datasets), available_memory()
     if size > READ_SHARE * room:
         raise UnreadableResults(f"too large to read here: {size / 2**30:.1f} GiB of data, "

@@ -9,7 +9,8 @@
     /eval/step, /eval/<metric>           (n_evals,)   attrs samples, is_splits of the evaluations
     /consensus/step, /consensus/distance (n,)   DPOSG
     /residual/step, /residual/{G,D}      (n,)   DQGAN: largest error-feedback residual norm over ranks
-    /labels/owner    (n_labels,)                pcwgan: label -> rank
+    /labels/owner    (n_labels,)                pcwgan: label -> rank; also steps, g_updates, d_updates
+                     per label's kept generator
     /final_eval/<metric>  scalars                ``hpcgan eval`` of the run's final model (attrs
                      FINAL_EVAL_ATTRS: step, samples, IS splits, weights digest, ...)
 """
@@ -40,6 +41,8 @@ class StepStats:
     bytes_sent: int = 0
     real_samples: int = 0
     fake_samples: int = 0
+    g_updates: int = 0
+    d_updates: int = 0
     d_loss: float = math.nan
     g_loss: float = math.nan
 
@@ -74,8 +77,8 @@ class Schema:
 
 
 SCHEMA = Schema(
-    version=4,  # 2: /steps/cpu; 3: /steps/{real,fake}_samples, ranks_json, /final_eval; 4: /steps/t_comm_hidden,
-    #             the run identity (run_id, config_digest, seed)
+    version=5,  # 2: /steps/cpu; 3: /steps/{real,fake}_samples, ranks_json, /final_eval; 4: /steps/t_comm_hidden,
+    #             the run identity (run_id, config_digest, seed); 5: /steps/{g,d}_updates
     root_attrs={
         "schema_version": int, "algorithm": str, "backend": str, "compressor": str, "topology": str,
         "spectral_gap": float, "world_size": int, "scaling": str, "local_batch": int,
@@ -87,7 +90,8 @@ SCHEMA = Schema(
     step_columns=(
         Column("step", "", "i8", "training iteration index"),
         Column("wall", "s", "f8", "wall time of the whole iteration on this rank (data included)"),
-        Column("elapsed", "s", "f8", "seconds since training started, at the end of the step"),
+        Column("elapsed", "s", "f8", "training seconds at the end of the step (evaluations during training "
+               "left out: the clock of --budget)"),
         Column("t_compute", "s", "f8", "forward/backward: the stochastic gradient F(x; xi)"),
         Column("t_compress", "s", "f8", "compression, decompression and error feedback"),
         Column("t_comm", "s", "f8", "communication the step waited for (exposed): collectives, neighbour exchange"),
@@ -100,6 +104,9 @@ SCHEMA = Schema(
         Column("real_samples", "samples", "i8", "real data samples this rank's step consumed (all critic "
                "and generator updates of the step)"),
         Column("fake_samples", "samples", "i8", "generator samples this rank's step drew"),
+        Column("g_updates", "", "i8", "generator updates the step applied to the model this rank trains "
+               "(pcwgan: to the label's generator it trained; per label: /labels/g_updates)"),
+        Column("d_updates", "", "i8", "critic/discriminator updates the step applied (n_critic for cwgan, pcwgan)"),
         Column("d_loss", "", "f8", "discriminator / critic loss on the local batch"),
         Column("g_loss", "", "f8", "generator loss on the local batch"),
     ),

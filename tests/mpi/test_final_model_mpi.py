@@ -1,5 +1,6 @@
 """Each algorithm's part of the final model under N ranks: one copy of a replicated model, DPOSG's
 average and rank 0's own, pcwgan's labels from every rank; joined, they sample as the run's model."""
+import numpy as np
 import pytest
 import torch
 from mpi4py import MPI
@@ -58,5 +59,5 @@ def test_pcwgan_parts_from_every_rank_make_the_conditional_model():
         ref = COMM.bcast(unit.G.state_dict() if unit is not None else None, root=c % COMM.size)
         same &= all(torch.equal(model[""].weights[c][k], v) for k, v in ref.items())
     assert_all(same, "joined generators are the owners' own")
-    x, y = FinalModel(CFG, 0, model, "d", "test").sampler("", algo.ctx.dataset.spec, 16, 0, 1)(16)
+    x, y = FinalModel(CFG, 0, model, "d", "test").sampler("", algo.ctx.dataset.spec).draw(np.arange(16))
     assert_all(x.shape == (16, 2) and torch.bincount(y, minlength=8).tolist() == [2] * 8, "every label twice")

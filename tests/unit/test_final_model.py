@@ -1,6 +1,7 @@
 """The final model (results/model.py): parts joined from the ranks, sampled on any number of
 ranks without communication, labels balanced and routed, written and read back safely."""
 import h5py
+import numpy as np
 import pytest
 import torch
 from mpi4py import MPI
@@ -10,6 +11,7 @@ from hpcgan.data import build_dataset
 from hpcgan.errors import UsageError
 from hpcgan.evaluate import _check_results_file
 from hpcgan.gan.models import build_models
+from hpcgan.metrics.sampling import eval_labels
 from hpcgan.results.model import FinalModel, Generators, merge, read_final_model, results_of, save_final_model
 
 CFG = RunConfig().replace(model={"width": 8, "z_dim": 2}, algo={"algo": "pcwgan"})
@@ -26,24 +28,25 @@ def constant_generator(value: float, conditional: bool = False) -> torch.nn.Modu
     return G
 
 
-def test_per_label_parts_join_and_every_label_gets_its_share_on_any_rank_count():
+def test_per_label_parts_join_and_labels_follow_the_evaluation_order_on_any_rank_count():
     parts = [{"": Generators.per_label({c: constant_generator(c) for c in range(8) if c % 2 == r})} for r in (0, 1)]
     model = FinalModel(CFG, 5, merge(parts), "digest", "test")
+    p = np.full(8, 1 / 8)
     for size in (1, 3):
-        xs, ys = zip(*(model.sampler("", SPEC, 100, rank, size)(n) for rank, n in
-                       zip(range(size), [100] if size == 1 else [34, 33, 33])))
+        samplers = [model.sampler("", SPEC, rank, proportions=p) for rank in range(size)]
+        xs, ys = zip(*(s.draw(s.indices(100, rank, size)) for rank, s in enumerate(samplers)))
         x, y = torch.cat(xs), torch.cat(ys)
         assert torch.equal(x[:, 0], y.float()), "label c drawn from G_c"
-        assert torch.bincount(y, minlength=8).tolist() == [13, 13, 13, 13, 12, 12, 12, 12], size
+        assert y.tolist() == eval_labels(np.arange(100), p).tolist(), "the same labels as every evaluation"
 
 
 def test_single_and_conditional_models():
     single = FinalModel(CFG, 5, merge([{"": Generators.of(constant_generator(3.0), False)}]), "d", "test")
-    x, y = single.sampler("", SPEC, 10, 0, 1)(10)
+    x, y = single.sampler("", SPEC).draw(np.arange(10))
     assert y is None and torch.all(x == 3.0)
     cond = FinalModel(CFG, 5, merge([{"": Generators.of(constant_generator(1.0, True), True)}]), "d", "test")
-    x, y = cond.sampler("", SPEC, 16, 1, 2)(8)
-    assert y.tolist() == list(range(8)) and x.shape == (8, 2)
+    x, y = cond.sampler("", SPEC, 1).draw(np.arange(8, 16))
+    assert y.tolist() == list(range(8)) and x.shape == (8, 2), "without proportions: label i mod C (grids)"
 
 
 def test_parts_that_do_not_make_one_model_are_refused():
@@ -54,7 +57,7 @@ def test_parts_that_do_not_make_one_model_are_refused():
         merge([{"rank0": g[""]}])
     half = FinalModel(CFG, 5, merge([{"": Generators.per_label({0: constant_generator(0.0)})}]), "d", "folder")
     with pytest.raises(UsageError, match=r"lacks the generators of labels \[1, 2, 3, 4, 5, 6, 7\]"):
-        half.sampler("", SPEC, 10, 0, 1)
+        half.sampler("", SPEC)
 
 
 def test_written_folder_reads_back_with_weights_only_and_is_checked_against_its_results_file(tmp_path):

@@ -107,11 +107,18 @@ def test_evaluator_on_the_real_images_themselves():
 
     ev = ImageEvaluator(ds, [ex], chunk=40)
     m = ev.evaluate(sample, 240, SELF)
-    assert set(m) == {"proxy_fid", "proxy_is", "proxy_is_std", "proxy_class_consistency"}
+    C = ds.spec.num_classes
+    per_label = {f"proxy_{m}_label{c}" for m in ("fid", "class_consistency") for c in range(C)}
+    assert set(m) == {"proxy_fid", "proxy_is", "proxy_is_std", "proxy_class_consistency", "proxy_labels_covered",
+                      *per_label}
     assert abs(m["proxy_fid"]) < 1e-6
+    assert all(abs(m[f"proxy_fid_label{c}"]) < 1e-6 for c in range(C)), "class c's images against class c's"
     logits = ex.embed(ds.images)[1]
     pred = logits.argmax(1)
     assert m["proxy_class_consistency"] == pytest.approx(float((pred == ds.labels).double().mean()))
+    right = [float((pred[ds.labels == c] == c).double().mean()) for c in range(C)]
+    assert [m[f"proxy_class_consistency_label{c}"] for c in range(C)] == pytest.approx(right)
+    assert m["proxy_labels_covered"] == sum(r >= 0.5 for r in right)
     # IS as papers compute it, over 10 splits (sample i in split i mod 10): mean and std of exp(E KL)
     p = torch.softmax(logits, dim=1).numpy()
     scores = [np.exp(np.mean(np.sum(q * (np.log(q) - np.log(q.mean(axis=0, keepdims=True))), axis=1)))

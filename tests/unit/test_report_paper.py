@@ -116,7 +116,8 @@ def test_report_has_figures_as_png_and_pdf_at_column_width_and_the_time_to_quali
     monkeypatch.setattr("hpcgan.analysis.report.load_runs", lambda paths: (runs, [], []))
     md = write_report(["x"], tmp_path, NetworkModel(2e-6, 25e9, "chosen")).read_text()
     assert "modes_covered is saturated" in md and "### mog8:0.1: hq_fraction" in md
-    assert "| configuration | seeds | hq_fraction | per seed | modes_covered | evaluation |" in md
+    assert ("| configuration | seeds | hq_fraction | per seed | modes_covered | updates per model | rank-seconds "
+            "| evaluation |") in md
     assert "## Time to quality at scale" in md and "time to Q at N=2000" in md and "dposg · ring · 4 ranks ⚠" in md
     assert "- measured on this machine:" in md and "- modelled:" in md and "comm hidden [ms]" in md
     for name in ("quality_mog8_0.1", "time_to_quality", "phases_none"):
