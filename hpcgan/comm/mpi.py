@@ -50,7 +50,7 @@ def _bytes(t: torch.Tensor):
 def _values(t: torch.Tensor):
     """The elements of the contiguous ``t`` with their MPI datatype, for a reduction."""
     if t.device.type == "cpu":
-        return [MPI.buffer.fromaddress(t.data_ptr(), t.nbytes), _MPI_TYPES[t.dtype]]
+        return [_bytes(t), _MPI_TYPES[t.dtype]]
     torch.cuda.current_stream(t.device).synchronize()
     return t.detach()
 

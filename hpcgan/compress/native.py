@@ -34,6 +34,7 @@ import subprocess
 import tempfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -160,9 +161,13 @@ def rows_contiguous(t: torch.Tensor) -> torch.Tensor:
     return t if t.dim() == 2 and t.stride(1) == 1 else t.contiguous()
 
 
-def row_pointers(*stacked: torch.Tensor) -> list[tuple[int, ...]]:
-    """For tensors with the same leading dimension M whose rows are contiguous
-    (:func:`rows_contiguous`): the address of row m of each, for m = 0..M-1 (a kernel called once
-    per row reads rank m's payload there)."""
+def sum_rows(d: int, stacked: list[torch.Tensor], kernel: Callable[..., Any]) -> torch.Tensor:
+    """The fp32 sum over rows m = 0..M-1 of a decompression kernel's output: ``kernel(*row_m,
+    out, accumulate)`` is called once per row, with the address of row m of each stacked tensor
+    (leading dimension M, rows contiguous: :func:`rows_contiguous`), writing the first row into
+    the d values at ``out`` and adding every later one, in row (rank) order."""
+    out = torch.empty(d)
     bases = [(t.data_ptr(), t.stride(0) * t.element_size()) for t in stacked]
-    return [tuple(p + m * step for p, step in bases) for m in range(stacked[0].shape[0])]
+    for m in range(stacked[0].shape[0]):
+        kernel(*(p + m * step for p, step in bases), out.data_ptr(), int(m > 0))
+    return out

@@ -140,11 +140,10 @@ class QSGD(Compressor):
         shape, dtype, sizes = ctx
         if self._native(packed, norms) is None or dtype != torch.float32:
             return super().decompress_sum(payloads, ctx)  # (a wider dtype sums in that dtype)
-        out, lib = torch.empty(sum(sizes)), _kernels()
+        lib = _kernels()
         lengths, denominators = native.lengths(tuple(sizes)), _denominators(tuple(sizes), self.levels)
-        for m, (p, n) in enumerate(native.row_pointers(packed, norms)):
-            lib.hpcgan_qsgd_decompress(p, lengths.data_ptr(), len(sizes), n, denominators.data_ptr(), self.levels,
-                                       self.planes, out.data_ptr(), int(m > 0))
+        out = native.sum_rows(sum(sizes), [packed, norms], lambda p, n, o, acc: lib.hpcgan_qsgd_decompress(
+            p, lengths.data_ptr(), len(sizes), n, denominators.data_ptr(), self.levels, self.planes, o, acc))
         return out.view(shape).to(dtype)
 
     def _decompress_native(self, packed, norms, sizes, out, accumulate: bool) -> torch.Tensor:

@@ -135,9 +135,9 @@ class ScaledSign(Compressor):
         shape, dtype, sizes = ctx
         if _native(packed, scales) is None or scales.dtype != torch.float32 or dtype != torch.float32:
             return super().decompress_sum(payloads, ctx)  # (a wider dtype sums in that dtype)
-        out, lengths, kernel = torch.empty(sum(sizes)), native.lengths(tuple(sizes)), _kernels().hpcgan_sign_decompress
-        for m, (p, s) in enumerate(native.row_pointers(packed, scales)):
-            kernel(p, lengths.data_ptr(), len(sizes), s, out.data_ptr(), int(m > 0))
+        lengths, kernel = native.lengths(tuple(sizes)), _kernels().hpcgan_sign_decompress
+        out = native.sum_rows(sum(sizes), [packed, scales],
+                              lambda p, s, o, acc: kernel(p, lengths.data_ptr(), len(sizes), s, o, acc))
         return out.view(shape).to(dtype)
 
     @staticmethod

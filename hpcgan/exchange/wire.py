@@ -36,7 +36,7 @@ import threading
 import weakref
 from contextlib import AbstractContextManager, nullcontext
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -93,13 +93,17 @@ def summing_copy(comm: Communicator, payload: Payload) -> tuple[torch.Tensor, Pa
         buf = torch.cat([t.reshape(-1) for t in payload]) if len(payload) > 1 else payload[0].reshape(-1).clone()
         return buf, [p.view_as(t) for p, t in zip(buf.split([t.numel() for t in payload]), payload)]
     flat, parts = _reused(comm, ("sum", shapes), lambda: _sum_buffer(shapes))
-    base, width = flat.data_ptr(), flat.element_size()
-    offset = 0
-    for t in payload:
-        part = t.contiguous()  # held while memmove reads it
-        ctypes.memmove(base + offset, part.data_ptr(), part.nbytes)
-        offset += part.numel() * width
+    _copy_into(flat, payload, [p.data_ptr() - flat.data_ptr() for p in parts])
     return flat, parts
+
+
+def _copy_into(buffer: torch.Tensor, payload: Payload, offsets: Sequence[int]) -> torch.Tensor:
+    """``buffer`` (host) with each payload tensor's bytes at its byte offset, one memmove each."""
+    base = buffer.data_ptr()
+    for t, o in zip(payload, offsets):
+        part = t.contiguous()  # held while memmove reads it
+        ctypes.memmove(base + o, part.data_ptr(), part.nbytes)
+    return buffer
 
 
 def _sum_buffer(shapes: Shapes) -> tuple[torch.Tensor, Payload]:
@@ -131,10 +135,10 @@ class WireBuffers:
 
     def __init__(self, size: int, shapes: Shapes):
         self.shapes = shapes
-        self.order, self.offsets, nbytes = _layout(shapes)
+        order, self.offsets, nbytes = _layout(shapes)
         self.send = torch.empty(nbytes, dtype=torch.uint8)
         self.rows = torch.empty(size, nbytes, dtype=torch.uint8)
-        aligned = not shapes or nbytes % shapes[self.order[0]][1].itemsize == 0
+        aligned = not shapes or nbytes % shapes[order[0]][1].itemsize == 0
         self._views = from_bytes(self.rows, shapes) if aligned else None
 
     @classmethod
@@ -146,11 +150,7 @@ class WireBuffers:
 
     def load(self, payload: Payload) -> torch.Tensor:
         """``send`` holding the payload's bytes in wire order (one memmove per tensor)."""
-        base = self.send.data_ptr()
-        for t, o in zip(payload, self.offsets):
-            part = t.contiguous()  # held while memmove reads it
-            ctypes.memmove(base + o, part.data_ptr(), part.nbytes)
-        return self.send
+        return _copy_into(self.send, payload, self.offsets)
 
 
 Shapes = tuple[tuple[torch.Size, torch.dtype], ...]
@@ -177,12 +177,7 @@ def to_bytes(payload: Payload, shapes: Shapes | None = None) -> torch.Tensor:
     order, offsets, nbytes = _layout(shapes or tuple((t.shape, t.dtype) for t in payload))
     if any(t.device.type != "cpu" for t in payload):
         return torch.cat([payload[i].reshape(-1).contiguous().view(torch.uint8) for i in order])
-    out = torch.empty(nbytes, dtype=torch.uint8)
-    base = out.data_ptr()
-    for t, o in zip(payload, offsets):
-        part = t.contiguous()  # held while memmove reads it
-        ctypes.memmove(base + o, part.data_ptr(), part.nbytes)
-    return out
+    return _copy_into(torch.empty(nbytes, dtype=torch.uint8), payload, offsets)
 
 
 def from_bytes(wire: torch.Tensor, like: Payload | Shapes) -> Payload:
