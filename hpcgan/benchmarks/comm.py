@@ -21,7 +21,9 @@ topk-torch's) on real dcgan32 digits gradients (:func:`~.gradients.real_gradient
 ``--real-grads``); dense mpi vs horovod; on mpi, the allreduce of d fp16 / bf16 values
 (``dense-fp16``, ``dense-bf16``: ``allreduce_`` of the 16-bit tensor, no casts) vs the dense fp32 one
 (<= 1.2), and fp16 / bf16 with their casts vs the same (no goal); on horovod, hpcgan's fp16 and bf16 vs Horovod's own fp16 (<= 1.1); and per peer and size,
-hpcgan's time / the peer's time (no goal).
+hpcgan's time / the peer's time (no goal). At 4 KiB, per backend and compressor, what its
+exchange costs beyond its own local work, in dense 4 KiB allreduces (<= 3), timed apart from the
+table (:func:`small_message_rows` says how and why).
 
 HDF5 layout (``--out FILE.h5``, written by rank 0; attrs world_size, versions_json, machine,
 created_at, threads, kernels_json)::
@@ -51,11 +53,12 @@ import torch
 from mpi4py import MPI
 
 from ..comm import BACKENDS, build_communicator
-from ..compress import COMPRESSORS, build_compressor, cast, powersgd, qsgd, sign, sparse
+from ..compress import COMPRESSORS, Payload, build_compressor, cast, powersgd, qsgd, sign, sparse
 from ..compress.base import declared_options, local_rounds
 from ..config import CommConfig, add_flag
 from ..errors import UsageError, UsageParser
 from ..exchange import collect
+from ..exchange.wire import from_bytes, to_bytes
 from ..info import machine, versions
 from ..results.recorder import utc_now
 from .base import BENCHMARKS
@@ -160,8 +163,10 @@ def bench_comm(argv: list[str]) -> int:
         except UsageError as e:
             skipped[name] = str(e)
     local = local_costs(sizes, ops, cfg, args)
-    rows = []
+    rows, small = [], []
     for backend, comm in comms.items():
+        if SMALL_BYTES in sizes:
+            small += small_message_rows(backend, comm, ops, cfg, max(args.iters, 1), args.warmup, world)
         for size in sizes:
             x = torch.randn(size // 4, generator=torch.Generator().manual_seed(world.rank))
             n = iterations(size, args.iters)
@@ -183,7 +188,7 @@ def bench_comm(argv: list[str]) -> int:
                     rows.append({**row, "wire_bytes": peer.wire(x.numel())})  # outside hpcgan's accounting
     if world.rank == 0:
         real = real_gradient_figures(args, cfg) if args.real_grads != "none" and "topk" in ops else []
-        targets = speed_targets(local) + wire_targets(local) + real + transport_targets(rows) + small_message_targets(rows, local)
+        targets = speed_targets(local) + wire_targets(local) + real + transport_targets(rows) + small_message_targets(small)
         print_report(rows, local, skipped, world.size, targets)
         if args.out:
             write_h5(args.out, rows, local, targets, world.size)
@@ -291,20 +296,79 @@ def transport_targets(rows) -> list[Target]:
     return out
 
 
-def small_message_targets(rows, local) -> list[Target]:
-    """At 4 KiB, per backend and compressor: what its collective costs beyond its own compress and
-    decompress (the exchange's and transport's overhead), in dense 4 KiB allreduces on that backend
-    (goal <= 3)."""
-    cost = {r["op"]: r["t_compress"] + r["t_decompress"] for r in local if r["size"] == SMALL_BYTES}
-    at = {(r["backend"], r["op"]): r["t_median"] for r in rows if r["size"] == SMALL_BYTES}
-    out = []
-    for (backend, op), t in at.items():
-        dense = at.get((backend, "dense"))
-        if op in cost and dense:
-            out.append(Target(f"{backend}: {op} collective at 4KiB beyond its compress + decompress, in dense "
-                              "4KiB allreduces", (t - cost[op]) / dense, "x", hi=math.nan if op in REFERENCES
-                              else SMALL_OVERHEAD_GOAL))
+def own_decode(compressor, payload: Payload, ctx, size: int):
+    """The decompression a collective's result needs, on this rank alone, as a function to time:
+    one ``decompress`` of the summed payload for a summable compressor; for the others, the M
+    payloads the allgather delivers (here M copies of this rank's) through ``decompress_sum``,
+    the M kernel calls that adding M ranks' payloads takes whoever runs them."""
+    if compressor.summable:
+        return lambda: compressor.decompress(payload, ctx)
+    shapes = tuple((t.shape, t.dtype) for t in payload)
+    stacked = from_bytes(to_bytes(payload, shapes).repeat(size, 1), shapes)
+    return lambda: compressor.decompress_sum(stacked, ctx)
+
+
+def small_message_rows(backend: str, comm, ops, cfg, iters: int, warmup: int, world: MPI.Comm) -> list[dict]:
+    """At 4 KiB on ``comm``: the dense allreduce and, per compressor, its collective next to its
+    own local work, all timed in turn within every iteration (the same machine state for all).
+
+    * ``dense``: a barrier, then the timed ``allreduce_`` (as in the table);
+    * ``op``: the timed compress, a barrier, the timed :func:`~hpcgan.exchange.collect` (the step's
+      whole compressed exchange); ``own``: the timed local work of the same compressor on this rank
+      alone -- compress with every later round's local work (:func:`local_rounds`) and the
+      decompression the result needs (:func:`own_decode`).
+
+    The barrier before each collective lines the ranks up as a dense allreduce's ranks are lined
+    up by the previous one: without it, the collective would also be charged how long the other
+    rank's compress happened to run longer (jitter of a few tens of microseconds on a shared
+    2-core machine), which the dense reference, with no local work before it, never pays.
+    Per iteration the slowest rank's time counts; returns medians [s] per op."""
+    x = torch.randn(SMALL_BYTES // 4, generator=torch.Generator().manual_seed(world.rank))
+    zeros = torch.zeros_like(x)
+    steps = []
+    for op in ops:
+        c, local = build_compressor(replace(cfg, compressor=op)), build_compressor(replace(cfg, compressor=op))
+        payload, ctx = local.compress(x, [x.numel()])
+        decode = own_decode(local, local_rounds(local, payload, ctx)[-1], ctx, comm.size)
+        steps.append((op, c, local, decode))
+    t = np.zeros((iters, 1 + 2 * len(steps)))
+    clock = time.perf_counter
+    for i in range(-warmup, iters):
+        world.Barrier()
+        t0 = clock()
+        comm.allreduce_(zeros, average=False)
+        row = [clock() - t0]
+        for op, c, local, decode in steps:
+            t0 = clock()
+            payload, ctx = c.compress(x, [x.numel()])
+            t1 = clock()
+            world.Barrier()
+            t2 = clock()
+            collect(comm, c, payload, ctx)
+            t3 = clock()
+            local_rounds(local, *local.compress(x, [x.numel()]))
+            t4 = clock()
+            decode()
+            row += [(t1 - t0) + (t3 - t2), clock() - t3]
+        if i >= 0:
+            t[i] = row
+    world.Allreduce(MPI.IN_PLACE, t, op=MPI.MAX)
+    med = np.median(t, axis=0)
+    out = [{"backend": backend, "op": "dense", "t_collective": float(med[0]), "t_own": 0.0}]
+    for j, (op, *_) in enumerate(steps):
+        out.append({"backend": backend, "op": op, "t_collective": float(med[1 + 2 * j]), "t_own": float(med[2 + 2 * j])})
     return out
+
+
+def small_message_targets(small) -> list[Target]:
+    """At 4 KiB, per backend and compressor: what its exchange costs beyond the compressor's own
+    local work (:func:`small_message_rows`), i.e. the exchange's and transport's overhead, in
+    dense 4 KiB allreduces on that backend (goal <= 3)."""
+    dense = {r["backend"]: r["t_collective"] for r in small if r["op"] == "dense"}
+    return [Target(f"{r['backend']}: {r['op']} collective at 4KiB beyond its compress + decompress, in dense "
+                   "4KiB allreduces", (r["t_collective"] - r["t_own"]) / dense[r["backend"]], "x",
+                   hi=math.nan if r["op"] in REFERENCES else SMALL_OVERHEAD_GOAL)
+            for r in small if r["op"] != "dense"]
 
 
 def fmt_size(n: int) -> str:

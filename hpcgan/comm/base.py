@@ -184,7 +184,7 @@ class Communicator(ABC):
     # -- staging ----------------------------------------------------------------------------------
     def _takes(self, t: torch.Tensor) -> bool:
         """Whether the transport takes ``t`` as it is: contiguous, on a device type in ``direct``."""
-        return t.device.type in self.direct and t.is_contiguous()
+        return ("cpu" if t.is_cpu else t.device.type) in self.direct and t.is_contiguous()
 
     def _stage(self, t: torch.Tensor, slot: str = "send") -> torch.Tensor:
         """A copy of ``t`` in the reused staging buffer ``slot`` (1-D, on the transport's device)."""
@@ -196,7 +196,7 @@ class Communicator(ABC):
         """Run the in-place ``primitive`` on ``t``, staged there and back if the transport does not
         take ``t`` as it is; returns ``t``."""
         if self._takes(t):
-            primitive(t.view(-1), *args)
+            primitive(t if t.dim() == 1 else t.view(-1), *args)
         else:
             x = self._stage(t)
             primitive(x, *args)
@@ -226,7 +226,7 @@ class Communicator(ABC):
     def allreduce_(self, t: torch.Tensor, average: bool = True) -> torch.Tensor:
         """In-place sum (or mean) of ``t`` over all ranks; returns ``t``."""
         leave = self._enter()
-        nbytes = t.numel() * t.element_size()
+        nbytes = t.nbytes
         self._count(nbytes, self.net.allreduce(nbytes, self.size))
         self._in_place(self._allreduce_half if t.dtype in _HALF else self._allreduce, t)
         leave()
@@ -247,14 +247,16 @@ class Communicator(ABC):
 
     def allgather_rows(self, t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Every rank's ``t``, flattened, as the rows of one (size, numel) tensor, row r from rank r:
-        ``out`` if given (contiguous, reused by the caller), else a new one. Every rank must pass
-        the same number of elements (compressed payloads: their sizes were checked once,
-        :meth:`check_same_size_once`); one collective, one buffer, no lists."""
+        ``out`` if given (contiguous, size x numel elements of any shape, reused by the caller; a
+        1-D one saves a view per call), else a new one. Every rank must pass the same number of
+        elements (compressed payloads: their sizes were checked once, :meth:`check_same_size_once`);
+        one collective, one buffer, no lists."""
         leave = self._enter()
-        flat = t.reshape(-1)
-        nbytes = flat.numel() * flat.element_size()
+        flat = t if t.dim() == 1 else t.reshape(-1)
+        nbytes = flat.nbytes
         self._count(nbytes, self.net.allgather(nbytes, self.size))
-        rows = self._gather_into(flat, [flat.numel()] * self.size, None if out is None else out.view(-1))
+        rows = self._gather_into(flat, [flat.numel()] * self.size,
+                                 None if out is None else out if out.dim() == 1 else out.view(-1))
         leave()
         return rows.view(self.size, -1) if out is None else out
 

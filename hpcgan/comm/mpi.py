@@ -36,23 +36,16 @@ _MPI_TYPES = {torch.float32: MPI.FLOAT, torch.float64: MPI.DOUBLE, torch.int32: 
               torch.int64: MPI.INT64_T, torch.uint8: MPI.UINT8_T, torch.int8: MPI.INT8_T, torch.int16: MPI.INT16_T}
 
 
-def _bytes(t: torch.Tensor):
-    """The bytes of the contiguous ``t`` as mpi4py reads and writes them: host memory by address
-    (a numpy view costs a few microseconds more per call, which a 4 KiB collective feels), or the
-    device tensor itself (CUDA-aware MPI; the stream is synchronised first, since MPI accesses
-    device memory outside torch's stream order)."""
-    if t.device.type == "cpu":
-        return MPI.buffer.fromaddress(t.data_ptr(), t.nbytes)
+def _message(t: torch.Tensor, datatype: MPI.Datatype = MPI.BYTE) -> list:
+    """``[buffer, datatype]`` of the contiguous ``t``, as mpi4py reads and writes it: host memory by
+    address (a numpy view costs a few microseconds more per call, and a buffer without its datatype
+    another one, which a 4 KiB collective feels), or the device tensor's bytes (CUDA-aware MPI; the
+    stream is synchronised first, since MPI accesses device memory outside torch's stream order).
+    MPI counts ``datatype`` elements in the bytes: raw bytes by default, or the values of a sum."""
+    if t.is_cpu:
+        return [MPI.buffer.fromaddress(t.data_ptr(), t.nbytes), datatype]
     torch.cuda.current_stream(t.device).synchronize()
-    return t.detach().view(torch.uint8)
-
-
-def _values(t: torch.Tensor):
-    """The elements of the contiguous ``t`` with their MPI datatype, for a reduction."""
-    if t.device.type == "cpu":
-        return [_bytes(t), _MPI_TYPES[t.dtype]]
-    torch.cuda.current_stream(t.device).synchronize()
-    return t.detach()
+    return [t.detach().view(torch.uint8), datatype]
 
 
 def _loaded_mpi_libraries() -> list[str]:
@@ -106,7 +99,7 @@ def half_sum_op(dtype: torch.dtype) -> MPI.Op:
 
 def allreduce_half(comm: MPI.Comm, t: torch.Tensor) -> None:
     """In-place sum of the contiguous 1-D host tensor ``t`` (fp16 or bf16) over ``comm``."""
-    comm.Allreduce(MPI.IN_PLACE, [_bytes(t), MPI.UINT16_T], op=half_sum_op(t.dtype))
+    comm.Allreduce(MPI.IN_PLACE, _message(t, MPI.UINT16_T), op=half_sum_op(t.dtype))
 
 
 @BACKENDS.register("mpi")
@@ -133,7 +126,7 @@ class MPICommunicator(Communicator):
         return cls(comm, NetworkModel(cfg.net_latency, cfg.net_bandwidth), cfg.cuda_aware_mpi, cfg.net_emulate)
 
     def _allreduce(self, t: torch.Tensor) -> None:
-        self.data.Allreduce(MPI.IN_PLACE, _values(t), op=MPI.SUM)
+        self.data.Allreduce(MPI.IN_PLACE, _message(t, _MPI_TYPES[t.dtype]), op=MPI.SUM)
 
     def _allreduce_half(self, t: torch.Tensor) -> None:
         """The sum runs on the host (:func:`half_sum_op`): device tensors (CUDA-aware MPI) go
@@ -147,13 +140,14 @@ class MPICommunicator(Communicator):
 
     def _allgather(self, t: torch.Tensor, out: torch.Tensor, counts: list[int]) -> None:
         if counts.count(counts[0]) == len(counts):  # equal parts: plain Allgather
-            self.data.Allgather(_bytes(t), _bytes(out))
+            self.data.Allgather(_message(t), _message(out))
             return
         width = t.element_size()
-        self.data.Allgatherv(_bytes(t), [_bytes(out), [c * width for c in counts]])
+        buffer, byte = _message(out)
+        self.data.Allgatherv(_message(t), [buffer, [c * width for c in counts], byte])
 
     def _broadcast(self, t: torch.Tensor, root: int) -> None:
-        self.data.Bcast(_bytes(t), root=root)
+        self.data.Bcast(_message(t), root=root)
 
     def _neighbor_allgather(self, x: torch.Tensor, out: torch.Tensor, plan) -> None:
         """Neighbor_allgather over a distributed-graph communicator, one per plan, created on first
@@ -162,7 +156,7 @@ class MPICommunicator(Communicator):
         if key not in self._graphs:
             self._graphs[key] = self.data.Create_dist_graph_adjacent(list(plan.sources), list(plan.destinations),
                                                                      reorder=False)
-        self._graphs[key].Neighbor_allgather(_bytes(x), _bytes(out))
+        self._graphs[key].Neighbor_allgather(_message(x), _message(out))
 
     def barrier(self) -> None:
         self.data.Barrier()

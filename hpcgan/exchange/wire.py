@@ -46,54 +46,59 @@ from ..compress import Compressor, Payload
 Phase = Callable[[str], AbstractContextManager]
 
 
+_UNTIMED = nullcontext()  # holds no state: one for every untimed phase
+
+
 def untimed(name: str) -> AbstractContextManager:
-    return nullcontext()
+    return _UNTIMED
 
 
 def collect(comm: Communicator, compressor: Compressor, payload: Payload, ctx: Any,
             phase: Phase = untimed) -> torch.Tensor:
     """Delta = (1/M) sum_m decompress(payload_m) for this rank's ``(payload, ctx)``; ``phase`` times
     the collectives as "comm" and the local work between and after them as "compress"."""
-    signature = (compressor.name, tuple((t.shape, t.dtype) for t in payload))
-    nbytes = _layout(signature[1])[2]
+    shapes = tuple([(t.shape, t.dtype) for t in payload])
+    nbytes = _layout(shapes)[2]
+    host = all(t.is_cpu for t in payload)
     with phase("comm"):
-        comm.check_same_size_once(signature, nbytes, "compressed payload")
+        comm.check_same_size_once((compressor.name, shapes), nbytes, "compressed payload")
     if compressor.summable:
         for r in range(compressor.rounds):  # one allreduce per round (PowerSGD: two)
             if r:
                 with phase("compress"):
                     payload = compressor.next_round(summed, ctx)
+                    shapes = tuple([(t.shape, t.dtype) for t in payload])
             if len(payload) == 1 and compressor.rounds == 1:  # handed over: summed in place
                 buf = payload[0].reshape(-1)
                 summed = [buf.view_as(payload[0])]
             else:  # a copy: the compressor's context keeps this round's payload
-                buf, summed = summing_copy(comm, payload)
+                buf, summed = summing_copy(comm, payload, shapes)
             with phase("comm"):
                 comm.allreduce_(buf, average=False)
         with phase("compress"):
             return compressor.decompress(summed, ctx).div_(comm.size)
-    if comm.size * nbytes <= WireBuffers.MAX_BYTES and all(t.device.type == "cpu" for t in payload):
-        buffers = WireBuffers.of(comm, signature[1])
+    if comm.size * nbytes <= WireBuffers.MAX_BYTES and host:
+        buffers = WireBuffers.of(comm, shapes)
         with phase("comm"):
-            comm.allgather_rows(buffers.load(payload), buffers.rows)
+            comm.allgather_rows(buffers.load(payload), buffers.flat)
         stacked = buffers.stacked()
     else:
         with phase("comm"):
-            stacked = from_bytes(comm.allgather_rows(to_bytes(payload, signature[1])), signature[1])
+            stacked = from_bytes(comm.allgather_rows(to_bytes(payload, shapes)), shapes)
     with phase("compress"):
         return compressor.decompress_sum(stacked, ctx).div_(comm.size)
 
 
-def summing_copy(comm: Communicator, payload: Payload) -> tuple[torch.Tensor, Payload]:
+def summing_copy(comm: Communicator, payload: Payload, shapes: Shapes | None = None) -> tuple[torch.Tensor, Payload]:
     """A 1-D copy of the (one-dtype) payload to allreduce in place, and its views shaped like the
     payload; small host payloads reuse one buffer per communicator, thread and shapes (no
-    concatenation, no views made per call)."""
-    shapes = tuple((t.shape, t.dtype) for t in payload)
-    if _layout(shapes)[2] > WireBuffers.MAX_BYTES or any(t.device.type != "cpu" for t in payload):
+    concatenation, no views made per call). ``shapes``: the payload's (shape, dtype)s, if known."""
+    shapes = shapes or tuple((t.shape, t.dtype) for t in payload)
+    if _layout(shapes)[2] > WireBuffers.MAX_BYTES or not all(t.is_cpu for t in payload):
         buf = torch.cat([t.reshape(-1) for t in payload]) if len(payload) > 1 else payload[0].reshape(-1).clone()
         return buf, [p.view_as(t) for p, t in zip(buf.split([t.numel() for t in payload]), payload)]
-    flat, parts = _reused(comm, ("sum", shapes), lambda: _sum_buffer(shapes))
-    _copy_into(flat, payload, [p.data_ptr() - flat.data_ptr() for p in parts])
+    flat, parts, offsets = _reused(comm, ("sum", shapes), lambda: _sum_buffer(shapes))
+    _copy_into(flat, payload, offsets)
     return flat, parts
 
 
@@ -106,9 +111,11 @@ def _copy_into(buffer: torch.Tensor, payload: Payload, offsets: Sequence[int]) -
     return buffer
 
 
-def _sum_buffer(shapes: Shapes) -> tuple[torch.Tensor, Payload]:
+def _sum_buffer(shapes: Shapes) -> tuple[torch.Tensor, Payload, list[int]]:
+    """A 1-D buffer for payloads of ``shapes``, its views shaped like them and their byte offsets."""
     flat = torch.empty(sum(s.numel() for s, _ in shapes), dtype=shapes[0][1])
-    return flat, [p.view(s) for p, (s, _) in zip(flat.split([s.numel() for s, _ in shapes]), shapes)]
+    parts = [p.view(s) for p, (s, _) in zip(flat.split([s.numel() for s, _ in shapes]), shapes)]
+    return flat, parts, [p.data_ptr() - flat.data_ptr() for p in parts]
 
 
 _REUSED: "weakref.WeakKeyDictionary[Communicator, dict]" = weakref.WeakKeyDictionary()
@@ -138,6 +145,7 @@ class WireBuffers:
         order, self.offsets, nbytes = _layout(shapes)
         self.send = torch.empty(nbytes, dtype=torch.uint8)
         self.rows = torch.empty(size, nbytes, dtype=torch.uint8)
+        self.flat = self.rows.view(-1)  # what the allgather writes (a 1-D buffer takes no view per call)
         aligned = not shapes or nbytes % shapes[order[0]][1].itemsize == 0
         self._views = from_bytes(self.rows, shapes) if aligned else None
 

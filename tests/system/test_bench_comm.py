@@ -60,3 +60,29 @@ def test_the_16_bit_sums_are_judged_against_dense_on_mpi_and_horovods_fp16_on_ho
     fp16 = got["mpi: fp16 / dense allreduce time at 24.03MiB"]
     assert fp16[0] == round(20 / 6, 6) and math.isnan(fp16[1]) and fp16[2] == -1, "with its casts: no goal"
     assert not any("4KiB" in name and "peer" not in name for name in got)
+
+
+def test_the_small_message_target_charges_what_the_exchange_adds_to_the_compressors_own_work():
+    from hpcgan.benchmarks.comm import small_message_targets
+    small = [{"backend": "mpi", "op": "dense", "t_collective": 10e-6, "t_own": 0.0},
+             {"backend": "mpi", "op": "sign", "t_collective": 70e-6, "t_own": 45e-6},
+             {"backend": "mpi", "op": "powersgd", "t_collective": 90e-6, "t_own": 50e-6},
+             {"backend": "mpi", "op": "topk-torch", "t_collective": 90e-6, "t_own": 20e-6},
+             {"backend": "torch", "op": "dense", "t_collective": 100e-6, "t_own": 0.0},
+             {"backend": "torch", "op": "sign", "t_collective": 400e-6, "t_own": 45e-6}]
+    got = {t.name.split(" collective")[0]: (round(t.value, 6), t.met) for t in small_message_targets(small)}
+    assert got == {"mpi: sign": (2.5, 1), "mpi: powersgd": (4.0, 0), "mpi: topk-torch": (7.0, -1),
+                   "torch: sign": (3.55, 0)}
+
+
+def test_own_decode_adds_every_ranks_payload_for_a_gathered_compressor_and_decompresses_a_sum_once():
+    import torch
+
+    from hpcgan.benchmarks.comm import own_decode
+    from hpcgan.compress import build_compressor
+    x = torch.randn(1000, generator=torch.Generator().manual_seed(1))
+    for name, factor in (("sign", 3), ("fp16", 1)):
+        c = build_compressor(name)
+        payload, ctx = c.compress(x, [x.numel()])
+        once = c.decompress(payload, ctx)
+        assert torch.equal(own_decode(c, payload, ctx, 3)(), factor * once), name
