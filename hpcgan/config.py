@@ -170,6 +170,11 @@ class CommConfig(Section):
     bucket_mb: float = opt(25.0, "gradient bucket size [MiB] (as DDP's bucket_cap_mb): each bucket's exchange "
                            "starts from a gradient hook while backward goes on; 0 = one exchange after the "
                            "whole backward", ge=0, le=1024)
+    backward_order: str = opt("dg", "which network's gradients the simultaneous step computes first, and so "
+                              "which buckets leave first: dg = D's then G's (hides the most where comm ~ "
+                              "compute), gd = G's then D's (hides more where comm is well below compute: "
+                              "bench overlap says which, on your model); the same gradients either way",
+                              ("dg", "gd"))
     net_latency: float = opt(0.0, "emulated latency alpha per message [s]", ge=0)
     net_bandwidth: float = opt(0.0, "emulated bandwidth B [bytes/s]; 0 = not emulated", ge=0)
     net_emulate: str = opt("account", "what the emulated network does: account = add each collective's modelled "

@@ -39,7 +39,7 @@ from ..data import Dataset, Loader
 from ..errors import UsageError
 from ..exchange import MIB, Bucket, BucketedExchange, Exchange, plan_buckets
 from ..gan.flat import FlatParams
-from ..gan.losses import LOSSES, SIMULTANEOUS_ORDER, simultaneous_gradients
+from ..gan.losses import BACKWARD_ORDERS, LOSSES, simultaneous_gradients
 from ..gan.models import build_models, latent
 from ..metrics import SampleFn, Sampler
 from ..netmodel import NetworkModel, Workload
@@ -193,7 +193,8 @@ class GanAlgorithm(Algorithm):
         """The exchange of ``flat.grads`` in ``--bucket-mb`` buckets, started from gradient hooks
         as :meth:`compute_gradients` produces them; each bucket's ``message`` is averaged into its
         slice of ``out`` (see :class:`~hpcgan.exchange.BucketedExchange`)."""
-        buckets = plan_buckets(self.flat, SIMULTANEOUS_ORDER, int(self.cfg.comm.bucket_mb * MIB), groups)
+        buckets = plan_buckets(self.flat, BACKWARD_ORDERS[self.cfg.comm.backward_order],
+                               int(self.cfg.comm.bucket_mb * MIB), groups)
         exchange = Exchange(self.comm, compressor, error_feedback, self.timer)
         self.exchange = BucketedExchange(self.flat, exchange, buckets, message, out, self.timer)
         return self.exchange
@@ -214,7 +215,7 @@ class GanAlgorithm(Algorithm):
             self.exchange.arm()
         g_G, g_D, d_loss, g_loss = simultaneous_gradients(
             self.G, self.D, self.loss, x, self.latent(x.shape[0], self.noise), labels,
-            self.cfg.model.gp_weight, self.noise)
+            self.cfg.model.gp_weight, self.noise, self.cfg.comm.backward_order)
         if not hooked:
             self.flat.set_grads("G", g_G)
             self.flat.set_grads("D", g_D)

@@ -159,7 +159,7 @@ class DQGAN(GanAlgorithm):
     summary = "quantized optimistic mirror descent with error feedback (DQGAN)"
     defaults = {"optimizer": "oadam", "compressor": "sign"}
     options = frozenset({"compressor", "compressor_options", "error_feedback", "granularity", "block_size",
-                         "dqgan_variant", "bucket_mb"})
+                         "dqgan_variant", "bucket_mb", "backward_order"})
     choices = {**GanAlgorithm.choices, "optimizer": ("oadam", "omd", "adam")}
     comm_formula = "summable payload: ring allreduce 2(M-1)(a + p/(MB)); else allgather (M-1)(a + p/B); p measured"
 

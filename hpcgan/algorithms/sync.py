@@ -25,7 +25,7 @@ from .base import ALGORITHMS, Batch, GanAlgorithm, TrainContext
 class Sync(GanAlgorithm):
     summary = "synchronous data-parallel baseline: dense allreduce of the simultaneous gradient"
     choices = {**GanAlgorithm.choices, "optimizer": ("adam", "omd", "oadam")}
-    options = frozenset({"bucket_mb"})
+    options = frozenset({"bucket_mb", "backward_order"})
     comm_formula = "ring allreduce of 4d bytes: 2(M-1)(a + 4d/(MB)), in buckets behind backward"
 
     @classmethod

@@ -5,9 +5,9 @@ holding whole parameter tensors. :func:`plan_buckets` lays them out in the order
 gradients ready -- networks in the order they are differentiated, each from its last parameter to
 its first -- packing tensors up to ``--bucket-mb`` (a tensor larger than that is a bucket of its
 own). ``--bucket-mb 0`` is one bucket holding everything: one exchange after the whole backward.
-For a GAN, flat order (G, D) and ready order (D, G) make the ready order the flat buffer walked
-backwards, so a bucket may hold D's first tensors and G's last: a model under the cap is one
-bucket, as in DDP.
+For a GAN, flat order (G, D) and ready order (D, G) (``--backward-order dg``, the default) make the
+ready order the flat buffer walked backwards, so a bucket may hold D's first tensors and G's last:
+a model under the cap is one bucket, as in DDP. With ``gd`` no bucket holds tensors of both.
 
 :class:`BucketedExchange` runs them, per step:
 
@@ -74,6 +74,8 @@ def plan_buckets(flat: FlatParams, ready_order: Sequence[str], cap_bytes: int,
             units += [([i], [flat.sizes[i]]) for i in reversed(flat.indices[name])]
         else:
             units.append((list(flat.indices[name]), groups([flat.sizes[i] for i in flat.indices[name]])))
+    if cap_bytes <= 0:  # one bucket, the whole buffer, in whatever order backward fills it
+        units.sort(key=lambda u: -max(u[0]))
     packed: list[list[tuple[list[int], list[int]]]] = []
     for unit in units:
         current = packed[-1] if packed else None
@@ -111,6 +113,12 @@ class BucketedExchange:
         #: seconds from arm() to the first bucket's start in the last step (NaN: none started early):
         #: no communication can hide behind the compute before it
         self.first_start = float("nan")
+        #: the last step's timeline, in seconds from arm() (NaN where unknown; hooked exchanges only):
+        #: when each parameter's gradient arrived, when each bucket was complete, and when
+        #: backward ended (wait() was called) -- what bounds the overlap any bucket plan can reach
+        self.grad_at = [float("nan")] * len(flat.param_list)
+        self.ready_at = [float("nan")] * len(self.buckets)
+        self.backward_end = float("nan")
 
     @property
     def hooked(self) -> bool:
@@ -123,7 +131,10 @@ class BucketedExchange:
         self._missing = [len(b.params) for b in self.buckets]
         self._next, self._futures, self.armed = 0, [], True
         self._busy0, self._cpu0 = self.exchange.comm.transport.busy, self.exchange.comm.worker_comm_cpu
-        self._armed_at, self.first_start = time.perf_counter(), float("nan")
+        nan = float("nan")
+        self.grad_at, self.ready_at = [nan] * len(self.grad_at), [nan] * len(self.buckets)
+        self.first_start = self.backward_end = nan
+        self._armed_at = time.perf_counter()
 
     def _hook(self, i: int, start: int, stop: int):
         def hook(grad: torch.Tensor) -> None:
@@ -134,7 +145,9 @@ class BucketedExchange:
                 raise RuntimeError(f"gradient of parameter {i} arrived twice in one step (bucket {k})")
             self.flat.grads[start:stop].copy_(grad.reshape(-1))
             self._missing[k] -= 1
+            self.grad_at[i] = time.perf_counter() - self._armed_at
             if self._missing[k] == 0:
+                self.ready_at[k] = self.grad_at[i]
                 self._start_ready()
         return hook
 
@@ -153,6 +166,7 @@ class BucketedExchange:
     def wait(self) -> torch.Tensor:
         """Step 3: every bucket's Delta in ``out``; returns ``out``."""
         self.armed = False
+        self.backward_end = time.perf_counter() - self._armed_at
         if self.hooked and any(self._missing):
             missing = [b.name for b, m in zip(self.buckets, self._missing) if m]
             raise RuntimeError(f"backward produced no gradient for some parameters of {missing}")

@@ -73,8 +73,8 @@ def gradient_penalty(D: nn.Module, real: torch.Tensor, fake: torch.Tensor, cond:
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
-#: the order in which :func:`simultaneous_gradients` produces the networks' gradients (D's first)
-SIMULTANEOUS_ORDER = ("D", "G")
+#: ``--backward-order``: the order in which :func:`simultaneous_gradients` produces the networks' gradients
+BACKWARD_ORDERS = {"dg": ("D", "G"), "gd": ("G", "D")}
 
 
 def critic_outputs(D: nn.Module, real: torch.Tensor, fake: torch.Tensor, cond: tuple) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,15 +94,25 @@ def critic_outputs(D: nn.Module, real: torch.Tensor, fake: torch.Tensor, cond: t
 
 def simultaneous_gradients(G: nn.Module, D: nn.Module, loss: GanLoss, real: torch.Tensor, z: torch.Tensor,
                            labels: torch.Tensor | None = None, gp_weight: float = 10.0,
-                           generator: torch.Generator | None = None):
-    """(grads of L_G w.r.t. G, grads of L_D w.r.t. D, L_D, L_G), both at the current (theta, phi)."""
+                           generator: torch.Generator | None = None, order: str = "dg"):
+    """(grads of L_G w.r.t. G, grads of L_D w.r.t. D, L_D, L_G), both at the current (theta, phi).
+
+    ``order`` (``--backward-order``) says which of the two backward passes runs first: the same
+    gradients either way, but a bucketed exchange can start the first network's buckets while the
+    second's backward runs. D's first makes D's large middle layers ready early and leaves G's
+    input layers for the very end; G's first makes all of G ready by about 0.6 of the compute
+    (dcgan32) and D's last gradient is its small first layer."""
     cond = () if labels is None else (labels,)
     fake = G(z, *cond)
     d_real, d_fake = critic_outputs(D, real, fake, cond)
     d_loss = loss.critic_loss(D, real, fake, d_real, d_fake, cond, gp_weight, generator)
     g_loss = loss.generator(d_fake)
-    g_D = torch.autograd.grad(d_loss, list(D.parameters()), retain_graph=True)
-    g_G = torch.autograd.grad(g_loss, list(G.parameters()))
+    if BACKWARD_ORDERS[order][0] == "D":
+        g_D = torch.autograd.grad(d_loss, list(D.parameters()), retain_graph=True)
+        g_G = torch.autograd.grad(g_loss, list(G.parameters()))
+    else:
+        g_G = torch.autograd.grad(g_loss, list(G.parameters()), retain_graph=True)
+        g_D = torch.autograd.grad(d_loss, list(D.parameters()))
     return g_G, g_D, d_loss.detach(), g_loss.detach()
 
 

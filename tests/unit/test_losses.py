@@ -71,3 +71,15 @@ def test_one_critic_pass_over_real_and_fake_is_two_calls_of_it():
     D, real, fake, y = Cond(), torch.randn(5, 2), torch.randn(5, 2), torch.tensor([0, 2, 1, 1, 0])
     d_real, d_fake = critic_outputs(D, real, fake, (y,))
     assert torch.allclose(d_real, D(real, y)) and torch.allclose(d_fake, D(fake, y))
+
+
+def test_either_backward_order_gives_the_same_gradients_bit_for_bit():
+    """--backward-order changes which backward pass runs first, never what it computes (every
+    loss, the penalty's double backward included)."""
+    G, D = pair()
+    x, z = torch.randn(16, 2), torch.randn(16, 4)
+    for loss in LOSSES.names():
+        dg = simultaneous_gradients(G, D, LOSSES.get(loss), x, z, generator=torch.Generator().manual_seed(3))
+        gd = simultaneous_gradients(G, D, LOSSES.get(loss), x, z, generator=torch.Generator().manual_seed(3),
+                                    order="gd")
+        assert all(torch.equal(a, b) for a, b in zip([*dg[0], *dg[1], *dg[2:]], [*gd[0], *gd[1], *gd[2:]])), loss
