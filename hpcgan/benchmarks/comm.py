@@ -34,6 +34,10 @@ created_at, threads, kernels_json)::
     /compress/<column>  one row per (op, size): op, size, wire_bytes, t_clone, t_compress,
                         t_decompress [s] (medians, one thread), kept, delta (top-k's K and achieved
                         delta of the last call; NaN for the other compressors)
+    /small/<column>     at 4 KiB, one row per (backend, op): backend, op (dense or a compressor),
+                        t_collective (dense: the allreduce; a compressor: its compress and, from a
+                        barrier, its whole exchange), t_own (its local work alone) [s], medians
+                        (:func:`small_message_rows`)
     /targets/<column>   one row per target line: name, value, unit, lo, hi, met
 
 Fit alpha and B from /comm rows with op == "dense": t = 2(M-1)(alpha + size/(M B)) (ring).
@@ -191,7 +195,7 @@ def bench_comm(argv: list[str]) -> int:
         targets = speed_targets(local) + wire_targets(local) + real + transport_targets(rows) + small_message_targets(small)
         print_report(rows, local, skipped, world.size, targets)
         if args.out:
-            write_h5(args.out, rows, local, targets, world.size)
+            write_h5(args.out, rows, local, small, targets, world.size)
     return 0
 
 
@@ -401,11 +405,11 @@ def print_report(rows, local, skipped, world_size, targets) -> None:
         print(t.line())
 
 
-def write_h5(path, rows, local, targets, world_size) -> None:
+def write_h5(path, rows, local, small, targets, world_size) -> None:
     with h5py.File(path, "w") as f:
         f.attrs.update(world_size=world_size, versions_json=json.dumps(versions()), threads=1,
                        kernels_json=json.dumps(kernels()), machine=machine(torch.device("cpu")), created_at=utc_now())
-        for group, table in (("comm", rows), ("compress", local)):
+        for group, table in (("comm", rows), ("compress", local), ("small", small)):
             g = f.create_group(group)
             for key in (table[0] if table else {}):
                 values = [r[key] for r in table]

@@ -38,6 +38,9 @@ def test_quick_bench_prints_the_table_peers_and_targets_and_writes_hdf5(hpcgan, 
         kept = dict(zip([o.decode() for o in comp["op"][()]], comp["kept"][()]))
         assert kept["topk"] == kept["topk-torch"] == 11
         assert tgt["name"].shape == (len(targets),) and set(tgt["met"][()]) <= {-1, 0, 1}
+        small = f["small"]
+        assert small["op"].shape == (2 * (1 + len(ops)),) and (small["t_collective"][()] > 0).all()
+        assert sum(t.startswith("target mpi: sign collective at 4KiB beyond") for t in targets) == 1
 
 
 def test_unknown_backend_is_one_clear_error(hpcgan):
