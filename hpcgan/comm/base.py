@@ -50,7 +50,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 import torch
 
@@ -81,6 +81,7 @@ class Communicator(ABC):
         self.direct = direct  # device types the transport takes as they are; others are staged
         self._staging_device = transport
         self._staging = {}  # per thread: the compute thread's and the worker's buffers never mix
+        self._reused: dict[int, dict] = {}  # per thread: what reused() built
         self.net, self.emulate = net or NetworkModel(), emulate
         self.transport = Transport(f"hpcgan-{self.name}-transport")
         self.bytes_sent = 0
@@ -104,6 +105,18 @@ class Communicator(ABC):
         if key not in self._staging:
             self._staging[key] = Staging(self._staging_device)
         return self._staging[key]
+
+    def reused(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        """``build()``'s result, made once per thread and ``key`` on this communicator: buffers the
+        layer above reuses from one collective to the next (as :attr:`staging` is reused), kept
+        as long as the communicator and never shared between the compute thread and the worker."""
+        mine = self._reused.get(threading.get_ident())
+        if mine is None:
+            mine = self._reused[threading.get_ident()] = {}
+        value = mine.get(key)
+        if value is None:
+            value = mine[key] = build()
+        return value
 
     def _count(self, nbytes: int, emulated: float = 0.0) -> None:
         """Record one call handing ``nbytes`` to the transport (nothing leaves a 1-rank job); under

@@ -32,8 +32,6 @@ them for the next round.
 from __future__ import annotations
 
 import ctypes
-import threading
-import weakref
 from contextlib import AbstractContextManager, nullcontext
 from functools import lru_cache
 from typing import Any, Callable, Sequence
@@ -97,7 +95,7 @@ def summing_copy(comm: Communicator, payload: Payload, shapes: Shapes | None = N
     if _layout(shapes)[2] > WireBuffers.MAX_BYTES or not all(t.is_cpu for t in payload):
         buf = torch.cat([t.reshape(-1) for t in payload]) if len(payload) > 1 else payload[0].reshape(-1).clone()
         return buf, [p.view_as(t) for p, t in zip(buf.split([t.numel() for t in payload]), payload)]
-    flat, parts, offsets = _reused(comm, ("sum", shapes), lambda: _sum_buffer(shapes))
+    flat, parts, offsets = comm.reused(("sum", shapes), lambda: _sum_buffer(shapes))
     _copy_into(flat, payload, offsets)
     return flat, parts
 
@@ -116,18 +114,6 @@ def _sum_buffer(shapes: Shapes) -> tuple[torch.Tensor, Payload, list[int]]:
     flat = torch.empty(sum(s.numel() for s, _ in shapes), dtype=shapes[0][1])
     parts = [p.view(s) for p, (s, _) in zip(flat.split([s.numel() for s, _ in shapes]), shapes)]
     return flat, parts, [p.data_ptr() - flat.data_ptr() for p in parts]
-
-
-_REUSED: "weakref.WeakKeyDictionary[Communicator, dict]" = weakref.WeakKeyDictionary()
-
-
-def _reused(comm: Communicator, key: tuple, build: Callable[[], Any]) -> Any:
-    """``build()``'s result, made once per communicator, thread and ``key``."""
-    mine = _REUSED.setdefault(comm, {})
-    key = (threading.get_ident(), *key)
-    if key not in mine:
-        mine[key] = build()
-    return mine[key]
 
 
 class WireBuffers:
@@ -151,7 +137,7 @@ class WireBuffers:
 
     @classmethod
     def of(cls, comm: Communicator, shapes: Shapes) -> "WireBuffers":
-        return _reused(comm, ("gather", shapes), lambda: cls(comm.size, shapes))
+        return comm.reused(("gather", shapes), lambda: cls(comm.size, shapes))
 
     def stacked(self) -> Payload:
         return self._views if self._views is not None else from_bytes(self.rows, self.shapes)
