@@ -51,6 +51,7 @@ from ..algorithms.base import resolve_config
 from ..comm import build_communicator
 from ..data import build_dataset
 from ..errors import UsageError, UsageParser
+from ..gan.losses import BACKWARD_ORDERS
 from ..info import machine
 from ..log import get_logger
 from ..results.recorder import utc_now
@@ -113,7 +114,7 @@ def bench_overlap(argv: list[str]) -> int:
     p.add_argument("--steps", type=int, default=20, help="timed iterations (each runs one step of every run)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--backward-order", default="dg", choices=("dg", "gd"),
+    p.add_argument("--backward-order", default="dg", choices=tuple(BACKWARD_ORDERS),
                    help="which network's gradients come first (train's --backward-order)")
     p.add_argument("--out", default="", help="HDF5 file for the results (rank 0 writes)")
     args = p.parse_args(argv)

@@ -83,3 +83,13 @@ def test_either_backward_order_gives_the_same_gradients_bit_for_bit():
         gd = simultaneous_gradients(G, D, LOSSES.get(loss), x, z, generator=torch.Generator().manual_seed(3),
                                     order="gd")
         assert all(torch.equal(a, b) for a, b in zip([*dg[0], *dg[1], *dg[2:]], [*gd[0], *gd[1], *gd[2:]])), loss
+
+
+def test_the_backward_order_flag_offers_exactly_the_orders_the_step_knows():
+    import dataclasses
+
+    from hpcgan.config import CommConfig, choices_of
+    from hpcgan.gan.losses import BACKWARD_ORDERS
+    field = {f.name: f for f in dataclasses.fields(CommConfig)}["backward_order"]
+    assert choices_of(field.metadata) == tuple(BACKWARD_ORDERS) and field.default in BACKWARD_ORDERS
+    assert all(sorted(order) == ["D", "G"] for order in BACKWARD_ORDERS.values())
