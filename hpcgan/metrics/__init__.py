@@ -36,7 +36,7 @@ from ..comm.control import ControlChannel, control_of
 from ..data import Dataset, GaussianMixture
 from . import mog
 from .sampling import SampleFn, Sampler, as_sampler, offset, share
-from .stats import IS_SPLITS
+from .stats import IS_SPLITS, allreduce_arrays
 
 #: additive statistics of an evaluation: float64 sums by name
 Stats = dict[str, np.ndarray]
@@ -53,14 +53,7 @@ def add_stats(a: Stats, b: Stats) -> Stats:
 def allreduce_stats(stats: Stats, comm: ControlChannel) -> Stats:
     """The sums over every rank of ``comm``: one allreduce of their concatenation (names sorted)."""
     names = sorted(stats)
-    flat = np.concatenate([np.asarray(stats[k], np.float64).ravel() for k in names])
-    control_of(comm).allreduce_(flat)
-    out, at = {}, 0
-    for k in names:
-        size = stats[k].size
-        out[k] = flat[at:at + size].reshape(stats[k].shape)
-        at += size
-    return out
+    return dict(zip(names, allreduce_arrays([stats[k] for k in names], comm)))
 
 
 def draws(sampler: Sampler, index: np.ndarray, comm: ControlChannel,

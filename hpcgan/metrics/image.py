@@ -23,7 +23,7 @@ from ..log import Progress
 from . import LABEL_COVERED, Evaluator, Sampler, Stats, draws
 from .features import Extractor
 from .reference import class_reference_stats, reference_stats
-from .stats import IS_SPLITS, ClassStats, FeatureStats, fid, inception_score, split_of
+from .stats import IS_SPLITS, ClassStats, FeatureStats, add_by_label, fid, inception_score, split_of
 
 FID = "fid"
 IS = "is"
@@ -97,12 +97,8 @@ class ImageEvaluator(Evaluator):
                 stats[p + "hits"] += right.sum()
                 if e.dataset_classes:
                     labels = y.numpy()
-                    for c in np.unique(labels):
-                        fc = f64[labels == c]
-                        stats[p + "label_n"][c] += fc.shape[0]
-                        stats[p + "label_s"][c] += fc.sum(axis=0)
-                        stats[p + "label_q"][c] += fc.T @ fc
-                        stats[p + "label_hits"][c] += right[labels == c].sum()
+                    add_by_label(stats[p + "label_n"], stats[p + "label_s"], stats[p + "label_q"], f64, labels)
+                    stats[p + "label_hits"] += np.bincount(labels[right], minlength=C)
         progress.close()
         return stats
 

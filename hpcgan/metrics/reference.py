@@ -26,7 +26,7 @@ from ..log import Progress, get_logger
 from .features import Extractor
 from ..cache import cache_dir
 from .files import sha256_file, tensor_digest
-from .stats import ClassStats, FeatureStats
+from .stats import ClassStats, FeatureStats, add_by_label, allreduce_arrays
 
 
 def is_image_dataset(dataset) -> bool:
@@ -121,14 +121,8 @@ def class_reference_stats(dataset, extractor: Extractor, comm: ControlChannel,
         n, s, q = np.zeros(C), np.zeros((C, extractor.dim)), np.zeros((C, extractor.dim, extractor.dim))
         for chunk in np.array_split(mine, max(1, len(mine) // batch_size)):
             x, y = take(dataset, chunk)
-            f = extractor.embed(x, batch_size)[0].numpy()
-            for c in np.unique(y.numpy()):
-                fc = f[y.numpy() == c]
-                n[c] += fc.shape[0]
-                s[c] += fc.sum(axis=0)
-                q[c] += fc.T @ fc
-        flat = comm.allreduce_(np.concatenate([n, s.ravel(), q.ravel()]))
-        n, s, q = flat[:C], flat[C:C + s.size].reshape(s.shape), flat[C + s.size:].reshape(q.shape)
+            add_by_label(n, s, q, extractor.embed(x, batch_size)[0].numpy(), y.numpy())
+        n, s, q = allreduce_arrays([n, s, q], comm)
         if comm.rank == 0:
             _save(path, {"n": n, "s": s, "q": q})
         comm.barrier()

@@ -39,15 +39,25 @@ def _as64(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _allreduce(arrays: list[np.ndarray], comm: ControlChannel) -> list[np.ndarray]:
-    """Sum a list of float64 arrays over ``comm`` with one allreduce of their concatenation."""
-    flat = np.concatenate([a.ravel() for a in arrays])
+def allreduce_arrays(arrays: list[np.ndarray], comm: ControlChannel) -> list[np.ndarray]:
+    """Sum a list of arrays over ``comm`` with one allreduce of their float64 concatenation."""
+    flat = np.concatenate([np.asarray(a, np.float64).ravel() for a in arrays])
     control_of(comm).allreduce_(flat)  # in place: flat holds the sums
     out, at = [], 0
     for a in arrays:
         out.append(flat[at:at + a.size].reshape(a.shape))
         at += a.size
     return out
+
+
+def add_by_label(n: np.ndarray, s: np.ndarray, q: np.ndarray, features: np.ndarray, labels: np.ndarray) -> None:
+    """Per label c among ``labels``: count, feature sum and second-moment sum of the features of
+    label c, added into n[c], s[c] and q[c] (the per-class form of :class:`FeatureStats`)."""
+    for c in np.unique(labels):
+        f = features[labels == c]
+        n[c] += f.shape[0]
+        s[c] += f.sum(axis=0)
+        q[c] += f.T @ f
 
 
 @dataclass
@@ -74,7 +84,7 @@ class FeatureStats:
         self.q += f.T @ f
 
     def allreduce(self, comm: ControlChannel) -> "FeatureStats":
-        n, s, q = _allreduce([np.array([self.n], dtype=np.float64), self.s, self.q], comm)
+        n, s, q = allreduce_arrays([np.array([self.n], dtype=np.float64), self.s, self.q], comm)
         return FeatureStats(int(round(n[0])), s, q)
 
     @property
@@ -136,7 +146,7 @@ class ClassStats:
         self.h += float((p * logp).sum())
 
     def allreduce(self, comm: ControlChannel) -> "ClassStats":
-        n, p, h = _allreduce([np.array([self.n], np.float64), self.p, np.array([self.h])], comm)
+        n, p, h = allreduce_arrays([np.array([self.n], np.float64), self.p, np.array([self.h])], comm)
         return ClassStats(int(round(n[0])), p, float(h[0]))
 
     def inception_score(self) -> float:
