@@ -20,8 +20,8 @@ round included, and tested).
 
 On the host, a small signature's send and receive buffers (M rows of at most 1 MiB in all), and
 the receive buffer's views as M stacked payloads, are made once per communicator and thread and
-reused (:class:`WireBuffers`): a small payload then costs its memmoves, the MPI call and the compressor's kernels, not a dozen tensor
-allocations and views. Collectives on one communicator never run concurrently (its transport runs
+reused (:class:`WireBuffers`): a small payload then costs its memmoves, the MPI call and the
+compressor's kernels, not a dozen tensor allocations and views. Collectives on one communicator never run concurrently (its transport runs
 them one at a time, and a blocking call waits for the transport first), and ``decompress_sum``
 returns a new tensor, so nothing outlives a buffer's use.
 
@@ -93,8 +93,10 @@ def summing_copy(comm: Communicator, payload: Payload, shapes: Shapes | None = N
     concatenation, no views made per call). ``shapes``: the payload's (shape, dtype)s, if known."""
     shapes = shapes or tuple((t.shape, t.dtype) for t in payload)
     if _layout(shapes)[2] > WireBuffers.MAX_BYTES or not all(t.is_cpu for t in payload):
-        buf = torch.cat([t.reshape(-1) for t in payload]) if len(payload) > 1 else payload[0].reshape(-1).clone()
-        return buf, [p.view_as(t) for p, t in zip(buf.split([t.numel() for t in payload]), payload)]
+        flat, parts, _ = _sum_buffer(shapes, payload[0].device)
+        for part, t in zip(parts, payload):
+            part.copy_(t)
+        return flat, parts
     flat, parts, offsets = comm.reused(("sum", shapes), lambda: _sum_buffer(shapes))
     _copy_into(flat, payload, offsets)
     return flat, parts
@@ -109,9 +111,9 @@ def _copy_into(buffer: torch.Tensor, payload: Payload, offsets: Sequence[int]) -
     return buffer
 
 
-def _sum_buffer(shapes: Shapes) -> tuple[torch.Tensor, Payload, list[int]]:
+def _sum_buffer(shapes: Shapes, device: torch.device | str = "cpu") -> tuple[torch.Tensor, Payload, list[int]]:
     """A 1-D buffer for payloads of ``shapes``, its views shaped like them and their byte offsets."""
-    flat = torch.empty(sum(s.numel() for s, _ in shapes), dtype=shapes[0][1])
+    flat = torch.empty(sum(s.numel() for s, _ in shapes), dtype=shapes[0][1], device=device)
     parts = [p.view(s) for p, (s, _) in zip(flat.split([s.numel() for s, _ in shapes]), shapes)]
     return flat, parts, [p.data_ptr() - flat.data_ptr() for p in parts]
 
