@@ -2,9 +2,10 @@
 
 * ``hpcgan eval RUN.h5 [RUN2.h5 ...] [--metrics proxy,inception,mog] [--samples N] [--is-splits S]``:
   reads each run's final model (``RUN.h5.model/``, written at the end of every run,
-  :mod:`hpcgan.results.model`) and evaluates every model in it (conditional and per-label models
-  with labels interleaved in the data's proportions, as during training: :mod:`hpcgan.metrics.sampling`) (the run's own, plus e.g. DPOSG's
-  rank 0 model), collectively, on any number of ranks. The metrics go into the run's file as
+  :mod:`hpcgan.results.model`) and evaluates every model in it (the run's own, plus e.g. DPOSG's
+  rank 0 model), collectively, on any number of ranks; conditional and per-label models draw their
+  labels interleaved in the data's proportions, as during training (:mod:`hpcgan.metrics.sampling`).
+  The metrics go into the run's file as
   ``/final_eval`` with the sample count, IS splits and the SHA-256 of the weights evaluated; summary
   and report prefer them to the smaller evaluations during training.
 * ``hpcgan eval RUN.h5.ckpt|rank{r}.pt``: a checkpoint (an intermediate step) instead, on the rank
